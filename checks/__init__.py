@@ -1,0 +1,1 @@
+"""Built-in checks (installed as `doctor.checks`), registered through the `doctor.checks` entry points."""

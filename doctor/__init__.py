@@ -1,0 +1,20 @@
+"""doctor: GPU pre-flight checks for ML jobs. Keep this import light: no torch here."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .api import NotReady, preflight
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("preflight", "NotReady"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'doctor' has no attribute {name!r}")
+
+
+__all__ = ["preflight", "NotReady", "__version__"]

@@ -1,0 +1,44 @@
+"""Python API: the same gate as `doctor check`, for launch scripts."""
+from __future__ import annotations
+
+from typing import Any
+
+from .model import ExitCode, Report
+
+
+class NotReady(RuntimeError):
+    """Raised by `preflight` when the machine is not ready; carries the report."""
+
+    def __init__(self, report: Report):
+        self.report = report
+        failing = [f"{r.check_id}: {r.summary}" for r in report.results if r.status.value in ("fail", "error")]
+        super().__init__(report.verdict() + ("\n  " + "\n  ".join(failing) if failing else ""))
+
+
+def preflight(*profiles: str, facts: str | dict[str, Any] | None = None, python: str | None = None,
+              strict: bool = False, timeout_s: float = 60.0) -> Report:
+    """Judge this machine (or `facts`, a snapshot path or dict) against `profiles`.
+
+    Returns the Report when ready; raises NotReady(report) otherwise (exit code 1 or 3 on the CLI),
+    and doctor.errors.InputError for a bad profile or facts file.
+    """
+    from . import facts as facts_mod
+    from .interpreter import select
+    from .profile import load
+    from .registry import discover
+    from .runner import evaluate
+
+    registry = discover()
+    profile = load(list(profiles) or ["base"], registry)
+    if facts is None:
+        data = facts_mod.collect(select(python), {"torch": timeout_s})
+    elif isinstance(facts, str):
+        data = facts_mod.load(facts)
+    else:
+        facts_mod.validate(facts, "facts")
+        data = facts
+    report = evaluate(data, profile, registry, strict=strict)
+    report.profiles = list(profiles) or ["base"]
+    if report.exit_code is not ExitCode.READY:
+        raise NotReady(report)
+    return report

@@ -1,0 +1,221 @@
+"""`doctor` command line. Exit codes: 0 ready, 1 not ready, 2 bad usage or input, 3 could not decide."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import InputError
+from .model import ExitCode
+
+DEFAULT_PROFILE = "base"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doctor", description="GPU pre-flight checks for ML jobs.")
+    parser.add_argument("--version", action="version", version=f"doctor {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def probing_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--python", metavar="PATH", help="interpreter (or environment) of the job to inspect")
+        p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                       help="seconds before the torch/CUDA-init probe counts as hung (default 60); "
+                            "NVML gets min(S, 15), the package listing min(S, 30)")
+
+    check = sub.add_parser("check", help="judge this machine (or a saved snapshot) against profiles")
+    check.add_argument("--profile", "-p", action="append", default=[], metavar="NAME|FILE",
+                       help="machine and/or job profile; repeat to combine (default: match the detected GPU)")
+    check.add_argument("--facts", metavar="FILE", help="judge a saved `doctor facts` snapshot instead of probing")
+    check.add_argument("--format", choices=("console", "json", "junit"), default="console")
+    check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    check.add_argument("--strict", action="store_true", help="treat warnings as not ready (exit 1)")
+    check.add_argument("--verbose", "-v", action="store_true", help="details and timings")
+    probing_options(check)
+
+    facts = sub.add_parser("facts", help="write a JSON facts snapshot")
+    facts.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    facts.add_argument("--redact", action="store_true", help="remove hostnames, user names in paths, IPs")
+    probing_options(facts)
+
+    sub.add_parser("checks", help="list the registered checks")
+    explain = sub.add_parser("explain", help="what a check verifies, why, and how to fix it")
+    explain.add_argument("check_id")
+    profiles = sub.add_parser("profiles", help="list profiles, or `profiles show NAME`")
+    profiles.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    profiles.add_argument("name", nargs="?")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command](args))
+    except InputError as exc:
+        print(f"doctor: {exc}", file=sys.stderr)
+        return int(ExitCode.BAD_INPUT)
+    except KeyboardInterrupt:
+        print("doctor: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"doctor: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return int(ExitCode.UNDECIDED)
+
+
+def _timeouts(args: argparse.Namespace) -> dict[str, float]:
+    if args.timeout <= 0:
+        raise InputError("--timeout", None, f"is {args.timeout:g}; expected a positive number of seconds")
+    t = args.timeout
+    return {"torch": t, "python": min(t, 30.0), "gpu": min(t, 15.0), "host": min(t, 10.0)}
+
+
+def _write(text: str, path: str | None) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, None, f"cannot write output ({exc.strerror or exc})") from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import facts as facts_mod
+    from .interpreter import select
+
+    run = target = None
+    if args.facts is None:  # start probing first: the torch subprocess is the long pole
+        target = select(args.python)
+        timeouts = _timeouts(args)
+        run = facts_mod.start(target, timeouts)
+    from .profile import load, pick_machine_profile
+    from .registry import discover
+    from .runner import evaluate
+
+    registry = discover()
+    refs = list(args.profile)
+    if refs:
+        profile = load(refs, registry)  # validated before anything is judged
+    facts = facts_mod.load(args.facts) if run is None else facts_mod.assemble(target, *run.collect())
+    notes = [f"inspected Python: {_inspected(facts)}"]
+    if not refs:
+        names = [d.get("name") or "" for d in (facts.get("gpu") or {}).get("devices", [])]
+        picked = pick_machine_profile(names)
+        refs = [picked or DEFAULT_PROFILE]
+        notes.append(f"no --profile given: using '{refs[0]}', "
+                     + (f"the machine profile matching {names[0]}" if picked else
+                        "the generic profile (no shipped machine profile matches this machine)"))
+        profile = load(refs, registry)
+    report = evaluate(facts, profile, registry, strict=args.strict, notes=notes)
+    report.profiles = refs
+    return _emit(report, args)
+
+
+def _inspected(facts: dict[str, Any]) -> str:
+    info = (facts.get("provenance") or {}).get("inspected_python") or {}
+    return f"{info.get('executable', '?')} ({info.get('reason', 'unknown')})"
+
+
+def _emit(report: Any, args: argparse.Namespace) -> int:
+    from .render import console
+
+    if args.format == "console":
+        if args.output:
+            from io import StringIO
+
+            buf = StringIO()
+            console.render(report, buf, args.verbose, color=False)
+            _write(buf.getvalue(), args.output)
+        else:
+            console.render(report, sys.stdout, args.verbose)
+        return int(report.exit_code)
+    if args.format == "json":
+        from .render.json_report import render
+    else:
+        from .render.junit import render
+    _write(render(report), args.output)
+    if args.output:  # the file gets the machine-readable report; the terminal the human one
+        console.render(report, sys.stdout, args.verbose)
+    return int(report.exit_code)
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    from . import facts as facts_mod
+    from .interpreter import select
+
+    snapshot = facts_mod.collect(select(args.python), _timeouts(args))
+    if args.redact:
+        snapshot = facts_mod.redacted(snapshot)
+    _write(facts_mod.dump(snapshot), args.output)
+    failed = {k: v for k, v in snapshot["probes"].items() if v["status"] != "ok"}
+    for name, record in failed.items():
+        print(f"doctor: probe '{name}' {record['status']}: {record['message']}", file=sys.stderr)
+    return int(ExitCode.UNDECIDED if failed else ExitCode.READY)
+
+
+def cmd_checks(_: argparse.Namespace) -> int:
+    from .registry import discover
+
+    registry = discover()
+    for cid, spec in sorted(registry.checks.items()):
+        print(f"{cid:26} {spec.doc['what'].splitlines()[0]}")
+    for err in registry.load_errors:
+        print(f"{'plugin.' + err.entry_point:26} ERROR: package '{err.package}' failed to import: {err.message}")
+    return int(ExitCode.UNDECIDED if registry.load_errors else ExitCode.READY)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import difflib
+
+    from .registry import discover
+
+    registry = discover()
+    spec = registry.checks.get(args.check_id)
+    if spec is None:
+        near = difflib.get_close_matches(args.check_id, list(registry.checks), n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise InputError("explain", args.check_id, f"unknown check; {hint}see `doctor checks`")
+    doc = spec.doc
+    print(f"{spec.id}\n\nWhat it checks: {' '.join(doc['what'].split())}\n\nWhy: {doc.get('why', '')}\n\n"
+          f"How to fix: {doc.get('fix', '')}")
+    if spec.params:
+        print("\nParameters:")
+        for name, p in spec.params.items():
+            bound = f" (default from profile key {spec.binds[name]})" if name in spec.binds else ""
+            default = "" if p.required else f", default {p.default!r}"
+            print(f"  {name}: {p.type_name()}{default}{bound}")
+    print(f"\nNeeds facts: {', '.join(spec.needs) or 'none'}")
+    return int(ExitCode.READY)
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from .profile import available, load, read
+    from .registry import discover
+
+    if args.action == "show":
+        if not args.name:
+            raise InputError("profiles show", None, "expected a profile name: doctor profiles show NAME")
+        import yaml
+
+        profile = load([args.name], discover())
+        print(f"# {profile.name} ({profile.kind}): {profile.description}")
+        print(f"# resolved from: {', '.join(profile.sources)}")
+        print(yaml.safe_dump(profile.data, sort_keys=False, allow_unicode=True), end="")
+        return int(ExitCode.READY)
+    rows = []
+    for name, path in sorted(available().items()):
+        data = read(path)
+        rows.append((name, data.get("kind", "machine"), data.get("description", "")))
+    width = max(len(r[0]) for r in rows)
+    for name, kind, desc in rows:
+        print(f"{name:{width}}  {kind:7}  {desc}")
+    return int(ExitCode.READY)
+
+
+COMMANDS = {"check": cmd_check, "facts": cmd_facts, "checks": cmd_checks, "explain": cmd_explain,
+            "profiles": cmd_profiles}

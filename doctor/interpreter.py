@@ -1,0 +1,69 @@
+"""Which Python environment is inspected: the job's, which need not be doctor's own."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The interpreter whose packages and torch doctor inspects, and why that one."""
+
+    executable: str
+    reason: str
+
+    @property
+    def is_own(self) -> bool:
+        return _same(self.executable, sys.executable)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"executable": self.executable, "reason": self.reason}
+
+
+def _same(a: str, b: str) -> bool:
+    """Same environment? Venv interpreters are symlinks to one binary, so compare their bin folders."""
+    try:
+        return os.path.samefile(os.path.dirname(a), os.path.dirname(b))
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _env_python(prefix: str) -> str | None:
+    for rel in ("bin/python", "bin/python3", "python.exe", "Scripts/python.exe"):
+        candidate = Path(prefix, rel)
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _prefix_is_own(prefix: str) -> bool:
+    try:
+        return os.path.samefile(prefix, sys.prefix)
+    except OSError:
+        return False
+
+
+def select(python: str | None = None, environ: dict[str, str] | None = None) -> Interpreter:
+    """`--python PATH`, else an activated venv/conda env other than doctor's, else doctor's own."""
+    env = os.environ if environ is None else environ
+    if python:
+        path = Path(python).expanduser()
+        if not path.exists():
+            raise InputError("--python", None, f"{python} does not exist; expected a Python interpreter")
+        if path.is_dir():
+            found = _env_python(str(path))
+            if not found:
+                raise InputError("--python", None, f"{python} is a directory with no bin/python")
+            path = Path(found)
+        return Interpreter(str(path), "named with --python")
+    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = env.get(var)
+        if prefix and not _prefix_is_own(prefix):
+            found = _env_python(prefix)
+            if found:
+                return Interpreter(found, f"the activated environment (${var}={prefix})")
+    return Interpreter(sys.executable, "doctor's own interpreter")

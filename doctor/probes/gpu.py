@@ -1,0 +1,107 @@
+"""GPU facts from NVML (nvidia-ml-py, `import pynvml`). No driver / library / GPU is data, not an error."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..interpreter import Interpreter
+from ..probing import probe
+
+NO_LIBRARY = "NVML library (libnvidia-ml.so.1) not found: no NVIDIA driver is installed"
+REASONS = {  # NVML return codes -> plain reasons (nvml.h)
+    9: "the NVIDIA kernel driver is not loaded",
+    12: NO_LIBRARY,
+    4: "no permission to talk to the NVIDIA driver",
+    13: "an NVML function the driver lacks was called: the driver is too old for this nvidia-ml-py",
+    18: "the NVIDIA kernel driver and the user-space library versions do not match (reboot or reinstall the driver)",
+}
+
+
+def load_nvml() -> Any:
+    """The one seam to NVML; tests replace it (raising, hanging, partial data)."""
+    import pynvml
+
+    return pynvml
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _reason(nvml: Any, exc: Exception) -> str:
+    code = getattr(exc, "value", None)
+    return REASONS.get(code, f"{type(exc).__name__}: {exc}") if code is not None else f"{type(exc).__name__}: {exc}"
+
+
+def _field(errors: list[str], label: str, call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:  # partial data: record the field as unknown
+        errors.append(f"{label}: {type(exc).__name__}: {exc}")
+        return None
+
+
+def read_device(nvml: Any, index: int) -> dict[str, Any]:
+    errors: list[str] = []
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    mem = _field(errors, "memory", lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+    cc = _field(errors, "compute_capability", lambda: nvml.nvmlDeviceGetCudaComputeCapability(handle))
+    pci = _field(errors, "pci", lambda: nvml.nvmlDeviceGetPciInfo(handle))
+    mig = _field(errors, "mig_mode", lambda: nvml.nvmlDeviceGetMigMode(handle))
+    return {
+        "nvml_index": index,
+        "uuid": _text(_field(errors, "uuid", lambda: nvml.nvmlDeviceGetUUID(handle))),
+        "pci_bus_id": _text(pci.busId) if pci is not None else None,
+        "name": _text(_field(errors, "name", lambda: nvml.nvmlDeviceGetName(handle))),
+        "memory": None if mem is None else {
+            "source": "NVML nvmlDeviceGetMemoryInfo",
+            "total_mib": mem.total // 2**20, "free_mib": mem.free // 2**20, "used_mib": mem.used // 2**20,
+            "total_bytes": mem.total,
+        },
+        "compute_capability": f"{cc[0]}.{cc[1]}" if cc else None,
+        "mig": None if mig is None else {"current": bool(mig[0]), "pending": bool(mig[1])},
+        "errors": errors,
+    }
+
+
+def cuda_version_text(value: int | None) -> str | None:
+    """NVML encodes CUDA 12.4 as 12040."""
+    return None if not value else f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def collect(nvml_loader: Callable[[], Any] | None = None) -> dict[str, Any]:
+    env = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES")}
+    base: dict[str, Any] = {"source": "NVML", "env": env, "available": False, "reason": None,
+                            "driver_version": None, "cuda_driver_version": None, "devices": []}
+    try:
+        nvml = (nvml_loader or load_nvml)()
+    except ImportError:
+        base["reason"] = "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+        return base
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:
+        base["reason"] = _reason(nvml, exc)
+        return base
+    try:
+        errors: list[str] = []
+        base["driver_version"] = _text(_field(errors, "driver_version", nvml.nvmlSystemGetDriverVersion))
+        base["cuda_driver_version"] = cuda_version_text(
+            _field(errors, "cuda_driver_version", nvml.nvmlSystemGetCudaDriverVersion_v2))
+        count = nvml.nvmlDeviceGetCount()
+        base["devices"] = [read_device(nvml, i) for i in range(count)]
+        base["errors"] = errors
+        base["available"] = count > 0
+        if count == 0:
+            base["reason"] = "the NVIDIA driver is loaded but reports no GPU"
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:
+            pass
+    return base
+
+
+@probe("gpu", timeout_s=15)
+def probe_gpu(_: Interpreter, __: float) -> dict[str, Any]:
+    return collect()

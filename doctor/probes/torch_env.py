@@ -1,0 +1,60 @@
+"""torch facts, from a subprocess of the inspected interpreter under a timeout."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import subproc
+from ..interpreter import Interpreter
+from ..probing import probe
+
+SCRIPT = Path(__file__).with_name("torch_script.py")
+TIMEOUT_S = 60.0
+GRACE_S = 1.0  # left to the thread to report the kill before its own deadline
+
+
+def parse_stages(stdout: str) -> dict[str, Any]:
+    """Collect the JSON stage lines the script printed, ignoring anything else."""
+    stages: dict[str, Any] = {}
+    for line in stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"stage"' in line:
+            try:
+                obj = json.loads(line)
+                stages[obj["stage"]] = obj["data"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    return stages
+
+
+def facts_from_run(done: subproc.Completed, timeout_s: float) -> dict[str, Any]:
+    """Turn the subprocess outcome into the torch section; a hang or crash is data."""
+    stages = parse_stages(done.stdout)
+    data: dict[str, Any] = dict(stages.get("import") or {})
+    if "runtime" in stages:
+        data["runtime"] = stages["runtime"]
+    if done.timed_out:
+        where = "CUDA initialisation" if "import" in stages else "import torch"
+        data["hang"] = {"stage": where, "timeout_s": timeout_s,
+                        "message": f"{where} did not finish within {timeout_s:g} s; the process was killed"}
+    elif not stages.get("import"):
+        tail = (done.stderr or "").strip().splitlines()[-3:]
+        data["crash"] = {"returncode": done.returncode, "stderr_tail": tail,
+                         "message": f"the torch probe exited with code {done.returncode} before reporting"}
+    elif "runtime" not in stages and data.get("installed") and not data.get("import_error"):
+        tail = (done.stderr or "").strip().splitlines()[-3:]
+        data["crash"] = {"returncode": done.returncode, "stderr_tail": tail,
+                         "message": f"the process died during CUDA initialisation (exit code {done.returncode})"}
+    data.setdefault("installed", None)
+    data["probe_s"] = round(done.duration_s, 3)
+    return data
+
+
+@probe("torch", timeout_s=TIMEOUT_S)
+def probe_torch(target: Interpreter, timeout_s: float) -> dict[str, Any]:
+    limit = max(0.5, timeout_s - GRACE_S)
+    done = subproc.run([target.executable, str(SCRIPT)], timeout_s=limit)
+    data = facts_from_run(done, limit)
+    data["interpreter"] = target.executable
+    return data

@@ -1,0 +1,96 @@
+"""Probe marker and the concurrent probe runner (daemon threads, one timeout each).
+
+Not ThreadPoolExecutor: its workers are joined at interpreter exit, so one hung
+NVML call would hang the CLI. A daemon thread that overruns is abandoned.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .interpreter import Interpreter
+
+ProbeFunc = Callable[[Interpreter, float], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    name: str
+    func: ProbeFunc
+    timeout_s: float
+
+
+PROBES: dict[str, ProbeSpec] = {}
+
+
+def probe(name: str, timeout_s: float) -> Callable[[ProbeFunc], ProbeFunc]:
+    """Mark `func` as the probe that fills facts section `name`."""
+
+    def mark(func: ProbeFunc) -> ProbeFunc:
+        PROBES[name] = ProbeSpec(name, func, timeout_s)
+        return func
+
+    return mark
+
+
+def builtin_probes() -> dict[str, ProbeSpec]:
+    from . import probes  # noqa: F401  (registers the built-in probes)
+
+    return PROBES
+
+
+class ProbeRun:
+    """Probes started together, each in a daemon thread; `collect` joins each with its own deadline."""
+
+    def __init__(self, target: Interpreter, names: list[str] | None = None,
+                 timeouts: dict[str, float] | None = None):
+        specs = builtin_probes()
+        self._threads: list[tuple[ProbeSpec, threading.Thread, float, float, dict[str, Any]]] = []
+        for spec in (specs[n] for n in (names or sorted(specs, key=_start_order))):
+            box: dict[str, Any] = {}
+            limit = (timeouts or {}).get(spec.name, spec.timeout_s)
+            thread = threading.Thread(target=_run_one, args=(spec, target, limit, box),
+                                      name=f"probe-{spec.name}", daemon=True)
+            started = time.monotonic()
+            thread.start()
+            self._threads.append((spec, thread, started, limit, box))
+
+    def collect(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(sections, probe records). A probe that overruns is recorded as a timeout and abandoned."""
+        sections: dict[str, Any] = {}
+        records: dict[str, Any] = {}
+        for spec, thread, started, limit, box in self._threads:
+            thread.join(max(0.0, started + limit - time.monotonic()))
+            if thread.is_alive():
+                records[spec.name] = {"status": "timeout", "duration_s": round(time.monotonic() - started, 3),
+                                      "message": f"probe '{spec.name}' did not finish within {limit:g} s"}
+            elif "error" in box:
+                records[spec.name] = {"status": "error", "duration_s": box["duration_s"], "message": box["error"]}
+            else:
+                sections[spec.name] = box["data"]
+                records[spec.name] = {"status": "ok", "duration_s": box["duration_s"]}
+        return sections, records
+
+
+def run_probes(target: Interpreter, names: list[str] | None = None,
+               timeouts: dict[str, float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run probes concurrently. Returns (sections, probe records)."""
+    return ProbeRun(target, names, timeouts).collect()
+
+
+def _start_order(name: str) -> tuple[int, str]:
+    # The torch probe is the slowest (a subprocess imports torch): start it first.
+    return (0 if name == "torch" else 1, name)
+
+
+def _run_one(spec: ProbeSpec, target: Interpreter, limit: float, box: dict[str, Any]) -> None:
+    t0 = time.monotonic()
+    try:
+        box["data"] = spec.func(target, limit)
+    except Exception as exc:  # a probe bug is recorded, never raised
+        box["error"] = f"{type(exc).__name__}: {exc}"
+        box["traceback"] = traceback.format_exc()
+    box["duration_s"] = round(time.monotonic() - t0, 3)

@@ -1,0 +1,182 @@
+"""Profiles: find, parse (yaml.safe_load), validate, compose with `extends` and repeated --profile."""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .profile_schema import SCHEMA, lookup, unknown_key, validate
+from .registry import Registry, matches
+
+
+@dataclass
+class Profile:
+    """A resolved profile: the composition of one or more YAML files."""
+
+    name: str
+    kind: str
+    description: str
+    data: dict[str, Any]
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def checks(self) -> list[dict[str, Any]]:
+        return [c for c in self.data.get("checks", []) if c.get("enabled", True)]
+
+    def value(self, dotted: str) -> tuple[bool, Any]:
+        return lookup(self.data, dotted)
+
+
+def search_dirs() -> list[Path]:
+    """$DOCTOR_PROFILE_PATH (os.pathsep-separated) first, then the profiles shipped in the wheel."""
+    extra = [Path(p) for p in os.environ.get("DOCTOR_PROFILE_PATH", "").split(os.pathsep) if p]
+    return extra + [Path(str(resources.files("doctor.profiles")))]
+
+
+def available() -> dict[str, Path]:
+    """name -> file, earlier search directories winning."""
+    found: dict[str, Path] = {}
+    for d in search_dirs():
+        if d.is_dir():
+            for f in sorted(d.glob("*.yaml")):
+                found.setdefault(f.stem, f)
+    return found
+
+
+def locate(ref: str) -> Path:
+    if ref.endswith((".yaml", ".yml")) or os.sep in ref or "/" in ref:
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise InputError(ref, None, "profile file not found")
+        return path
+    names = available()
+    if ref in names:
+        return names[ref]
+    near = difflib.get_close_matches(ref, list(names), n=1)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    raise InputError("--profile", None, f"unknown profile '{ref}'; {hint}available: {', '.join(sorted(names))}")
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Parse one profile file with yaml.safe_load; errors name the file and the line."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(str(path), None, f"cannot read profile ({exc})") from None
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(str(path), None, f"invalid YAML ({where}{problem}); expected a YAML mapping") from None
+    except RecursionError:
+        raise InputError(str(path), None, "invalid YAML (nested too deeply); expected a YAML mapping") from None
+    if not isinstance(data, dict):
+        raise InputError(str(path), "(top level)", f"expected a mapping of profile keys, got {type(data).__name__}")
+    validate(data, SCHEMA, str(path))
+    return data
+
+
+def validate_checks(data: dict[str, Any], source: str, registry: Registry) -> None:
+    """Every check id exists, every parameter is known and of the right type."""
+    for i, entry in enumerate(data.get("checks", [])):
+        base = f"checks[{i}]"
+        if "id" not in entry:
+            raise InputError(source, base, "missing 'id'; expected a check id such as gpu.model")
+        spec = registry.checks.get(entry["id"])
+        if spec is None:
+            near = difflib.get_close_matches(str(entry["id"]), list(registry.checks), n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise InputError(source, f"{base}.id", f"unknown check '{entry['id']}'; {hint}see `doctor checks`")
+        for name, value in (entry.get("params") or {}).items():
+            param = spec.params.get(name)
+            if param is None:
+                raise unknown_key(source, f"{base}.params.{name}", name, sorted(spec.params))
+            if not matches(value, param.type):
+                raise InputError(source, f"{base}.params.{name}",
+                                 f"expected {param.type_name()}, got {type(value).__name__} {value!r}")
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Mappings deep-merge; `checks` merge by id (later wins, order of first appearance)."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if key == "extends":
+            continue
+        if key == "checks":
+            out["checks"] = merge_checks(out.get("checks", []), value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def merge_checks(base: list[dict[str, Any]], top: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_id = {c["id"]: copy.deepcopy(c) for c in base}
+    order = [c["id"] for c in base]
+    for entry in top:
+        cid = entry["id"]
+        if cid in by_id:
+            by_id[cid] = merge(by_id[cid], entry)
+        else:
+            by_id[cid] = copy.deepcopy(entry)
+            order.append(cid)
+    return [by_id[c] for c in order]
+
+
+def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list[str]) -> dict[str, Any]:
+    path = locate(ref)
+    key = str(path.resolve())
+    if key in stack:
+        raise InputError(str(path), "extends", f"cycle: {' -> '.join(Path(s).stem for s in stack + (key,))}")
+    data = read(path)
+    validate_checks(data, str(path), registry)
+    merged: dict[str, Any] = {}
+    for parent in data.get("extends", []):
+        if not re.fullmatch(r"[\w.\-/~]+", parent):
+            raise InputError(str(path), "extends", f"{parent!r} is not a profile name")
+        merged = merge(merged, _resolve(parent, registry, stack + (key,), sources))
+    sources.append(str(path))
+    own = {k: v for k, v in data.items() if k not in ("kind", "description")}
+    return merge(merged, own)
+
+
+def load(refs: list[str], registry: Registry) -> Profile:
+    """Resolve and compose profiles in order (e.g. a machine profile, then a job profile)."""
+    sources: list[str] = []
+    merged: dict[str, Any] = {}
+    kinds, descriptions = [], []
+    for ref in refs:
+        merged = merge(merged, _resolve(ref, registry, (), sources))
+        head = read(locate(ref))
+        kinds.append(head.get("kind", "machine"))
+        descriptions.append(head.get("description", ""))
+    name = " + ".join(Path(r).stem if r.endswith((".yaml", ".yml")) else r for r in refs)
+    kind = "machine" if "machine" in kinds else kinds[0]
+    return Profile(name, kind, " / ".join(d for d in descriptions if d), merged, sources)
+
+
+def pick_machine_profile(gpu_names: list[str]) -> str | None:
+    """The machine profile whose GPU model pattern matches every detected GPU (never a job profile)."""
+    matches_: list[str] = []
+    for name, path in available().items():
+        try:
+            data = read(path)
+        except InputError:
+            continue
+        if data.get("kind") != "machine":
+            continue
+        found, pattern = lookup(data, "machine.gpu.model")
+        if found and gpu_names and all(re.search(pattern, n, re.I) for n in gpu_names):
+            matches_.append(name)
+    return sorted(matches_)[0] if matches_ else None

@@ -1,0 +1,68 @@
+"""Judge a facts snapshot against a profile: run checks in profile order, purely."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from .facts import MissingSection, section
+from .model import Report, Result, Status, errored, skipped
+from .profile import Profile
+from .registry import CheckSpec, Registry
+
+
+def params_for(spec: CheckSpec, entry: dict[str, Any], profile: Profile) -> tuple[dict[str, Any], list[str]]:
+    """Parameter values: the check entry's params, else the bound profile keys, else defaults.
+    Returns (values, missing required parameters described by their profile key)."""
+    explicit = entry.get("params") or {}
+    values: dict[str, Any] = {}
+    missing = []
+    for name, param in spec.params.items():
+        if name in explicit:
+            values[name] = explicit[name]
+            continue
+        key = spec.binds.get(name)
+        found, value = profile.value(key) if key else (False, None)
+        if found:
+            values[name] = value
+        elif param.required:
+            missing.append(key or f"checks[{spec.id}].params.{name}")
+    return values, missing
+
+
+def run_check(spec: CheckSpec, entry: dict[str, Any], facts: dict[str, Any], profile: Profile) -> Result:
+    t0 = time.perf_counter()
+    values, missing = params_for(spec, entry, profile)
+    if missing:
+        result = skipped(f"profile '{profile.name}' sets no {', '.join(missing)}")
+    else:
+        try:
+            view = {name: section(facts, name) for name in spec.needs}
+            view.update({k: v for k, v in facts.items() if k not in view})
+            result = spec.func(view, **values)
+        except MissingSection as exc:
+            result = errored(exc.reason) if exc.is_error else skipped(exc.reason)
+        except Exception as exc:  # a check bug must not pass silently
+            result = errored(f"check crashed: {type(exc).__name__}: {exc}")
+    result = _apply_severity(result, entry.get("severity"))
+    return dataclasses.replace(result, check_id=spec.id, duration_s=time.perf_counter() - t0)
+
+
+def _apply_severity(result: Result, severity: str | None) -> Result:
+    if severity == "warn" and result.status is Status.FAIL:
+        return dataclasses.replace(result, status=Status.WARN, summary=result.summary + " (severity lowered to warn by the profile)")
+    if severity == "fail" and result.status is Status.WARN:
+        return dataclasses.replace(result, status=Status.FAIL, summary=result.summary + " (severity raised to fail by the profile)")
+    return result
+
+
+def evaluate(facts: dict[str, Any], profile: Profile, registry: Registry, strict: bool = False,
+             notes: list[str] | None = None) -> Report:
+    results = []
+    for err in registry.load_errors:
+        results.append(dataclasses.replace(
+            errored(f"plugin entry point '{err.entry_point}' from package '{err.package}' failed to import: {err.message}"),
+            check_id=f"plugin.{err.entry_point}"))
+    for entry in profile.checks:
+        results.append(run_check(registry.checks[entry["id"]], entry, facts, profile))
+    return Report(profile.name, [profile.name], results, facts, list(notes or []), strict)

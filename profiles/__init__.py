@@ -1,0 +1,1 @@
+"""Shipped YAML profiles (installed as the data package `doctor.profiles`)."""

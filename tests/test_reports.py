@@ -1,0 +1,145 @@
+"""Report formats: JSON against the shipped schema (and mutated reports against it), JUnit, console."""
+from __future__ import annotations
+
+import copy
+import json
+import xml.etree.ElementTree as ET
+from importlib import resources
+
+import jsonschema
+import pytest
+from factsbuilder import gpu_box
+from referencing import Registry, Resource
+
+from doctor.model import Remediation, Report, Result, Status
+from doctor.render import console, json_report, junit
+
+
+def schema(name):
+    return json.loads(resources.files("doctor").joinpath("schemas", name).read_text())
+
+
+@pytest.fixture(scope="module")
+def validator():
+    facts = schema("facts.schema.json")
+    reg = Registry().with_resource(facts["$id"], Resource.from_contents(facts))
+    return jsonschema.Draft202012Validator(schema("report.schema.json"), registry=reg)
+
+
+@pytest.fixture
+def report_json(cli, recorded, facts_file):
+    code, out, _ = cli("check", "--profile", "autodl-a800", "--facts", facts_file(recorded), "--format", "json")
+    assert code == 1
+    return json.loads(out)
+
+
+def test_json_report_validates_and_embeds_the_facts(report_json, validator, recorded):
+    validator.validate(report_json)
+    assert report_json["facts"]["torch"] == recorded["torch"]
+    assert report_json["verdict"] == {"ready": False, "exit_code": 1, "strict": False,
+                                      "summary": "1 failed — not ready for autodl-a800.",
+                                      "counts": {"pass": 1, "warn": 0, "fail": 1, "skip": 10, "error": 0}}
+
+
+def test_recorded_and_literal_facts_validate_against_facts_schema(recorded):
+    jsonschema.Draft202012Validator(schema("facts.schema.json")).validate(recorded)
+    jsonschema.Draft202012Validator(schema("facts.schema.json")).validate(gpu_box(count=2))
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda r: r["results"][0].update(status="passed"),
+    lambda r: r["results"][0].pop("summary"),
+    lambda r: r["results"][0].update(remediation={"text": "x"}),
+    lambda r: r["verdict"].update(exit_code=2),
+    lambda r: r.pop("facts"),
+    lambda r: r["facts"].pop("schema_version"),
+    lambda r: r["facts"]["gpu"]["devices"].append({"name": "x"}),
+    lambda r: r.update(extra=1),
+], ids=["bad-status", "no-summary", "bad-remediation", "bad-exit", "no-facts", "facts-no-version",
+        "device-no-index", "extra-key"])
+def test_mutated_reports_fail_validation(report_json, validator, mutate):
+    bad = copy.deepcopy(report_json)
+    mutate(bad)
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(bad)
+
+
+def test_json_report_can_be_rejudged(cli, report_json, tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report_json))
+    code, out, err = cli("check", "--profile", "cpu-ci", "--facts", str(path))
+    assert code == 0 and "Ready for cpu-ci." in out
+
+
+FIXED = Report("autodl-a800", ["autodl-a800"], [
+    Result("gpu.present", Status.PASS, "found 1× NVIDIA A800-SXM4-80GB (driver 570.124.06, NVML)", duration_s=0.001),
+    Result("gpu.memory", Status.WARN, "short", ("GPU 0: 40960 MiB",), Remediation("Use bigger GPUs.", ("nvidia-smi",))),
+    Result("torch.cuda_build", Status.FAIL, "CPU-only build", (), Remediation("Install CUDA torch.", ("pip install torch",), "https://pytorch.org")),
+    Result("gpu.bf16", Status.SKIP, "no workload"),
+    Result("torch.arch_coverage", Status.ERROR, "no arch list"),
+], facts={}, notes=["inspected Python: /x/python (doctor's own interpreter)"])
+
+GOLDEN = """\
+inspected Python: /x/python (doctor's own interpreter)
+[✓] gpu.present: found 1× NVIDIA A800-SXM4-80GB (driver 570.124.06, NVML)
+[!] gpu.memory: short
+      GPU 0: 40960 MiB
+    → Use bigger GPUs.
+      $ nvidia-smi
+[✗] torch.cuda_build: CPU-only build
+    → Install CUDA torch.
+      $ pip install torch
+      https://pytorch.org
+[-] gpu.bf16: no workload
+[?] torch.arch_coverage: no arch list
+
+1 failed, 1 could not be decided, 1 warning — not ready for autodl-a800.
+"""
+
+
+def test_console_golden_plain_text():
+    import io
+
+    buf = io.StringIO()
+    console.render(FIXED, buf)
+    assert buf.getvalue() == GOLDEN
+
+
+def test_console_colour_keeps_the_text():
+    import io
+    import re
+
+    buf = io.StringIO()
+    console.render(FIXED, buf, color=True)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue())
+    assert plain == GOLDEN and "\x1b[" in buf.getvalue()
+
+
+def test_verdict_lines():
+    ready = Report("a100-80g", ["a100-80g"], [Result("x.y", Status.PASS, "ok")], {})
+    assert ready.verdict() == "Ready for a100-80g." and ready.exit_code == 0
+    warn = Report("p", ["p"], [Result("x.y", Status.WARN, "hm")], {})
+    assert warn.verdict() == "Ready for p. (1 warning)" and warn.exit_code == 0
+    warn.strict = True
+    assert warn.exit_code == 1
+    err = Report("p", ["p"], [Result("x.y", Status.ERROR, "?")], {})
+    assert err.exit_code == 3 and "could not decide" in err.verdict()
+
+
+def test_junit_mapping():
+    root = ET.fromstring(junit.render(FIXED))
+    suite = root.find("testsuite")
+    assert suite.get("tests") == "5" and suite.get("failures") == "1" and suite.get("errors") == "1"
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert cases["torch.cuda_build"].find("failure") is not None
+    assert "pip install torch" in cases["torch.cuda_build"].find("failure").text
+    assert cases["torch.arch_coverage"].find("error") is not None
+    assert cases["gpu.bf16"].find("skipped") is not None
+    warn = cases["gpu.memory"]
+    assert warn.find("failure") is None and "WARNING: short" in warn.find("system-out").text
+    assert list(cases["gpu.present"]) == []
+
+
+def test_json_render_is_schema_valid_for_fixed_report(validator, recorded):
+    FIXED.facts = recorded
+    validator.validate(json.loads(json_report.render(FIXED)))
