@@ -11,6 +11,17 @@ from doctor.registry import check
 from .common import describe, devices, ident, torch_label, wheel_remedy
 
 COMPAT_URL = "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html"
+PYTORCH_URL = "https://pytorch.org/get-started/locally/"
+
+
+def _install_remedy(gpu: dict[str, Any]) -> Remediation:
+    if devices(gpu):
+        return wheel_remedy(gpu, "Install torch.")
+    if gpu.get("available") is False:
+        return Remediation("Install torch (a CPU build: no NVIDIA GPU was found).",
+                           ("pip install torch --index-url https://download.pytorch.org/whl/cpu",), PYTORCH_URL)
+    return Remediation("Install the torch wheel for this machine's driver (the GPU facts are missing).",
+                       url=PYTORCH_URL)
 
 
 def _torch_problem(torch: dict[str, Any], gpu: dict[str, Any]) -> Result | None:
@@ -24,11 +35,7 @@ def _torch_problem(torch: dict[str, Any], gpu: dict[str, Any]) -> Result | None:
         return failed(f"the torch probe crashed: {torch['crash']['message']}", None,
                       *torch["crash"].get("stderr_tail", []))
     if torch.get("installed") is False:
-        return failed("torch is not installed in the inspected environment",
-                      wheel_remedy(gpu, "Install torch.") if devices(gpu) else
-                      Remediation("Install torch (CPU build: no NVIDIA GPU was found).",
-                                  ("pip install torch --index-url https://download.pytorch.org/whl/cpu",),
-                                  "https://pytorch.org/get-started/locally/"))
+        return failed("torch is not installed in the inspected environment", _install_remedy(gpu))
     if torch.get("import_error"):
         return failed(f"torch is installed but fails to import: {torch['import_error']}",
                       Remediation("Reinstall torch in this environment (a partial upgrade or a mismatched "

@@ -136,3 +136,12 @@ def test_cuda_available_branches():
     two["gpu"]["env"]["CUDA_VISIBLE_DEVICES"] = "0"
     r = torch_cuda_available(two)
     assert r.status is Status.WARN and "torch sees 1 of 2" in r.summary and "CUDA_VISIBLE_DEVICES='0'" in r.remediation.text
+
+
+def test_missing_torch_without_gpu_suggests_the_cpu_wheel(recorded):
+    r = torch_installed(edit(recorded, "torch missing", torch={"installed": False}))
+    assert r.status is Status.FAIL
+    assert r.remediation.commands == ("pip install torch --index-url https://download.pytorch.org/whl/cpu",)
+    unknown = edit(recorded, "torch missing, gpu section dropped", torch={"installed": False})
+    del unknown["gpu"]
+    assert torch_installed(unknown).remediation.commands == ()
