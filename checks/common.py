@@ -7,6 +7,8 @@ from typing import Any
 from doctor.cuda import recommend_wheel
 from doctor.model import Remediation
 
+PYTORCH_URL = "https://pytorch.org/get-started/locally/"
+
 
 def devices(gpu: dict[str, Any]) -> list[dict[str, Any]]:
     return list(gpu.get("devices") or [])
@@ -39,8 +41,6 @@ def wheel_remedy(gpu: dict[str, Any], why: str) -> Remediation:
     wheel = recommend_wheel(ccs(devices(gpu)), gpu.get("driver_version"))
     if wheel is None:
         return Remediation(f"{why} No listed torch wheel both covers these GPUs and runs on driver "
-                           f"{gpu.get('driver_version')}; upgrade the NVIDIA driver first.",
-                           url="https://pytorch.org/get-started/locally/")
+                           f"{gpu.get('driver_version')}; upgrade the NVIDIA driver first.", url=PYTORCH_URL)
     return Remediation(f"{why} torch {wheel.release} {wheel.variant} (CUDA {wheel.cuda}) covers these GPUs "
-                       f"and runs on driver {gpu.get('driver_version')}:", (wheel.command,),
-                       "https://pytorch.org/get-started/locally/")
+                       f"and runs on driver {gpu.get('driver_version')}:", (wheel.command,), PYTORCH_URL)

@@ -8,10 +8,9 @@ from doctor.cuda import coverage, driver_need, driver_version, parse_arch_list
 from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
-from .common import describe, devices, ident, torch_label, wheel_remedy
+from .common import PYTORCH_URL, describe, devices, ident, torch_label, wheel_remedy
 
 COMPAT_URL = "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html"
-PYTORCH_URL = "https://pytorch.org/get-started/locally/"
 
 
 def _install_remedy(gpu: dict[str, Any]) -> Remediation:
@@ -40,6 +39,15 @@ def _torch_problem(torch: dict[str, Any], gpu: dict[str, Any]) -> Result | None:
         return failed(f"torch is installed but fails to import: {torch['import_error']}",
                       Remediation("Reinstall torch in this environment (a partial upgrade or a mismatched "
                                   "CUDA library usually causes this).", ("pip install --force-reinstall torch",)))
+    return None
+
+
+def _not_applicable(torch: dict[str, Any], gpu: dict[str, Any]) -> Result | None:
+    """The skip for checks that judge a CUDA torch against NVIDIA GPUs, when either is absent."""
+    if not devices(gpu):
+        return skipped("no NVIDIA GPU; see gpu.present")
+    if _torch_problem(torch, gpu) or not torch.get("cuda_build"):
+        return skipped("torch is not a working CUDA build; see torch.installed / torch.cuda_build")
     return None
 
 
@@ -97,11 +105,10 @@ def torch_cuda_available(facts: dict[str, Any]) -> Result:
     the GPU reset or the node drained (nvidia-smi -q shows the GPU state).
     """
     torch, gpu = facts["torch"], facts["gpu"]
+    skip = _not_applicable(torch, gpu)
+    if skip:
+        return skip
     devs = devices(gpu)
-    if not devs:
-        return skipped("no NVIDIA GPU; see gpu.present")
-    if _torch_problem(torch, gpu) or not torch.get("cuda_build"):
-        return skipped("torch is not a working CUDA build; see torch.installed / torch.cuda_build")
     if torch.get("hang"):
         return failed(f"CUDA initialisation hung: {torch['hang']['message']}",
                       Remediation("The GPU or driver is wedged: drain this node or reset the GPU, and check the "
@@ -146,15 +153,16 @@ def driver_torch_cuda(facts: dict[str, Any]) -> Result:
     that this driver supports (the exact command is given).
     """
     gpu, torch = facts["gpu"], facts["torch"]
-    if not devices(gpu) or not gpu.get("driver_version"):
-        return skipped("no NVIDIA driver; see gpu.present")
-    if _torch_problem(torch, gpu) or not torch.get("cuda_build"):
-        return skipped("torch is not a CUDA build; see torch.cuda_build")
+    skip = _not_applicable(torch, gpu)
+    if skip:
+        return skip
     cuda, drv_text = torch["cuda_build"], gpu["driver_version"]
     need, drv = driver_need(cuda), driver_version(drv_text)
     max_cuda = gpu.get("cuda_driver_version")
     ctx = f"driver {drv_text} (NVML: supports up to CUDA {max_cuda}); {torch_label(torch)} is built for CUDA {cuda}"
-    if need.floor is None or drv is None:
+    if drv is None:
+        return errored(f"NVML reported no usable driver version ({drv_text!r}); cannot judge CUDA {cuda}")
+    if need.floor is None:
         return warned(f"{ctx}; doctor has no driver table for CUDA {cuda}", None)
     upgrade = f"Upgrade the NVIDIA driver to {need.toolkit or need.floor} or newer"
     if drv < driver_version(need.floor):
@@ -188,11 +196,10 @@ def torch_arch_coverage(facts: dict[str, Any]) -> Result:
     Fix: install the torch wheel whose arch list covers the GPU (the exact command is given).
     """
     gpu, torch = facts["gpu"], facts["torch"]
+    skip = _not_applicable(torch, gpu)
+    if skip:
+        return skip
     devs = devices(gpu)
-    if not devs:
-        return skipped("no NVIDIA GPU; see gpu.present")
-    if _torch_problem(torch, gpu) or not torch.get("cuda_build"):
-        return skipped("torch is not a CUDA build; see torch.cuda_build")
     flags = torch.get("arch_flags") or []
     if not flags:
         return errored(f"{torch_label(torch)} reported no compiled arch list; cannot judge coverage")

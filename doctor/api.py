@@ -38,7 +38,6 @@ def preflight(*profiles: str, facts: str | dict[str, Any] | None = None, python:
         facts_mod.validate(facts, "facts")
         data = facts
     report = evaluate(data, profile, registry, strict=strict)
-    report.profiles = list(profiles) or ["base"]
     if report.exit_code is not ExitCode.READY:
         raise NotReady(report)
     return report

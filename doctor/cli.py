@@ -111,9 +111,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                      + (f"the machine profile matching {names[0]}" if picked else
                         "the generic profile (no shipped machine profile matches this machine)"))
         profile = load(refs, registry)
-    report = evaluate(facts, profile, registry, strict=args.strict, notes=notes)
-    report.profiles = refs
-    return _emit(report, args)
+    if args.verbose:
+        notes.append("probes: " + ", ".join(f"{name} {rec['status']} in {rec['duration_s']:.2f} s"
+                                            for name, rec in (facts.get("probes") or {}).items()))
+    return _emit(evaluate(facts, profile, registry, strict=args.strict, notes=notes), args)
 
 
 def _inspected(facts: dict[str, Any]) -> str:

@@ -102,18 +102,6 @@ def driver_need(cuda: str) -> DriverNeed:
     return DriverNeed(cuda, refdata.minor_version_floor(major), refdata.toolkit_driver(".".join(cuda.split(".")[:2])))
 
 
-def max_cuda_for_driver(driver: str) -> str | None:
-    """Newest CUDA toolkit in the table whose full-support driver this driver meets."""
-    d = driver_version(driver)
-    if d is None:
-        return None
-    best = None
-    for cuda, need in refdata.load("cuda")["toolkit_driver"].items():
-        if d >= Version(need) and (best is None or Version(cuda) > Version(best)):
-            best = cuda
-    return best
-
-
 @dataclass(frozen=True)
 class Wheel:
     release: str

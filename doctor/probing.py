@@ -75,12 +75,6 @@ class ProbeRun:
         return sections, records
 
 
-def run_probes(target: Interpreter, names: list[str] | None = None,
-               timeouts: dict[str, float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run probes concurrently. Returns (sections, probe records)."""
-    return ProbeRun(target, names, timeouts).collect()
-
-
 def _start_order(name: str) -> tuple[int, str]:
     # The torch probe is the slowest (a subprocess imports torch): start it first.
     return (0 if name == "torch" else 1, name)

@@ -23,7 +23,8 @@ class Profile:
     kind: str
     description: str
     data: dict[str, Any]
-    sources: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)  # as given: names or paths
+    sources: list[str] = field(default_factory=list)  # the files, in merge order
 
     @property
     def checks(self) -> list[dict[str, Any]]:
@@ -134,7 +135,9 @@ def merge_checks(base: list[dict[str, Any]], top: list[dict[str, Any]]) -> list[
     return [by_id[c] for c in order]
 
 
-def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list[str]) -> dict[str, Any]:
+def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list[str]
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the profile merged over everything it extends, the file's own data)."""
     path = locate(ref)
     key = str(path.resolve())
     if key in stack:
@@ -145,10 +148,10 @@ def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list
     for parent in data.get("extends", []):
         if not re.fullmatch(r"[\w.\-/~]+", parent):
             raise InputError(str(path), "extends", f"{parent!r} is not a profile name")
-        merged = merge(merged, _resolve(parent, registry, stack + (key,), sources))
+        merged = merge(merged, _resolve(parent, registry, stack + (key,), sources)[0])
     sources.append(str(path))
     own = {k: v for k, v in data.items() if k not in ("kind", "description")}
-    return merge(merged, own)
+    return merge(merged, own), data
 
 
 def load(refs: list[str], registry: Registry) -> Profile:
@@ -157,13 +160,13 @@ def load(refs: list[str], registry: Registry) -> Profile:
     merged: dict[str, Any] = {}
     kinds, descriptions = [], []
     for ref in refs:
-        merged = merge(merged, _resolve(ref, registry, (), sources))
-        head = read(locate(ref))
+        resolved, head = _resolve(ref, registry, (), sources)
+        merged = merge(merged, resolved)
         kinds.append(head.get("kind", "machine"))
         descriptions.append(head.get("description", ""))
     name = " + ".join(Path(r).stem if r.endswith((".yaml", ".yml")) else r for r in refs)
     kind = "machine" if "machine" in kinds else kinds[0]
-    return Profile(name, kind, " / ".join(d for d in descriptions if d), merged, sources)
+    return Profile(name, kind, " / ".join(d for d in descriptions if d), merged, list(refs), sources)
 
 
 def pick_machine_profile(gpu_names: list[str]) -> str | None:

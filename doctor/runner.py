@@ -37,9 +37,9 @@ def run_check(spec: CheckSpec, entry: dict[str, Any], facts: dict[str, Any], pro
         result = skipped(f"profile '{profile.name}' sets no {', '.join(missing)}")
     else:
         try:
-            view = {name: section(facts, name) for name in spec.needs}
-            view.update({k: v for k, v in facts.items() if k not in view})
-            result = spec.func(view, **values)
+            for name in spec.needs:
+                section(facts, name)  # raises MissingSection: skip, or error if its probe failed
+            result = spec.func(facts, **values)
         except MissingSection as exc:
             result = errored(exc.reason) if exc.is_error else skipped(exc.reason)
         except Exception as exc:  # a check bug must not pass silently
@@ -65,4 +65,4 @@ def evaluate(facts: dict[str, Any], profile: Profile, registry: Registry, strict
             check_id=f"plugin.{err.entry_point}"))
     for entry in profile.checks:
         results.append(run_check(registry.checks[entry["id"]], entry, facts, profile))
-    return Report(profile.name, [profile.name], results, facts, list(notes or []), strict)
+    return Report(profile.name, profile.refs, results, facts, list(notes or []), strict)

@@ -44,7 +44,11 @@ class Running:
             return Completed(self._proc.returncode, out, err, False, time.monotonic() - self._start)
         except subprocess.TimeoutExpired:
             self.kill()
-            return Completed(None, "", "", True, time.monotonic() - self._start)
+            try:  # what it printed before it hung (its pipes close with the killed group)
+                out, err = self._proc.communicate(timeout=1.0)
+            except (subprocess.TimeoutExpired, ValueError, OSError):
+                out, err = "", ""
+            return Completed(None, out or "", err or "", True, time.monotonic() - self._start)
 
     def _forget(self) -> None:
         with _LOCK:
@@ -55,11 +59,6 @@ class Running:
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            pass
-        # Never block on a process stuck in the kernel (D state): reap if it is gone.
-        try:
-            self._proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
             pass
 
 

@@ -145,3 +145,11 @@ def test_missing_torch_without_gpu_suggests_the_cpu_wheel(recorded):
     unknown = edit(recorded, "torch missing, gpu section dropped", torch={"installed": False})
     del unknown["gpu"]
     assert torch_installed(unknown).remediation.commands == ()
+
+
+def test_driver_check_without_a_readable_driver_version_is_an_error():
+    facts = gpu_box()
+    facts["gpu"]["driver_version"] = None
+    assert driver_torch_cuda(facts).status is Status.ERROR
+    unknown_cuda = gpu_box(torch=torch_cuda(cuda="14.0", devices=[nvml_device()]))
+    assert driver_torch_cuda(unknown_cuda).status is Status.WARN  # no NVIDIA table for that CUDA yet

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from doctor import refdata
-from doctor.cuda import coverage, driver_need, max_cuda_for_driver, parse_arch_list, parse_flag, recommend_wheel
+from doctor.cuda import coverage, driver_need, parse_arch_list, parse_flag, recommend_wheel
 
 
 @pytest.mark.parametrize("flag,label,kind", [("sm_80", "sm_80", "sm"), ("sm_90a", "sm_90a", "sm"),
@@ -38,12 +38,6 @@ def test_driver_need_from_nvidia_tables():
     assert (need.floor, need.toolkit) == ("525.60.13", "570.26")
     assert driver_need("13.0").floor == "580.65.06"
     assert driver_need("12.7").toolkit is None  # no such toolkit in the table: only the floor applies
-
-
-def test_max_cuda_for_driver():
-    assert max_cuda_for_driver("535.104.05") == "12.2"
-    assert max_cuda_for_driver("580.65.06") == "13.0"
-    assert max_cuda_for_driver("418.0") is None
 
 
 def test_recommend_wheel():

@@ -114,8 +114,9 @@ def test_torch_probe_hang_in_cuda_init_is_a_finding(tmp_path):
     done = subproc.run([exe], timeout_s=1.5)
     assert done.timed_out and time.monotonic() - t0 < 5
     data = facts_from_run(done, 1.5)
-    # the stage line printed before the hang is lost with the killed pipe, so nothing claims success
-    assert data["hang"]["timeout_s"] == 1.5 and "did not finish within 1.5 s" in data["hang"]["message"]
+    assert data["version"] == "2.9.0+cu128"  # what it printed before hanging is kept
+    assert data["hang"]["stage"] == "CUDA initialisation" and data["hang"]["timeout_s"] == 1.5
+    assert "did not finish within 1.5 s" in data["hang"]["message"]
 
 
 def test_torch_probe_crash_and_stage_parsing():

@@ -143,3 +143,21 @@ def test_junit_mapping():
 def test_json_render_is_schema_valid_for_fixed_report(validator, recorded):
     FIXED.facts = recorded
     validator.validate(json.loads(json_report.render(FIXED)))
+
+
+def test_live_run_on_this_machine_validates(validator):
+    """The real probes on whatever runs the tests: on a machine without a driver this is the issue's
+    'no NVIDIA driver' case (exit 1, plain message, torch facts carried)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "doctor", "check", "-p", "autodl-a800", "--format", "json"],
+                          capture_output=True, text=True, timeout=180)
+    report = json.loads(done.stdout)
+    validator.validate(report)
+    assert done.returncode == report["verdict"]["exit_code"] and "Traceback" not in done.stderr
+    assert "installed" in report["facts"]["torch"]
+    if not report["facts"]["gpu"]["available"]:
+        assert done.returncode == 1
+        present = next(r for r in report["results"] if r["id"] == "gpu.present")
+        assert present["status"] == "fail" and present["summary"].startswith("no NVIDIA driver/GPU found")
