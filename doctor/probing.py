@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -86,5 +85,4 @@ def _run_one(spec: ProbeSpec, target: Interpreter, limit: float, box: dict[str, 
         box["data"] = spec.func(target, limit)
     except Exception as exc:  # a probe bug is recorded, never raised
         box["error"] = f"{type(exc).__name__}: {exc}"
-        box["traceback"] = traceback.format_exc()
     box["duration_s"] = round(time.monotonic() - t0, 3)

@@ -4,7 +4,7 @@ import os
 import sys
 
 
-def main():
+def collect():
     from importlib import metadata
 
     dists = {}
@@ -13,7 +13,7 @@ def main():
         if name and name.lower() not in dists:
             dists[name.lower()] = dist.version
     conda = os.environ.get("CONDA_PREFIX") if os.path.isdir(os.path.join(sys.prefix, "conda-meta")) else None
-    print(json.dumps({
+    return {
         "version": "%d.%d.%d" % sys.version_info[:3],
         "implementation": sys.implementation.name,
         "executable": sys.executable,
@@ -22,7 +22,11 @@ def main():
         "conda": os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
         "conda_prefix": conda,
         "distributions": dict(sorted(dists.items())),
-    }))
+    }
+
+
+def main():
+    print(json.dumps(collect()))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,8 @@ SCRIPT = Path(__file__).with_name("dists_script.py")
 def probe_python(target: Interpreter, timeout_s: float) -> dict[str, Any]:
     if target.is_own:
         from . import dists_script
-        import contextlib
-        import io
 
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            dists_script.main()
-        data = json.loads(buf.getvalue())
+        data = dists_script.collect()
     else:
         done = subproc.run([target.executable, str(SCRIPT)], timeout_s=max(0.5, timeout_s - 1))
         if done.timed_out:
