@@ -89,6 +89,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .interpreter import select
 
     run = target = None
+    if args.facts is not None and args.python:
+        raise InputError("--python", None, "has no effect with --facts (the snapshot names the Python it inspected)")
     if args.facts is None:  # start probing first: the torch subprocess is the long pole
         target = select(args.python)
         timeouts = _timeouts(args)
@@ -171,16 +173,14 @@ def cmd_checks(_: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    import difflib
-
+    from .errors import did_you_mean
     from .registry import discover
 
     registry = discover()
     spec = registry.checks.get(args.check_id)
     if spec is None:
-        near = difflib.get_close_matches(args.check_id, list(registry.checks), n=1)
-        hint = f"did you mean '{near[0]}'? " if near else ""
-        raise InputError("explain", args.check_id, f"unknown check; {hint}see `doctor checks`")
+        raise InputError("explain", args.check_id,
+                         f"unknown check; {did_you_mean(args.check_id, registry.checks)}see `doctor checks`")
     doc = spec.doc
     print(f"{spec.id}\n\nWhat it checks: {' '.join(doc['what'].split())}\n\nWhy: {doc.get('why', '')}\n\n"
           f"How to fix: {doc.get('fix', '')}")

@@ -1,6 +1,9 @@
 """Errors that end a command with exit code 2 (bad usage or input)."""
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class InputError(Exception):
     """Bad input: one line naming the file, the key path and what is expected."""
@@ -9,3 +12,9 @@ class InputError(Exception):
         self.source, self.key, self.expected = source, key, expected
         where = f"{source}: {key}" if key else source
         super().__init__(f"{where}: {expected}")
+
+
+def did_you_mean(word: object, options: Iterable[str]) -> str:
+    """"did you mean 'x'? " for the closest option, or ""."""
+    near = difflib.get_close_matches(str(word), list(options), n=1)
+    return f"did you mean '{near[0]}'? " if near else ""

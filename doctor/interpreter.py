@@ -59,6 +59,8 @@ def select(python: str | None = None, environ: dict[str, str] | None = None) -> 
             if not found:
                 raise InputError("--python", None, f"{python} is a directory with no bin/python")
             path = Path(found)
+        if not os.access(path, os.X_OK):
+            raise InputError("--python", None, f"{python} is not executable; expected a Python interpreter")
         return Interpreter(str(path), "named with --python")
     for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         prefix = env.get(var)

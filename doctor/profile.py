@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -10,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 from .profile_schema import SCHEMA, lookup, unknown_key, validate
 from .registry import Registry, matches
 
@@ -59,9 +58,8 @@ def locate(ref: str) -> Path:
     names = available()
     if ref in names:
         return names[ref]
-    near = difflib.get_close_matches(ref, list(names), n=1)
-    hint = f"did you mean '{near[0]}'? " if near else ""
-    raise InputError("--profile", None, f"unknown profile '{ref}'; {hint}available: {', '.join(sorted(names))}")
+    raise InputError("--profile", None,
+                     f"unknown profile '{ref}'; {did_you_mean(ref, names)}available: {', '.join(sorted(names))}")
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -95,9 +93,8 @@ def validate_checks(data: dict[str, Any], source: str, registry: Registry) -> No
             raise InputError(source, base, "missing 'id'; expected a check id such as gpu.model")
         spec = registry.checks.get(entry["id"])
         if spec is None:
-            near = difflib.get_close_matches(str(entry["id"]), list(registry.checks), n=1)
-            hint = f"did you mean '{near[0]}'? " if near else ""
-            raise InputError(source, f"{base}.id", f"unknown check '{entry['id']}'; {hint}see `doctor checks`")
+            raise InputError(source, f"{base}.id", f"unknown check '{entry['id']}'; "
+                             f"{did_you_mean(entry['id'], registry.checks)}see `doctor checks`")
         for name, value in (entry.get("params") or {}).items():
             param = spec.params.get(name)
             if param is None:

@@ -1,11 +1,10 @@
 """The shape of a profile, and a validator whose errors name the file and key path."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -79,9 +78,7 @@ def _is(value: Any, spec: Any) -> bool:
 
 
 def unknown_key(source: str, path: str, key: Any, allowed: list[str]) -> InputError:
-    near = difflib.get_close_matches(str(key), allowed, n=1)
-    hint = f"did you mean '{near[0]}'? " if near else ""
-    return InputError(source, path, f"unknown key; {hint}expected one of: {', '.join(allowed)}")
+    return InputError(source, path, f"unknown key; {did_you_mean(key, allowed)}expected one of: {', '.join(allowed)}")
 
 
 def validate(value: Any, spec: Any, source: str, path: str = "") -> None:

@@ -62,15 +62,10 @@ class Running:
             pass
 
 
-def start(argv: list[str], env: dict[str, str] | None = None) -> Running:
-    """Start `argv` now; collect it later with `.wait(timeout_s)`."""
-    return Running(argv, env)
-
-
 def run(argv: list[str], timeout_s: float, env: dict[str, str] | None = None) -> Completed:
     """Run `argv` to completion or until `timeout_s`, whichever comes first."""
     try:
-        return start(argv, env).wait(timeout_s)
+        return Running(argv, env).wait(timeout_s)
     except OSError as exc:
         return Completed(127, "", f"{type(exc).__name__}: {exc}", False, 0.0)
 

@@ -146,3 +146,12 @@ def test_a_crashing_check_is_an_error_not_a_pass(registry, recorded):
     broken = edit(recorded, "gpu.devices holds a non-object", gpu={**recorded["gpu"], "devices": [None]})
     result = run_check(registry.checks["gpu.model"], {"id": "gpu.model"}, broken, load(["autodl-a800"], registry))
     assert result.status is Status.ERROR and "check crashed" in result.summary
+
+
+def test_python_flag_errors_are_bad_usage(cli, recorded, facts_file, tmp_path):
+    code, _, err = cli("check", "-p", "cpu-ci", "--facts", facts_file(recorded), "--python", "/usr/bin/python3")
+    assert code == 2 and "--python: has no effect with --facts" in err
+    plain = tmp_path / "notpython"
+    plain.write_text("")
+    code, _, err = cli("check", "-p", "cpu-ci", "--python", str(plain))
+    assert code == 2 and "is not executable" in err and err.count("\n") == 1

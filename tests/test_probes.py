@@ -149,6 +149,7 @@ def test_interpreter_selection(tmp_path, monkeypatch):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").write_text("")
+    (venv / "bin" / "python").chmod(0o755)
     chosen = select(environ={"VIRTUAL_ENV": str(venv)})
     assert chosen.executable == str(venv / "bin" / "python") and "VIRTUAL_ENV" in chosen.reason
     assert select(str(venv)).reason == "named with --python"

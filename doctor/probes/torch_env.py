@@ -38,14 +38,15 @@ def facts_from_run(done: subproc.Completed, timeout_s: float) -> dict[str, Any]:
         where = "CUDA initialisation" if "import" in stages else "import torch"
         data["hang"] = {"stage": where, "timeout_s": timeout_s,
                         "message": f"{where} did not finish within {timeout_s:g} s; the process was killed"}
-    elif not stages.get("import"):
-        tail = (done.stderr or "").strip().splitlines()[-3:]
-        data["crash"] = {"returncode": done.returncode, "stderr_tail": tail,
-                         "message": f"the torch probe exited with code {done.returncode} before reporting"}
-    elif "runtime" not in stages and data.get("installed") and not data.get("import_error"):
-        tail = (done.stderr or "").strip().splitlines()[-3:]
-        data["crash"] = {"returncode": done.returncode, "stderr_tail": tail,
-                         "message": f"the process died during CUDA initialisation (exit code {done.returncode})"}
+    else:
+        message = None
+        if not stages.get("import"):
+            message = f"the torch probe exited with code {done.returncode} before reporting"
+        elif "runtime" not in stages and data.get("installed") and not data.get("import_error"):
+            message = f"the process died during CUDA initialisation (exit code {done.returncode})"
+        if message:
+            data["crash"] = {"returncode": done.returncode, "message": message,
+                             "stderr_tail": (done.stderr or "").strip().splitlines()[-3:]}
     data.setdefault("installed", None)
     data["probe_s"] = round(done.duration_s, 3)
     return data
