@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                        help="seconds before the torch/CUDA-init probe counts as hung (default 60); "
                             "NVML gets min(S, 15), the package listing min(S, 30)")
+        p.add_argument("--offline", action="store_true",
+                       help="do not contact the Hugging Face endpoint or the package index")
 
     check = sub.add_parser("check", help="judge this machine (or a saved snapshot) against profiles")
     check.add_argument("--profile", "-p", action="append", default=[], metavar="NAME|FILE",
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     facts = sub.add_parser("facts", help="write a JSON facts snapshot")
     facts.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     facts.add_argument("--redact", action="store_true", help="remove hostnames, user names in paths, IPs")
+    facts.add_argument("--profile", "-p", action="append", default=[], metavar="NAME|FILE",
+                       help="also probe the filesystems of these profiles' storage paths")
     probing_options(facts)
 
     sub.add_parser("checks", help="list the registered checks")
@@ -71,7 +75,33 @@ def _timeouts(args: argparse.Namespace) -> dict[str, float]:
     if args.timeout <= 0:
         raise InputError("--timeout", None, f"is {args.timeout:g}; expected a positive number of seconds")
     t = args.timeout
-    return {"torch": t, "python": min(t, 30.0), "gpu": min(t, 15.0), "host": min(t, 10.0)}
+    return {"torch": t, "python": min(t, 30.0), "gpu": min(t, 15.0), "host": min(t, 10.0), "hf": min(t, 20.0),
+            "disk": min(t, 10.0), "resources": min(t, 10.0), "toolchain": min(t, 10.0), "network": min(t, 8.0),
+            "kernel": min(t, 5.0), "env": min(t, 5.0)}
+
+
+def storage_paths(profile: Any) -> dict[str, str]:
+    """The job's storage plan as probe paths: label 'storage.<name>' -> path."""
+    found, storage = profile.value("job.storage") if profile is not None else (False, None)
+    return {f"storage.{k}": v["path"] for k, v in (storage or {}).items() if isinstance(v, dict) and "path" in v}
+
+
+def _probe(target: Any, args: argparse.Namespace, refs: list[str]) -> tuple[Any, Any]:
+    """Start torch first (the long pole), then read the profiles, then the probes that need their paths."""
+    from . import facts as facts_mod
+    from .probing import BUILTIN
+
+    timeouts = _timeouts(args)
+    run = facts_mod.start(target, timeouts, names=["torch"], offline=args.offline)
+    profile = None
+    if refs:
+        from .profile import load
+        from .registry import discover
+
+        profile = load(refs, discover())  # validated before anything is judged
+    rest = sorted(n for n in BUILTIN if n != "torch")
+    run.start(facts_mod.context(target, storage_paths(profile), args.offline), rest)
+    return run, profile
 
 
 def _write(text: str, path: str | None) -> None:
@@ -88,21 +118,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     from . import facts as facts_mod
     from .interpreter import select
 
-    run = target = None
+    run = target = profile = None
+    refs = list(args.profile)
     if args.facts is not None and args.python:
         raise InputError("--python", None, "has no effect with --facts (the snapshot names the Python it inspected)")
-    if args.facts is None:  # start probing first: the torch subprocess is the long pole
+    if args.facts is None:
         target = select(args.python)
-        timeouts = _timeouts(args)
-        run = facts_mod.start(target, timeouts)
+        run, profile = _probe(target, args, refs)
     from .profile import load, pick_machine_profile
     from .registry import discover
     from .runner import evaluate
 
     registry = discover()
-    refs = list(args.profile)
-    if refs:
-        profile = load(refs, registry)  # validated before anything is judged
+    if refs and profile is None:
+        profile = load(refs, registry)
     facts = facts_mod.load(args.facts) if run is None else facts_mod.assemble(target, *run.collect())
     notes = [f"inspected Python: {_inspected(facts)}"]
     if not refs:
@@ -113,6 +142,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                      + (f"the machine profile matching {names[0]}" if picked else
                         "the generic profile (no shipped machine profile matches this machine)"))
         profile = load(refs, registry)
+    found, job_notes = profile.value("job.notes")
+    notes.extend(job_notes if found else [])
     if args.verbose:
         notes.append("probes: " + ", ".join(f"{name} {rec['status']} in {rec['duration_s']:.2f} s"
                                             for name, rec in (facts.get("probes") or {}).items()))
@@ -151,7 +182,9 @@ def cmd_facts(args: argparse.Namespace) -> int:
     from . import facts as facts_mod
     from .interpreter import select
 
-    snapshot = facts_mod.collect(select(args.python), _timeouts(args))
+    target = select(args.python)
+    run, _ = _probe(target, args, list(args.profile))
+    snapshot = facts_mod.assemble(target, *run.collect())
     if args.redact:
         snapshot = facts_mod.redacted(snapshot)
     _write(facts_mod.dump(snapshot), args.output)

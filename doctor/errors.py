@@ -11,7 +11,12 @@ class InputError(Exception):
     def __init__(self, source: str, key: str | None, expected: str):
         self.source, self.key, self.expected = source, key, expected
         where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {expected}")
+        # one line, always: keys and values from YAML may carry newlines or control characters
+        super().__init__(" ".join(_printable(f"{where}: {expected}").splitlines()))
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
 
 
 def did_you_mean(word: object, options: Iterable[str]) -> str:

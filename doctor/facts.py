@@ -11,8 +11,8 @@ from . import __version__
 from .errors import InputError
 from .interpreter import Interpreter
 
-SCHEMA_VERSION = "1.0"
-SECTIONS = ("host", "gpu", "python", "torch")
+SCHEMA_VERSION = "1.1"
+SECTIONS = ("host", "gpu", "python", "torch", "resources", "disk", "hf", "toolchain", "network", "kernel", "env")
 
 
 class MissingSection(Exception):
@@ -23,18 +23,25 @@ class MissingSection(Exception):
         super().__init__(reason)
 
 
+def context(target: Interpreter, paths: dict[str, str] | None = None, offline: bool = False) -> Any:
+    from .probing import ProbeContext
+
+    return ProbeContext(target, dict(paths or {}), offline)
+
+
 def start(target: Interpreter, timeouts: dict[str, float] | None = None,
-          names: list[str] | None = None) -> Any:
+          names: list[str] | None = None, paths: dict[str, str] | None = None, offline: bool = False) -> Any:
     """Start the probes now (a ProbeRun); pass `run.collect()` to `assemble` later."""
     from .probing import ProbeRun
 
-    return ProbeRun(target, names, timeouts)
+    return ProbeRun(context(target, paths, offline), names, timeouts)
 
 
 def collect(target: Interpreter, timeouts: dict[str, float] | None = None,
-            names: list[str] | None = None) -> dict[str, Any]:
+            names: list[str] | None = None, paths: dict[str, str] | None = None,
+            offline: bool = False) -> dict[str, Any]:
     """Run the probes and return a JSON-native snapshot."""
-    return assemble(target, *start(target, timeouts, names).collect())
+    return assemble(target, *start(target, timeouts, names, paths, offline).collect())
 
 
 def assemble(target: Interpreter, sections: dict[str, Any], records: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .interpreter import Interpreter
 
-ProbeFunc = Callable[[Interpreter, float], dict[str, Any]]
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """What a probe may know besides the machine: the inspected Python, the job's paths, offline mode."""
+
+    target: Interpreter
+    paths: dict[str, str] = field(default_factory=dict)  # label -> path from the job's storage plan
+    offline: bool = False
+
+
+ProbeFunc = Callable[[ProbeContext, float], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -35,23 +45,39 @@ def probe(name: str, timeout_s: float) -> Callable[[ProbeFunc], ProbeFunc]:
     return mark
 
 
-def builtin_probes() -> dict[str, ProbeSpec]:
-    from . import probes  # noqa: F401  (registers the built-in probes)
+# facts section -> the module under doctor.probes that registers its probe (imported on demand, so the
+# torch subprocess starts before psutil, NVML or huggingface_hub are even imported)
+BUILTIN = {"torch": "torch_env", "python": "python_env", "gpu": "gpu", "host": "host", "resources": "resources",
+           "disk": "disk", "hf": "hf", "toolchain": "toolchain", "network": "network", "kernel": "kernel",
+           "env": "env"}
 
-    return PROBES
+
+def builtin_probes(names: list[str] | None = None) -> dict[str, ProbeSpec]:
+    """The probes for `names` (all built-ins by default), importing only their modules."""
+    from importlib import import_module
+
+    for name in names or BUILTIN:
+        if name not in PROBES and name in BUILTIN:
+            import_module(f"doctor.probes.{BUILTIN[name]}")
+    return {n: PROBES[n] for n in (names or BUILTIN)}
 
 
 class ProbeRun:
     """Probes started together, each in a daemon thread; `collect` joins each with its own deadline."""
 
-    def __init__(self, target: Interpreter, names: list[str] | None = None,
+    def __init__(self, ctx: ProbeContext, names: list[str] | None = None,
                  timeouts: dict[str, float] | None = None):
-        specs = builtin_probes()
         self._threads: list[tuple[ProbeSpec, threading.Thread, float, float, dict[str, Any]]] = []
-        for spec in (specs[n] for n in (names or sorted(specs, key=_start_order))):
+        self.timeouts = dict(timeouts or {})
+        self.start(ctx, names or sorted(BUILTIN, key=_start_order))
+
+    def start(self, ctx: ProbeContext, names: list[str]) -> None:
+        """Start more probes (e.g. those that need the job's paths, once the profile is read)."""
+        specs = builtin_probes(names)
+        for spec in (specs[n] for n in names):
             box: dict[str, Any] = {}
-            limit = (timeouts or {}).get(spec.name, spec.timeout_s)
-            thread = threading.Thread(target=_run_one, args=(spec, target, limit, box),
+            limit = self.timeouts.get(spec.name, spec.timeout_s)
+            thread = threading.Thread(target=_run_one, args=(spec, ctx, limit, box),
                                       name=f"probe-{spec.name}", daemon=True)
             started = time.monotonic()
             thread.start()
@@ -79,10 +105,10 @@ def _start_order(name: str) -> tuple[int, str]:
     return (0 if name == "torch" else 1, name)
 
 
-def _run_one(spec: ProbeSpec, target: Interpreter, limit: float, box: dict[str, Any]) -> None:
+def _run_one(spec: ProbeSpec, ctx: ProbeContext, limit: float, box: dict[str, Any]) -> None:
     t0 = time.monotonic()
     try:
-        box["data"] = spec.func(target, limit)
+        box["data"] = spec.func(ctx, limit)
     except Exception as exc:  # a probe bug is recorded, never raised
         box["error"] = f"{type(exc).__name__}: {exc}"
     box["duration_s"] = round(time.monotonic() - t0, 3)

@@ -141,6 +141,7 @@ def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list
         raise InputError(str(path), "extends", f"cycle: {' -> '.join(Path(s).stem for s in stack + (key,))}")
     data = read(path)
     validate_checks(data, str(path), registry)
+    _attach_deepspeed_config(data, path)
     merged: dict[str, Any] = {}
     for parent in data.get("extends", []):
         if not re.fullmatch(r"[\w.\-/~]+", parent):
@@ -149,6 +150,22 @@ def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list
     sources.append(str(path))
     own = {k: v for k, v in data.items() if k not in ("kind", "description")}
     return merge(merged, own), data
+
+
+def _attach_deepspeed_config(data: dict[str, Any], path: Path) -> None:
+    """Read the DeepSpeed config a job names (relative to the profile file) into the profile,
+    so checks stay pure. Whether it parses is the check's finding, not a loading error."""
+    found, ref = lookup(data, "job.deepspeed.config")
+    if not found:
+        return
+    file = (path.parent / Path(ref).expanduser()).resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(str(path), "job.deepspeed.config",
+                         f"cannot read {file} ({getattr(exc, 'strerror', None) or exc}); "
+                         "expected a path to a DeepSpeed JSON config, relative to this profile") from None
+    data["job"]["deepspeed"]["loaded"] = {"path": str(file), "text": text}
 
 
 def load(refs: list[str], registry: Registry) -> Profile:

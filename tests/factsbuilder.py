@@ -67,3 +67,64 @@ def edit(facts: dict[str, Any], note: str, **sections: Any) -> dict[str, Any]:
     out.update(sections)
     out["provenance"]["edited"] = (out["provenance"].get("edited", "") + " " + note).strip()
     return out
+
+
+GIB = 2**30
+
+
+def healthy() -> dict[str, Any]:
+    """NVML health fields of a healthy, idle A100/A800-class GPU (SXM: NVLink, ECC on)."""
+    return {"ecc": {"enabled": True, "volatile_uncorrected": 0, "aggregate_uncorrected": 0},
+            "retired_pages_pending": None,
+            "row_remap": {"corrected_rows": 0, "uncorrected_rows": 0, "pending": False, "failure": False},
+            "clocks_event_reasons": 0x1, "pcie": {"gen_current": 1, "gen_max": 4, "width_current": 16, "width_max": 16},
+            "nvlink": [{"link": i, "active": True} for i in range(12)], "fabric": None,
+            "persistence_mode": True, "processes": [], "utilization_pct": 0}
+
+
+def mount(mountpoint: str, total_gib: float, free_gib: float, device: int) -> dict[str, Any]:
+    return {"mountpoint": mountpoint, "fstype": "ext4", "device": device, "total_bytes": int(total_gib * GIB),
+            "free_bytes": int(free_gib * GIB), "inodes_total": 10_000_000, "inodes_free": 9_000_000}
+
+
+def autodl_box(packages: dict[str, str] | None = None, hf_home: str = "/root/.cache/huggingface",
+               cwd: str = "/root/autodl-tmp/pcb", env: dict[str, str] | None = None,
+               edited: str = "", **gpu: Any) -> dict[str, Any]:
+    """LITERAL AutoDL-like A800 instance, per autodl.com/docs/env: a 30 GB system disk at /, the data disk
+    at /root/autodl-tmp (here 200 GiB, seed 002), RAM as a cgroup limit (100 GiB of a 1 TiB host),
+    a CPU quota of 10 of 128 visible cores; plus literal gpu/torch sections (gpu_box(**gpu))."""
+    facts = gpu_box(**gpu)
+    for dev in facts["gpu"]["devices"]:
+        dev["health"] = healthy()
+    facts["python"]["distributions"] = {**facts["python"]["distributions"], "torch": "2.9.0+cu128",
+                                        **(packages or {})}
+    facts["resources"] = {
+        "memory": {"host_total_bytes": 1024 * GIB, "host_available_bytes": 900 * GIB, "swap_total_bytes": 0,
+                   "swap_free_bytes": 0, "host_source": "psutil.virtual_memory",
+                   "cgroup": {"version": 2, "limit_bytes": 100 * GIB, "source": "/sys/fs/cgroup/memory.max",
+                              "usage_bytes": 2 * GIB, "swap_limit_bytes": None}},
+        "cpu": {"logical": 128, "affinity": 128, "cgroup": {"quota_cpus": 10.0, "source": "/sys/fs/cgroup/cpu.max"}},
+        "shm": {"path": "/dev/shm", "total_bytes": 50 * GIB, "free_bytes": 50 * GIB},
+        "ulimits": {"nofile": [1048576, 1048576], "memlock_bytes": [None, None]}, "rdma_devices": []}
+    facts["disk"] = {"paths": {}, "mounts": [mount("/", 30, 22, 1), mount("/root/autodl-tmp", 200, 195, 2)],
+                     "home": "/root", "cwd": cwd}
+    facts["hf"] = {"hf_home": hf_home, "hf_hub_cache": hf_home + "/hub", "hf_datasets_cache": hf_home + "/datasets",
+                   "endpoint": "https://hf-mirror.com", "endpoint_from_env": True, "offline": False, "env": {},
+                   "huggingface_hub_version": "2.4.0",
+                   "hub": {"exists": False, "size_bytes": 0, "repos": [], "incomplete_bytes": 0, "warnings": []}}
+    facts["network"] = {"offline": False, "timeout_s": 3.0, "index_source": "pip default", "proxy": {},
+                        "hub": {"url": "https://hf-mirror.com", "outcome": "ok", "http_status": 200, "error": None},
+                        "index": {"url": "https://pypi.org/simple", "outcome": "ok", "http_status": 200, "error": None}}
+    facts["kernel"] = {"readable": True, "source": "/dev/kmsg", "xid_events": [], "lines_read": 900}
+    facts["env"] = {"variables": {"OMP_NUM_THREADS": "10", "HF_ENDPOINT": "https://hf-mirror.com", **(env or {})}}
+    facts["toolchain"] = {"cuda_home": "/usr/local/cuda", "cuda_home_source": "/usr/local/cuda",
+                          "nvcc": {"path": "/usr/local/cuda/bin/nvcc", "version": "12.8", "error": None},
+                          "gcc": {"path": "/usr/bin/gcc", "version": "11.4.0", "error": None},
+                          "ninja": {"path": "/usr/bin/ninja", "version": "1.11.1", "error": None},
+                          "torch_cuda_arch_list": None}
+    facts["provenance"]["edited"] += (" LITERAL resources/disk/hf/network/kernel/env/toolchain sections of an "
+                                      f"AutoDL-like instance (autodl.com/docs/env). {edited}").rstrip()
+    return facts
+
+
+QWEN_QLORA_ENV = {"transformers": "4.57.1", "bitsandbytes": "0.48.1", "peft": "0.17.1", "accelerate": "1.10.1"}

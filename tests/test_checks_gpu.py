@@ -51,7 +51,7 @@ def test_model_pass_and_fail_message(judge):
     h100 = gpu_box(name="NVIDIA H100 80GB HBM3", total_mib=81559, cc="9.0")
     r = judge(h100, "gpu.model", "autodl-a800")
     assert r.status is Status.FAIL
-    assert r.summary == "found 1× NVIDIA H100 80GB HBM3; profile expects A800"
+    assert r.summary == "found 1× NVIDIA H100 80GB HBM3; profile expects A800 80GB"
     assert judge(h100, "gpu.model", "h100-80g").status is Status.PASS
 
 

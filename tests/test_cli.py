@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from factsbuilder import edit, gpu_box, nvml_device, torch_cuda
+from factsbuilder import QWEN_QLORA_ENV, autodl_box, edit, gpu_box, nvml_device, torch_cuda
 
 import doctor
 from doctor.registry import discover
@@ -14,11 +14,13 @@ def test_exit_1_on_machine_without_driver(cli, recorded, facts_file):
     code, out, err = cli("check", "--profile", "autodl-a800", "--facts", facts_file(recorded))
     assert code == 1 and err == ""
     assert "[✗] gpu.present: no NVIDIA driver/GPU found" in out
-    assert out.rstrip().endswith("1 failed — not ready for autodl-a800.")
+    assert "[✗] memory.ram: 23.5 GiB effective; the profile expects 100 GiB" in out  # this machine, recorded
+    assert "[!] network.hub: https://huggingface.co is unreachable" in out  # no DNS for it here
+    assert out.rstrip().endswith("2 failed, 1 warning — not ready for autodl-a800.")
 
 
 def test_exit_0_ready_on_matching_gpu(cli, facts_file):
-    box = gpu_box()  # literal A800 with a cu128 torch and driver 570.124.06
+    box = autodl_box(QWEN_QLORA_ENV, hf_home="/root/autodl-tmp/huggingface")  # literal A800, cu128 torch, 570 driver
     code, out, _ = cli("check", "-p", "autodl-a800", "-p", "qwen3-vl-32b-qlora", "--facts", facts_file(box))
     assert code == 0, out
     assert out.rstrip().endswith("Ready for autodl-a800 + qwen3-vl-32b-qlora.")
@@ -26,12 +28,12 @@ def test_exit_0_ready_on_matching_gpu(cli, facts_file):
 
 def test_h100_judged_by_autodl_a800_fails_on_model_only(cli, facts_file):
     dev = nvml_device(0, "NVIDIA H100 80GB HBM3", 81559, "9.0")
-    h100 = gpu_box(name=dev["name"], total_mib=81559, cc="9.0", torch=torch_cuda(devices=[dev]))
+    h100 = autodl_box(name=dev["name"], total_mib=81559, cc="9.0", torch=torch_cuda(devices=[dev]))
     code, out, _ = cli("check", "-p", "autodl-a800", "--facts", facts_file(h100), "--format", "json")
     results = {r["id"]: r for r in json.loads(out)["results"]}
     failing = sorted(i for i, r in results.items() if r["status"] == "fail")
     assert code == 1 and failing == ["gpu.arch", "gpu.model"]  # the profile also states Ampere
-    assert results["gpu.model"]["summary"] == "found 1× NVIDIA H100 80GB HBM3; profile expects A800"
+    assert results["gpu.model"]["summary"] == "found 1× NVIDIA H100 80GB HBM3; profile expects A800 80GB"
     assert cli("check", "-p", "h100-80g", "--facts", facts_file(h100))[0] == 0
 
 
@@ -45,14 +47,14 @@ def test_no_profile_picks_the_matching_machine_profile(cli, facts_file, recorded
 
 
 def test_strict_turns_warnings_into_exit_1(cli, facts_file):
-    box = gpu_box(driver="535.54.03", max_cuda="12.2")  # cu128 torch via minor-version compatibility: warn
+    box = autodl_box(driver="535.54.03", max_cuda="12.2")  # cu128 torch via minor-version compatibility: warn
     assert cli("check", "-p", "autodl-a800", "--facts", facts_file(box))[0] == 0
     code, out, _ = cli("check", "-p", "autodl-a800", "--facts", facts_file(box), "--strict")
     assert code == 1 and "[!] driver.torch_cuda" in out
 
 
 def test_exit_3_when_a_probe_failed_and_nothing_failed(cli, facts_file):
-    box = gpu_box()
+    box = autodl_box()
     del box["torch"]
     box["probes"]["torch"] = {"status": "timeout", "duration_s": 61.0, "message": "probe 'torch' did not finish within 60 s"}
     code, out, _ = cli("check", "-p", "autodl-a800", "--facts", facts_file(box))
@@ -61,7 +63,7 @@ def test_exit_3_when_a_probe_failed_and_nothing_failed(cli, facts_file):
 
 
 def test_missing_section_in_old_snapshot_skips(cli, facts_file):
-    box = gpu_box()
+    box = autodl_box()
     del box["torch"], box["probes"]["torch"]
     code, out, _ = cli("check", "-p", "autodl-a800", "--facts", facts_file(box))
     assert code == 0 and "[-] torch.installed: the facts snapshot has no 'torch' section" in out
@@ -122,7 +124,8 @@ def test_python_api_gate(recorded):
     with pytest.raises(doctor.NotReady) as exc:
         doctor.preflight("autodl-a800", "qwen3-vl-32b-qlora", facts=recorded)
     assert exc.value.report.exit_code == 1 and "gpu.present" in str(exc.value)
-    report = doctor.preflight("autodl-a800", "qwen3-vl-32b-qlora", facts=gpu_box())
+    report = doctor.preflight("autodl-a800", "qwen3-vl-32b-qlora",
+                              facts=autodl_box(QWEN_QLORA_ENV, hf_home="/root/autodl-tmp/huggingface"))
     assert report.ready
     from doctor.errors import InputError
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from doctor.probing import ProbeContext
+
 from doctor import subproc
 from doctor.interpreter import select
 from doctor.probes import gpu as gpu_probe
@@ -139,7 +141,7 @@ def test_real_torch_probe_on_this_machine():
     pytest.importorskip("torch")
     from doctor.probes.torch_env import probe_torch
 
-    data = probe_torch(select(), 120)
+    data = probe_torch(ProbeContext(select()), 120)
     assert data["installed"] is True and data["version"].split("+")[0].count(".") == 2
     assert "runtime" in data and isinstance(data["runtime"]["is_available"], bool)
 
@@ -165,7 +167,7 @@ def test_python_probe_of_another_interpreter(tmp_path):
 
     venv = tmp_path / "other"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    data = probe_python(Interpreter(str(venv / "bin" / "python"), "test"), 30)
+    data = probe_python(ProbeContext(Interpreter(str(venv / "bin" / "python"), "test")), 30)
     assert data["venv"] is True and "torch" not in data["distributions"]
     assert data["inspected"]["reason"] == "test"
 

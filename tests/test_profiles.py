@@ -81,7 +81,7 @@ def test_extends_cycle_is_bad_input(tmp_path, registry):
 
 
 def test_auto_pick_machine_profile_never_a_job():
-    assert pick_machine_profile(["NVIDIA A800-SXM4-80GB"]) == "autodl-a800"
+    assert pick_machine_profile(["NVIDIA A800-SXM4-80GB"]) == "a800-80g"  # generic, not the AutoDL box
     assert pick_machine_profile(["NVIDIA H100 80GB HBM3"]) == "h100-80g"
     assert pick_machine_profile(["NVIDIA GeForce RTX 4090 D"]) == "rtx4090-24g"
     assert pick_machine_profile(["Some Future GPU"]) is None

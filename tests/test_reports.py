@@ -37,8 +37,8 @@ def test_json_report_validates_and_embeds_the_facts(report_json, validator, reco
     validator.validate(report_json)
     assert report_json["facts"]["torch"] == recorded["torch"]
     assert report_json["verdict"] == {"ready": False, "exit_code": 1, "strict": False,
-                                      "summary": "1 failed — not ready for autodl-a800.",
-                                      "counts": {"pass": 1, "warn": 0, "fail": 1, "skip": 10, "error": 0}}
+                                      "summary": "2 failed, 1 warning — not ready for autodl-a800.",
+                                      "counts": {"pass": 10, "warn": 1, "fail": 2, "skip": 27, "error": 0}}
 
 
 def test_recorded_and_literal_facts_validate_against_facts_schema(recorded):

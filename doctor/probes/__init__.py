@@ -1,2 +1,2 @@
-"""Built-in probes. Each collects one JSON-serialisable facts section and judges nothing."""
-from . import gpu, host, python_env, torch_env  # noqa: F401  (importing registers them)
+"""Built-in probes, one module per facts section (see doctor.probing.BUILTIN). Each collects one
+JSON-serialisable section and judges nothing. Imported on demand, so keep this file empty."""

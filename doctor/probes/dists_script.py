@@ -4,6 +4,33 @@ import os
 import sys
 
 
+def deepspeed_ops():
+    """DeepSpeed's build record (git_version_info_installed.py) read as literals, without importing
+    deepspeed: which ops were prebuilt at install and which will be JIT-compiled at first use."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("deepspeed")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "git_version_info_installed.py")
+    out = {"source": path}
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError) as exc:
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+        return out
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in ("installed_ops", "compatible_ops", "torch_info", "version"):
+                try:
+                    out[name] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return out
+
+
 def collect():
     from importlib import metadata
 
@@ -22,6 +49,7 @@ def collect():
         "conda": os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
         "conda_prefix": conda,
         "distributions": dict(sorted(dists.items())),
+        "deepspeed_ops": deepspeed_ops() if "deepspeed" in dists else None,
     }
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..interpreter import Interpreter
-from ..probing import probe
+from ..probing import ProbeContext, probe
 
 NO_LIBRARY = "NVML library (libnvidia-ml.so.1) not found: no NVIDIA driver is installed"
 REASONS = {  # NVML return codes -> plain reasons (nvml.h)
@@ -60,7 +59,68 @@ def read_device(nvml: Any, index: int) -> dict[str, Any]:
         },
         "compute_capability": f"{cc[0]}.{cc[1]}" if cc else None,
         "mig": None if mig is None else {"current": bool(mig[0]), "pending": bool(mig[1])},
+        "health": read_health(nvml, handle, errors),
         "errors": errors,
+    }
+
+
+NOT_SUPPORTED = 3  # NVML_ERROR_NOT_SUPPORTED: the GPU has no such counter (e.g. ECC on GeForce)
+
+
+def _opt(errors: list[str], label: str, call: Callable[[], Any]) -> Any:
+    """Like _field, but "not supported" is an answer (None), not an error."""
+    try:
+        return call()
+    except Exception as exc:
+        if getattr(exc, "value", None) != NOT_SUPPORTED:
+            errors.append(f"{label}: {type(exc).__name__}: {exc}")
+        return None
+
+
+def read_health(nvml: Any, handle: Any, errors: list[str]) -> dict[str, Any]:
+    """ECC, retired pages, row remapping, clock-event reasons, PCIe link, NVLink, fabric,
+    persistence, other processes. None means the GPU does not support that counter."""
+    unc = getattr(nvml, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1)
+    ecc_mode = _opt(errors, "ecc_mode", lambda: nvml.nvmlDeviceGetEccMode(handle))
+    ecc = None
+    if ecc_mode is not None and ecc_mode[0]:
+        ecc = {"enabled": True,
+               "volatile_uncorrected": _opt(errors, "ecc_volatile", lambda: nvml.nvmlDeviceGetTotalEccErrors(
+                   handle, unc, getattr(nvml, "NVML_VOLATILE_ECC", 0))),
+               "aggregate_uncorrected": _opt(errors, "ecc_aggregate", lambda: nvml.nvmlDeviceGetTotalEccErrors(
+                   handle, unc, getattr(nvml, "NVML_AGGREGATE_ECC", 1)))}
+    elif ecc_mode is not None:
+        ecc = {"enabled": False}
+    pending = _opt(errors, "retired_pages_pending", lambda: nvml.nvmlDeviceGetRetiredPagesPendingStatus(handle))
+    remap = _opt(errors, "remapped_rows", lambda: nvml.nvmlDeviceGetRemappedRows(handle))
+    reasons = _opt(errors, "clocks_event_reasons", lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(handle))
+    links = []
+    for link in range(getattr(nvml, "NVML_NVLINK_MAX_LINKS", 18)):
+        try:
+            links.append({"link": link, "active": bool(nvml.nvmlDeviceGetNvLinkState(handle, link))})
+        except Exception:  # links past the GPU's count, or no NVLink at all
+            continue
+    fabric = _opt(errors, "fabric", lambda: nvml.nvmlDeviceGetGpuFabricInfo(handle))
+    procs = _opt(errors, "processes", lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    util = _opt(errors, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
+    return {
+        "ecc": ecc,
+        "retired_pages_pending": None if pending is None else bool(pending),
+        "row_remap": None if remap is None else {"corrected_rows": remap[0], "uncorrected_rows": remap[1],
+                                                 "pending": bool(remap[2]), "failure": bool(remap[3])},
+        "clocks_event_reasons": reasons,
+        "pcie": {"gen_current": _opt(errors, "pcie_gen", lambda: nvml.nvmlDeviceGetCurrPcieLinkGeneration(handle)),
+                 "gen_max": _opt(errors, "pcie_gen_max", lambda: nvml.nvmlDeviceGetMaxPcieLinkGeneration(handle)),
+                 "width_current": _opt(errors, "pcie_width", lambda: nvml.nvmlDeviceGetCurrPcieLinkWidth(handle)),
+                 "width_max": _opt(errors, "pcie_width_max", lambda: nvml.nvmlDeviceGetMaxPcieLinkWidth(handle))},
+        "nvlink": links,
+        "fabric": None if fabric is None else {"state": getattr(fabric, "state", None),
+                                               "status": getattr(fabric, "status", None)},
+        "persistence_mode": _opt(errors, "persistence_mode", lambda: bool(nvml.nvmlDeviceGetPersistenceMode(handle))),
+        "processes": None if procs is None else [
+            {"pid": p.pid, "used_mib": (p.usedGpuMemory // 2**20) if isinstance(p.usedGpuMemory, int) else None}
+            for p in procs],
+        "utilization_pct": None if util is None else util.gpu,
     }
 
 
@@ -103,5 +163,5 @@ def collect(nvml_loader: Callable[[], Any] | None = None) -> dict[str, Any]:
 
 
 @probe("gpu", timeout_s=15)
-def probe_gpu(_: Interpreter, __: float) -> dict[str, Any]:
+def probe_gpu(_: ProbeContext, __: float) -> dict[str, Any]:
     return collect()

@@ -7,8 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ..interpreter import Interpreter
-from ..probing import probe
+from ..probing import ProbeContext, probe
 
 
 def _os_release() -> str | None:
@@ -50,7 +49,7 @@ def container_hints(root: str = "/") -> list[str]:
 
 
 @probe("host", timeout_s=10)
-def probe_host(_: Interpreter, __: float) -> dict[str, Any]:
+def probe_host(_: ProbeContext, __: float) -> dict[str, Any]:
     import psutil
 
     vm = psutil.virtual_memory()

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import subproc
-from ..interpreter import Interpreter
-from ..probing import probe
+from ..probing import ProbeContext, probe
 
 SCRIPT = Path(__file__).with_name("dists_script.py")
 
 
 @probe("python", timeout_s=30)
-def probe_python(target: Interpreter, timeout_s: float) -> dict[str, Any]:
+def probe_python(ctx: ProbeContext, timeout_s: float) -> dict[str, Any]:
+    target = ctx.target
     if target.is_own:
         from . import dists_script
 

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import subproc
-from ..interpreter import Interpreter
-from ..probing import probe
+from ..probing import ProbeContext, probe
 
 SCRIPT = Path(__file__).with_name("torch_script.py")
 TIMEOUT_S = 60.0
@@ -34,6 +33,8 @@ def facts_from_run(done: subproc.Completed, timeout_s: float) -> dict[str, Any]:
     data: dict[str, Any] = dict(stages.get("import") or {})
     if "runtime" in stages:
         data["runtime"] = stages["runtime"]
+    if "extensions" in stages:
+        data["extensions"] = stages["extensions"]
     if done.timed_out:
         where = "CUDA initialisation" if "import" in stages else "import torch"
         data["hang"] = {"stage": where, "timeout_s": timeout_s,
@@ -42,6 +43,10 @@ def facts_from_run(done: subproc.Completed, timeout_s: float) -> dict[str, Any]:
         message = None
         if not stages.get("import"):
             message = f"the torch probe exited with code {done.returncode} before reporting"
+        elif ("runtime" in stages and "extensions" not in stages and data.get("installed")
+              and not data.get("import_error")):
+            message = (f"the process died importing a compiled extension (flash-attn, mamba-ssm or "
+                       f"causal-conv1d; exit code {done.returncode})")
         elif "runtime" not in stages and data.get("installed") and not data.get("import_error"):
             message = f"the process died during CUDA initialisation (exit code {done.returncode})"
         if message:
@@ -53,7 +58,8 @@ def facts_from_run(done: subproc.Completed, timeout_s: float) -> dict[str, Any]:
 
 
 @probe("torch", timeout_s=TIMEOUT_S)
-def probe_torch(target: Interpreter, timeout_s: float) -> dict[str, Any]:
+def probe_torch(ctx: ProbeContext, timeout_s: float) -> dict[str, Any]:
+    target = ctx.target
     limit = max(0.5, timeout_s - GRACE_S)
     done = subproc.run([target.executable, str(SCRIPT)], timeout_s=limit)
     data = facts_from_run(done, limit)

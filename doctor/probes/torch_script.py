@@ -13,6 +13,37 @@ def emit(stage, data):
     sys.stdout.flush()
 
 
+# Compiled extensions built against one torch ABI; importing them after `import torch` is how a
+# mismatch ("undefined symbol") shows. distribution -> (its Python package, extension module).
+EXTENSIONS = {"flash-attn": ("flash_attn", "flash_attn_2_cuda"), "mamba-ssm": ("mamba_ssm", "selective_scan_cuda"),
+              "causal-conv1d": ("causal_conv1d", "causal_conv1d_cuda")}
+
+
+def extensions():
+    import importlib
+    import importlib.util
+    from importlib import metadata
+
+    out = {}
+    for dist, (package, module) in EXTENSIONS.items():
+        if importlib.util.find_spec(package) is None:  # cheap; metadata lookups scan every path entry
+            continue
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = None
+        t0 = time.perf_counter()
+        entry = {"version": version, "module": module, "ok": True, "error": None}
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # ImportError, OSError (undefined symbol), RuntimeError
+            entry["ok"] = False
+            entry["error"] = ("%s: %s" % (type(exc).__name__, exc))[:400]
+        entry["import_s"] = round(time.perf_counter() - t0, 3)
+        out[dist] = entry
+    return out
+
+
 def main():
     t0 = time.perf_counter()
     try:
@@ -77,6 +108,7 @@ def main():
         runtime["error"] = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
     runtime["init_s"] = round(time.perf_counter() - t1, 3)
     emit("runtime", runtime)
+    emit("extensions", extensions())
 
 
 if __name__ == "__main__":

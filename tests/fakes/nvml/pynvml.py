@@ -2,7 +2,8 @@
 
 raise   -> nvmlInit raises NVMLError(9) (driver not loaded)
 hang    -> nvmlInit never returns
-partial -> 2 GPUs; GPU 1's memory and compute capability raise NVMLError(3) (not supported)
+partial -> 2 GPUs; GPU 1's memory and compute capability raise NVMLError(3) (not supported);
+           GPU 0 healthy; GPU 1 has a pending row remap, 2 aggregate uncorrected ECC errors, NVLink 3 down
 """
 import os
 import time
@@ -15,6 +16,10 @@ class NVMLError(Exception):
 
 
 MODE = os.environ.get("FAKE_NVML", "partial")
+NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+NVML_VOLATILE_ECC = 0
+NVML_AGGREGATE_ECC = 1
+NVML_NVLINK_MAX_LINKS = 6
 
 
 class _Mem:
@@ -81,3 +86,65 @@ def nvmlDeviceGetCudaComputeCapability(h):
 
 def nvmlDeviceGetMigMode(h):
     raise NVMLError(3)
+
+
+def nvmlDeviceGetEccMode(h):
+    return (1, 1)
+
+
+def nvmlDeviceGetTotalEccErrors(h, kind, counter):
+    return 2 if (h == 1 and counter == NVML_AGGREGATE_ECC) else 0
+
+
+def nvmlDeviceGetRetiredPagesPendingStatus(h):
+    raise NVMLError(3)  # Ampere and later remap rows instead of retiring pages
+
+
+def nvmlDeviceGetRemappedRows(h):
+    return (0, 0, 0, 0) if h == 0 else (0, 1, 1, 0)
+
+
+def nvmlDeviceGetCurrentClocksEventReasons(h):
+    return 0x1  # GPU idle
+
+
+def nvmlDeviceGetCurrPcieLinkGeneration(h):
+    return 1  # an idle GPU drops its link generation by design
+
+
+def nvmlDeviceGetMaxPcieLinkGeneration(h):
+    return 4
+
+
+def nvmlDeviceGetCurrPcieLinkWidth(h):
+    return 16
+
+
+def nvmlDeviceGetMaxPcieLinkWidth(h):
+    return 16
+
+
+def nvmlDeviceGetNvLinkState(h, link):
+    if link >= 4:
+        raise NVMLError(2)
+    return 0 if (h == 1 and link == 3) else 1
+
+
+def nvmlDeviceGetGpuFabricInfo(h):
+    raise NVMLError(3)
+
+
+def nvmlDeviceGetPersistenceMode(h):
+    return 1
+
+
+def nvmlDeviceGetComputeRunningProcesses(h):
+    return []
+
+
+class _Util:
+    gpu = 0
+
+
+def nvmlDeviceGetUtilizationRates(h):
+    return _Util()

@@ -1,0 +1,230 @@
+"""Disk space and inodes for the job's storage plan, per filesystem; where the Hugging Face caches
+live; whether the job's model is already complete in the cache."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from doctor.model import Remediation, Result, failed, passed, skipped, warned
+from doctor.registry import check
+
+GIB = 2**30
+HF_CACHE_URL = "https://huggingface.co/docs/huggingface_hub/guides/manage-cache"
+
+
+def _gb(n: float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _expand(path: str, facts: dict[str, Any]) -> str:
+    hf = facts.get("hf") or {}
+    disk = facts.get("disk") or {}
+    where = {k: hf[k] for k in ("hf_home", "hf_hub_cache", "hf_datasets_cache") if hf.get(k)}
+    try:
+        path = path.format(**where)
+    except (KeyError, IndexError, ValueError):
+        pass
+    if path.startswith("~"):
+        path = (disk.get("home") or "~") + path[1:]
+    if not os.path.isabs(path):
+        path = os.path.join(disk.get("cwd") or "/", path)
+    return os.path.normpath(path)
+
+
+def locate(label: str, path: str, facts: dict[str, Any]) -> dict[str, Any] | None:
+    """The filesystem a path lands on: as probed, else by the longest mount-point prefix."""
+    disk = facts.get("disk") or {}
+    probed = (disk.get("paths") or {}).get(label)
+    if probed and "total_bytes" in probed:
+        return {**probed, "how": "probed"}
+    resolved = _expand(path, facts)
+    best = None
+    for m in disk.get("mounts") or []:
+        mp = m["mountpoint"].rstrip("/") or "/"
+        if (resolved == mp or resolved.startswith(mp.rstrip("/") + "/")) and (
+                best is None or len(mp) > len(best["mountpoint"])):
+            best = m
+    return {**best, "resolved": resolved, "how": "by mount point (path not probed)"} if best else None
+
+
+def cached_repo(facts: dict[str, Any], repo_id: str) -> dict[str, Any] | None:
+    for repo in ((facts.get("hf") or {}).get("hub") or {}).get("repos") or []:
+        if repo["repo_id"] == repo_id and repo["repo_type"] == "model":
+            return repo
+    return None
+
+
+def complete_revision(repo: dict[str, Any] | None) -> dict[str, Any] | None:
+    for rev in (repo or {}).get("revisions") or []:
+        if rev.get("has_config") and rev.get("weights") and not rev.get("missing_shards"):
+            return rev
+    return None
+
+
+def plan(storage: dict[str, Any], facts: dict[str, Any]) -> tuple[dict[Any, dict[str, Any]], list[str]]:
+    """Group the storage plan by filesystem: {device: {fs, need, items}}, plus unplaced entries."""
+    groups: dict[Any, dict[str, Any]] = {}
+    unplaced = []
+    for label, entry in storage.items():
+        need = float(entry.get("gib", 0)) * int(entry.get("count", 1)) * GIB
+        repo = entry.get("repo")
+        if repo and complete_revision(cached_repo(facts, repo)):
+            need = 0.0  # already downloaded
+        fs = locate(f"storage.{label}", entry["path"], facts)
+        if fs is None:
+            unplaced.append(label)
+            continue
+        key = fs.get("device", fs.get("mountpoint"))
+        group = groups.setdefault(key, {"fs": fs, "need": 0.0, "items": []})
+        group["need"] += need
+        count = f" × {entry['count']}" if entry.get("count", 1) != 1 else ""
+        group["items"].append(f"{label} {entry.get('gib', 0):g} GiB{count} at {entry['path']}"
+                              + (" (already in the HF cache)" if repo and need == 0 else ""))
+    return groups, unplaced
+
+
+@check("disk.space", needs=("disk",), binds={"storage": "job.storage"})
+def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: float = 10.0) -> Result:
+    """Free space for the job's storage plan (base model, quantized model, checkpoints × kept, dataset,
+    HF cache growth), summed per filesystem each path lands on.
+
+    Why: the download or the third checkpoint fills the disk hours into the run; two plan entries on
+    the same small system disk each "fit" alone but not together.
+    Fix: move the large entries to the data disk (HF_HOME, output_dir), keep fewer checkpoints
+    (save_total_limit), or free space (`doctor clean-cache`, `hf cache rm`).
+    """
+    groups, unplaced = plan(storage, facts)
+    details, fails, warns = [], [], []
+    for group in groups.values():
+        fs, need = group["fs"], group["need"]
+        free = fs["free_bytes"]
+        head = f"{fs['mountpoint']}: needs {_gb(need)}, {_gb(free)} free of {_gb(fs['total_bytes'])}"
+        details.append(head + f" [{fs.get('how')}]")
+        details.extend(f"    {item}" for item in group["items"])
+        if need > free:
+            fails.append(f"{fs['mountpoint']} needs {_gb(need)} but has {_gb(free)} free")
+        elif need > free * (1 - margin_pct / 100):
+            warns.append(f"{fs['mountpoint']} would be left with {_gb(free - need)} ({_gb(need)} of {_gb(free)})")
+    if unplaced:
+        details.append(f"no filesystem found for: {', '.join(unplaced)}")
+    total = sum(g["need"] for g in groups.values())
+    remedy = Remediation("Put the large entries on a filesystem with room (export HF_HOME=<data disk>/huggingface; "
+                         "point output_dir there), keep fewer checkpoints (save_total_limit), or free space.",
+                         ("df -h", "hf cache ls"), HF_CACHE_URL)
+    if fails:
+        return failed("; ".join(fails), remedy, *details)
+    if warns:
+        return warned(f"less than {margin_pct:g}% headroom: " + "; ".join(warns), remedy, *details)
+    if not groups:
+        return skipped("the storage plan names no path doctor could place", *details)
+    return passed(f"storage plan of {_gb(total)} fits on {len(groups)} filesystem(s)", *details)
+
+
+@check("disk.inodes", needs=("disk",), binds={"storage": "job.storage"})
+def disk_inodes(facts: dict[str, Any], *, storage: dict[str, Any] | None = None, min_free: int = 100_000) -> Result:
+    """Free inodes on the filesystems the job writes to (the plan's, else the working dir and HF cache).
+
+    Why: datasets of many small files (images, extracted archives) exhaust inodes while `df -h` still
+    shows free space; writes then fail with "No space left on device".
+    Fix: pack small files (tar/webdataset/arrow), or use a filesystem with more inodes.
+    """
+    paths = (facts["disk"].get("paths") or {})
+    targets = {f"storage.{k}": v["path"] for k, v in (storage or {}).items()} or {
+        k: paths[k]["path"] for k in ("cwd", "hf_hub_cache") if k in paths}
+    seen, low, details = set(), [], []
+    for label, path in targets.items():
+        fs = locate(label, path, facts)
+        if not fs or fs.get("mountpoint") in seen:
+            continue
+        seen.add(fs.get("mountpoint"))
+        total, free = fs.get("inodes_total"), fs.get("inodes_free")
+        if not total:
+            details.append(f"{fs['mountpoint']}: no fixed inode count (e.g. btrfs/xfs dynamic inodes)")
+            continue
+        details.append(f"{fs['mountpoint']}: {free:,} of {total:,} inodes free")
+        if free < min_free:
+            low.append(f"{fs['mountpoint']} has {free:,} free inodes")
+    if low:
+        return failed("; ".join(low), Remediation("Pack small files into archives/shards, or move the data to a "
+                                                   "filesystem with free inodes.", ("df -i",)), *details)
+    if not seen:
+        return skipped("no filesystem to judge")
+    return passed(f"enough free inodes on {len(seen)} filesystem(s)", *details)
+
+
+@check("hf.cache_location", needs=("hf", "disk"), binds={"storage": "job.storage"})
+def hf_cache_location(facts: dict[str, Any], *, storage: dict[str, Any] | None = None,
+                      min_free_gib: float = 50.0) -> Result:
+    """The Hugging Face hub cache (HF_HOME / HF_HUB_CACHE, resolved as huggingface_hub resolves them)
+    sits on a filesystem with room, not on a small system disk while a data disk has space.
+
+    Why: the cache defaults to ~/.cache/huggingface on the system disk (30 GB on many rented boxes);
+    a 65 GB model download fills it and can take the whole machine down with it.
+    Fix: `export HF_HOME=<data disk>/huggingface` before the first download (the exact path is given).
+    """
+    hf = facts["hf"]
+    hub = hf.get("hf_hub_cache")
+    fs = locate("hf_hub_cache", hub or "", facts)
+    if fs is None:
+        return skipped(f"could not place the HF cache {hub} on a filesystem")
+    hub_facts = hf.get("hub") or {}
+    need = 0.0
+    for entry in (storage or {}).values():
+        if "{hf_hub_cache}" in entry.get("path", "") or "{hf_home}" in entry.get("path", ""):
+            if not (entry.get("repo") and complete_revision(cached_repo(facts, entry["repo"]))):
+                need += float(entry.get("gib", 0)) * int(entry.get("count", 1)) * GIB
+    want = max(need, min_free_gib * GIB)
+    details = [f"HF_HOME: {hf.get('hf_home')}", f"hub cache: {hub} (on {fs['mountpoint']}, {_gb(fs['free_bytes'])} "
+               f"free of {_gb(fs['total_bytes'])})",
+               f"cache holds {_gb(hub_facts.get('size_bytes') or 0)} in {len(hub_facts.get('repos') or [])} repos"
+               + (f", {_gb(hub_facts.get('incomplete_bytes') or 0)} in interrupted downloads"
+                  if hub_facts.get("incomplete_bytes") else "")]
+    if fs["free_bytes"] >= want:
+        return passed(f"HF cache on {fs['mountpoint']} with {_gb(fs['free_bytes'])} free"
+                      + (f" (the plan adds {_gb(need)})" if need else ""), *details)
+    others = [m for m in (facts["disk"].get("mounts") or [])
+              if m["mountpoint"] != fs["mountpoint"] and m["free_bytes"] >= want and m["fstype"] != "tmpfs"]
+    best = max(others, key=lambda m: m["free_bytes"], default=None)
+    if best:
+        target = os.path.join(best["mountpoint"], "huggingface")
+        remedy = Remediation(f"Move the cache to {best['mountpoint']} ({_gb(best['free_bytes'])} free) before the "
+                             "first download; add the export to the launch script or ~/.bashrc.",
+                             (f"export HF_HOME={target}",), HF_CACHE_URL)
+    else:
+        remedy = Remediation("No mounted filesystem has that much room: free space (`doctor clean-cache`, "
+                             "`hf cache rm`) or attach a larger data disk and point HF_HOME at it.",
+                             ("hf cache ls",), HF_CACHE_URL)
+    summary = (f"HF cache on {fs['mountpoint']} has {_gb(fs['free_bytes'])} free; needs {_gb(want)}"
+               + (f" for this plan" if need else f" (the minimum this check asks for)"))
+    return (failed if need > fs["free_bytes"] else warned)(summary, remedy, *details)
+
+
+@check("hf.model_cached", needs=("hf",), binds={"model": "job.workload.model"})
+def hf_model_cached(facts: dict[str, Any], *, model: str) -> Result:
+    """Whether the job's model is complete in the hub cache (config, weights, every shard its index
+    names; no interrupted download), and whether the job can then run offline.
+
+    Why: an interrupted download leaves a snapshot without some shards; with HF_HUB_OFFLINE=1, or a
+    hub that is unreachable, the job fails at from_pretrained after waiting for its GPUs.
+    Fix: finish the download before the job (`hf download <model>` resumes it).
+    """
+    hf = facts["hf"]
+    if model.startswith(("/", "./", "~")):
+        return skipped(f"{model} is a local path, not a hub model id")
+    repo = cached_repo(facts, model)
+    offline = hf.get("offline")
+    rev = complete_revision(repo)
+    remedy = Remediation("Download the model before the job starts (resumes an interrupted download).",
+                         (f"hf download {model}",), HF_CACHE_URL)
+    if rev:
+        return passed(f"{model} is complete in the cache ({_gb(rev['size_bytes'])}, revision {rev['commit'][:10]}"
+                      + (", refs " + ", ".join(rev["refs"]) if rev.get("refs") else "") + ")")
+    if repo:
+        missing = sorted({s for r in repo["revisions"] for s in r.get("missing_shards", [])})
+        what = (f"{len(missing)} shards missing ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''})" if missing
+                else "no config.json or weights in any revision")
+        return (failed if offline else warned)(f"{model} is in the cache but incomplete: {what}", remedy)
+    if offline:
+        return failed(f"HF_HUB_OFFLINE is set but {model} is not in the cache at {hf.get('hf_hub_cache')}", remedy)
+    return passed(f"{model} is not cached yet: the first run downloads it from {hf.get('endpoint')} "
+                  "(see network.hub and disk.space)")

@@ -1,0 +1,151 @@
+"""Memory, CPU and limits as the job will see them: host view (psutil) and the cgroup limits that
+cap a container (v2 `memory.max` / `cpu.max`, v1 `memory.limit_in_bytes` / `cpu.cfs_quota_us`),
+/dev/shm, ulimits, RDMA devices. Parsers take a root folder so tests can feed recorded files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..probing import ProbeContext, probe
+
+V1_UNLIMITED = 2**62  # v1 reports "no limit" as a page-rounded 2**63-1, e.g. 9223372036854771712
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _cgroup_paths(root: Path) -> dict[str, str]:
+    """controller -> cgroup path from /proc/self/cgroup ('' is the v2 unified hierarchy)."""
+    text = _read(root / "proc/self/cgroup") or ""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for ctrl in parts[1].split(",") if parts[1] else [""]:
+                out[ctrl] = parts[2]
+    return out
+
+
+def _ancestors(base: Path, rel: str) -> list[Path]:
+    """The cgroup folder and each parent up to the mount root, innermost first, that exist."""
+    parts = [p for p in rel.strip("/").split("/") if p]
+    dirs = [base.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+    return [d for d in dirs if d.is_dir()]
+
+
+def _v2_number(text: str | None) -> int | None:
+    if text is None or text == "max":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def cgroup_memory(root: Path) -> dict[str, Any]:
+    """The effective cgroup memory limit: the smallest along the path (a parent can cap a child)."""
+    paths = _cgroup_paths(root)
+    fs = root / "sys/fs/cgroup"
+    if (fs / "cgroup.controllers").is_file():  # v2 (unified) mounted at /sys/fs/cgroup
+        limits = []
+        chain = _ancestors(fs, paths.get("", "/"))
+        for d in chain:
+            value = _v2_number(_read(d / "memory.max"))
+            if value is not None:
+                limits.append((value, str(d / "memory.max")))
+        usage = _v2_number(_read(chain[0] / "memory.current")) if chain else None
+        swap = _v2_number(_read(chain[0] / "memory.swap.max")) if chain else None
+        best = min(limits) if limits else (None, str(fs / "memory.max"))
+        return {"version": 2, "limit_bytes": best[0], "source": best[1], "usage_bytes": usage,
+                "swap_limit_bytes": swap}
+    mem = fs / "memory"
+    if mem.is_dir():
+        limits = []
+        chain = _ancestors(mem, paths.get("memory", "/"))
+        for d in chain:
+            text = _read(d / "memory.limit_in_bytes")
+            if text and text.isdigit() and int(text) < V1_UNLIMITED:
+                limits.append((int(text), str(d / "memory.limit_in_bytes")))
+        usage_text = _read(chain[0] / "memory.usage_in_bytes") if chain else None
+        best = min(limits) if limits else (None, str(mem / "memory.limit_in_bytes"))
+        return {"version": 1, "limit_bytes": best[0], "source": best[1],
+                "usage_bytes": int(usage_text) if usage_text and usage_text.isdigit() else None,
+                "swap_limit_bytes": None}
+    return {"version": None, "limit_bytes": None, "source": None, "usage_bytes": None, "swap_limit_bytes": None}
+
+
+def cgroup_cpus(root: Path) -> dict[str, Any]:
+    """CPU quota as a number of CPUs (quota / period), or None when unlimited."""
+    paths = _cgroup_paths(root)
+    fs = root / "sys/fs/cgroup"
+    if (fs / "cgroup.controllers").is_file():
+        for d in _ancestors(fs, paths.get("", "/")):
+            text = _read(d / "cpu.max")
+            if text and not text.startswith("max"):
+                quota, _, period = text.partition(" ")
+                return {"quota_cpus": round(int(quota) / int(period or 100000), 2), "source": str(d / "cpu.max")}
+        return {"quota_cpus": None, "source": str(fs / "cpu.max")}
+    for ctrl in ("cpu", "cpu,cpuacct"):
+        base = fs / ctrl
+        if base.is_dir():
+            for d in _ancestors(base, paths.get("cpu", "/")):
+                quota, period = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+                if quota and period and quota.lstrip("-").isdigit() and int(quota) > 0:
+                    return {"quota_cpus": round(int(quota) / int(period), 2), "source": str(d / "cpu.cfs_quota_us")}
+            return {"quota_cpus": None, "source": str(base / "cpu.cfs_quota_us")}
+    return {"quota_cpus": None, "source": None}
+
+
+def _limit(resource: int) -> list[int | None]:
+    import resource as res
+
+    soft, hard = res.getrlimit(resource)
+    return [None if soft == res.RLIM_INFINITY else soft, None if hard == res.RLIM_INFINITY else hard]
+
+
+def ulimits() -> dict[str, Any]:
+    """Soft/hard limits; None means unlimited."""
+    try:
+        import resource as res
+    except ImportError:  # Windows
+        return {}
+    return {"nofile": _limit(res.RLIMIT_NOFILE), "memlock_bytes": _limit(res.RLIMIT_MEMLOCK)}
+
+
+def collect(root: Path = Path("/")) -> dict[str, Any]:
+    import psutil
+
+    vm, swap = psutil.virtual_memory(), psutil.swap_memory()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    shm = None
+    shm_path = root / "dev/shm"
+    if shm_path.is_dir():
+        try:
+            usage = psutil.disk_usage(str(shm_path))
+            shm = {"path": str(shm_path), "total_bytes": usage.total, "free_bytes": usage.free}
+        except OSError:
+            shm = None
+    ib = root / "sys/class/infiniband"
+    return {
+        "memory": {"host_total_bytes": vm.total, "host_available_bytes": vm.available,
+                   "swap_total_bytes": swap.total, "swap_free_bytes": swap.free,
+                   "host_source": "psutil.virtual_memory (the host's RAM, not a container's share)",
+                   "cgroup": cgroup_memory(root)},
+        "cpu": {"logical": psutil.cpu_count(logical=True), "affinity": affinity, "cgroup": cgroup_cpus(root)},
+        "shm": shm,
+        "ulimits": ulimits(),
+        "rdma_devices": sorted(p.name for p in ib.iterdir()) if ib.is_dir() else [],
+    }
+
+
+@probe("resources", timeout_s=10)
+def probe_resources(_: ProbeContext, __: float) -> dict[str, Any]:
+    return collect()
