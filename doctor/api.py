@@ -31,9 +31,7 @@ def preflight(*profiles: str, facts: str | dict[str, Any] | None = None, python:
     registry = discover()
     profile = load(list(profiles) or ["base"], registry)
     if facts is None:
-        from .cli import storage_paths
-
-        data = facts_mod.collect(select(python), {"torch": timeout_s}, paths=storage_paths(profile))
+        data = facts_mod.collect(select(python), {"torch": timeout_s}, paths=profile.storage_paths())
     elif isinstance(facts, str):
         data = facts_mod.load(facts)
     else:

@@ -80,12 +80,6 @@ def _timeouts(args: argparse.Namespace) -> dict[str, float]:
             "kernel": min(t, 5.0), "env": min(t, 5.0)}
 
 
-def storage_paths(profile: Any) -> dict[str, str]:
-    """The job's storage plan as probe paths: label 'storage.<name>' -> path."""
-    found, storage = profile.value("job.storage") if profile is not None else (False, None)
-    return {f"storage.{k}": v["path"] for k, v in (storage or {}).items() if isinstance(v, dict) and "path" in v}
-
-
 def _probe(target: Any, args: argparse.Namespace, refs: list[str]) -> tuple[Any, Any]:
     """Start torch first (the long pole), then read the profiles, then the probes that need their paths."""
     from . import facts as facts_mod
@@ -100,7 +94,7 @@ def _probe(target: Any, args: argparse.Namespace, refs: list[str]) -> tuple[Any,
 
         profile = load(refs, discover())  # validated before anything is judged
     rest = sorted(n for n in BUILTIN if n != "torch")
-    run.start(facts_mod.context(target, storage_paths(profile), args.offline), rest)
+    run.start(facts_mod.context(target, profile.storage_paths() if profile else {}, args.offline), rest)
     return run, profile
 
 

@@ -32,6 +32,11 @@ class Profile:
     def value(self, dotted: str) -> tuple[bool, Any]:
         return lookup(self.data, dotted)
 
+    def storage_paths(self) -> dict[str, str]:
+        """The job's storage plan as probe paths: 'storage.<name>' -> path."""
+        _, storage = self.value("job.storage")
+        return {f"storage.{k}": v["path"] for k, v in (storage or {}).items() if "path" in v}
+
 
 def search_dirs() -> list[Path]:
     """$DOCTOR_PROFILE_PATH (os.pathsep-separated) first, then the profiles shipped in the wheel."""
