@@ -99,7 +99,7 @@ def evaluate(installed: dict[str, str], required: dict[str, str], ccs: list[str]
             name = canonicalize_name(pkg)
             version: str | Version | None = installed.get(name)
             if version is None and name in required:  # not installed yet: judge what the job will install
-                ok, low = forced(required[name], spec)
+                ok, _ = forced(required[name], spec)
                 versions[pkg] = f"{required[name] or 'any version'} (required by the job)"
                 applies = applies and ok
             else:

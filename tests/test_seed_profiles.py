@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import factsbuilder as fb
-from factsbuilder import GIB, autodl_box, edit
+from factsbuilder import autodl_box, edit
 
 from doctor.model import ExitCode, Status
 from doctor.profile import load

@@ -10,7 +10,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import threading
-from pathlib import Path
 from typing import Any
 
 from ..probing import ProbeContext, probe
