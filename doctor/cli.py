@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also probe the filesystems of these profiles' storage paths")
     probing_options(facts)
 
+    from .vram.command import add_parser as add_estimate
+
+    add_estimate(sub)
     sub.add_parser("checks", help="list the registered checks")
     explain = sub.add_parser("explain", help="what a check verifies, why, and how to fix it")
     explain.add_argument("check_id")
@@ -245,5 +248,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return int(ExitCode.READY)
 
 
-COMMANDS = {"check": cmd_check, "facts": cmd_facts, "checks": cmd_checks, "explain": cmd_explain,
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from .vram.command import run
+
+    return run(args)
+
+
+COMMANDS = {"check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts, "checks": cmd_checks, "explain": cmd_explain,
             "profiles": cmd_profiles}

@@ -1,0 +1,1 @@
+"""GPU memory (VRAM) estimation: architectures, the memory model, what-ifs."""

@@ -1,0 +1,177 @@
+"""Bytes that autograd saves for backward, per token and layer, following the Hugging Face implementations.
+
+Each function lists the tensors one layer keeps alive from its forward until its backward. Autograd saves an
+op's input only when a gradient needs it: a frozen linear (LoRA/QLoRA base) keeps its weight, not its input.
+Under autocast (AMP) matmuls run in half precision on casted copies while norms and softmax stay fp32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .arch import Block
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What decides which tensors exist and which are saved."""
+
+    p: int                    # bytes of the compute dtype (2 for fp16/bf16 and AMP matmuls, 4 for fp32)
+    amp: bool                 # autocast with fp32 weights: residual stream, norms and softmax in fp32
+    trainable: frozenset[str]  # names of block linears whose weights train ("*" = all)
+    lora: frozenset[str]      # names of block linears carrying LoRA adapters
+    lora_rank: int
+    adapter_bytes: int        # bytes of the adapter weights (PEFT upcasts adapters to fp32 by default)
+    attention: str            # eager | sdpa | flash
+    seq: int                  # attention span (tokens per sequence)
+    dropout: bool             # dropout layers active (training with p > 0)
+    full: bool                # norms and biases train too
+
+    def trains(self, name: str) -> bool:
+        return "*" in self.trainable or name in self.trainable
+
+
+def _linear_input(ctx: Ctx, names: tuple[str, ...], width: int, source_bytes: int) -> float:
+    """Bytes per token saved for the input shared by `names` (e.g. q, k and v read the same tensor)."""
+    saved = 0.0
+    shared = False
+    for name in names:
+        if ctx.trains(name):
+            if ctx.amp:
+                saved += width * 2          # autocast casts the fp32 input to half for each linear
+            else:
+                shared = True
+        if name in ctx.lora:
+            if ctx.adapter_bytes != source_bytes:
+                saved += width * ctx.adapter_bytes   # PEFT casts the input to the adapter dtype
+            else:
+                shared = True
+            saved += ctx.lora_rank * ctx.adapter_bytes   # lora_A output, saved by lora_B
+    return saved + (width * source_bytes if shared else 0)
+
+
+def _attention(ctx: Ctx, b: Block) -> float:
+    """q, k, v as the kernel sees them, plus the score matrices of eager attention (per token)."""
+    a, g, d, p = b.heads, b.kv_heads, b.head_dim, ctx.p
+    if ctx.attention == "eager":
+        # matmul(q, k^T) saves q and the head-repeated k; softmax (fp32) saves its output; matmul(probs, v)
+        # saves the probabilities cast back to the compute dtype and the repeated v
+        probs = a * ctx.seq * (4 + (p if p != 4 else 0) + (1 + p if ctx.dropout else 0))
+        return 3 * a * d * p + probs
+    # SDPA (flash / memory-efficient) and FlashAttention-2 keep q, k, v, the output and the log-sum-exp
+    return (a + 2 * g) * d * p + a * d * p + a * 4
+
+
+def _o_input(ctx: Ctx, name: str, width: int) -> float:
+    """The attention output projection's input. SDPA and FlashAttention return their output in the
+    (batch, seq, heads, dim) layout, so the reshape is a view of the tensor the kernel already keeps."""
+    if not (ctx.trains(name) or name in ctx.lora):
+        return 0
+    if ctx.attention != "eager" and not ctx.amp and name not in ctx.lora:
+        return 0
+    return _linear_input(ctx, (name,), width, ctx.p) - (width * ctx.p if ctx.attention != "eager" and not ctx.amp else 0)
+
+
+def decoder(ctx: Ctx, b: Block) -> float:
+    """Llama / Qwen / Mistral / nanochat pre-norm block: RMSNorm, attention, (gated) MLP."""
+    h, f, p, a, d, g = b.hidden, b.ffn, ctx.p, b.heads, b.head_dim, b.kv_heads
+    r = 4 if ctx.amp else p
+    norm_in = 4 * h if b.norm == "rms" else h * r      # HF RMSNorm upcasts its input to fp32 and keeps it
+    norm_out = p if not ctx.amp else 4
+    total = 2 * norm_in + (2 * 4 if b.norm == "rms" else 0)   # + the per-row rsqrt
+    if ctx.full and b.norm == "rms":
+        total += 2 * h * norm_out                      # weight * normalized: kept for the weight's gradient
+    if b.gated:
+        q, k, v, o, gate, up, down = (lin.name for lin in b.linears)
+    else:
+        q, k, v, o, up, down = (lin.name for lin in b.linears)
+    total += _linear_input(ctx, (q, k, v), h, norm_out)
+    if b.qk_norm and b.norm == "rms":
+        total += (a + g) * (4 * d + 4 + (d * p if ctx.full else 0))   # fp32 copy, rsqrt, normalized (if trained)
+    elif b.qk_norm:
+        total += (a + g) * d * p
+    total += _attention(ctx, b)
+    total += _o_input(ctx, o, a * d)
+    if ctx.dropout:
+        total += 2 * h                                 # residual dropout masks (1 byte per element)
+    total += _linear_input(ctx, (gate, up) if b.gated else (up,), h, norm_out)
+    if b.gated:
+        total += 3 * f * p                             # silu(gate) keeps gate; act * up keeps act and up
+    else:
+        total += f * p                                 # relu keeps its output (relu^2 squares that same tensor)
+    total += _linear_input(ctx, (down,), f, p) if ctx.trains(down) or down in ctx.lora else 0
+    return total
+
+
+def opt(ctx: Ctx, b: Block) -> float:
+    """OPT block (pre-LayerNorm, ReLU MLP, dropout 0.1 on the residual branches)."""
+    h, f, p = b.hidden, b.ffn, ctx.p
+    r = 4 if ctx.amp else p
+    ln_out = 4 if ctx.amp else p
+    q, k, v, o, fc1, fc2 = (lin.name for lin in b.linears)
+    total = 2 * (h * r + 8)                            # LayerNorm keeps its input and per-row mean/rstd
+    total += _linear_input(ctx, (q, k, v), h, ln_out)
+    total += _attention(ctx, b)
+    total += _o_input(ctx, o, h)
+    total += _linear_input(ctx, (fc1,), h, ln_out)
+    total += f * p                                     # relu output, also fc2's input
+    if ctx.amp and (ctx.trains(fc2) or fc2 in ctx.lora):
+        total += _linear_input(ctx, (fc2,), f, p)
+    if ctx.dropout:
+        total += 2 * h
+    return total
+
+
+def bert(ctx: Ctx, b: Block) -> float:
+    """BERT post-LayerNorm block: attention, dropout, LayerNorm, GELU MLP, dropout, LayerNorm."""
+    h, f, p, a = b.hidden, b.ffn, ctx.p, b.heads
+    r = 4 if ctx.amp else p
+    q, k, v, o, fc1, fc2 = (lin.name for lin in b.linears)
+    total = _linear_input(ctx, (q, k, v), h, r)        # the previous LayerNorm's output
+    total += 2 * h * p                                 # q and k for the score matmul
+    scores = a * ctx.seq
+    if ctx.attention == "eager":
+        # softmax keeps its output (fp32 under autocast), dropout keeps a mask, matmul keeps the dropped probs
+        total += scores * (4 if ctx.amp else p) + (scores * (1 + (2 if ctx.amp else p)) if ctx.dropout else 0)
+        total += h * p                                 # v
+    else:
+        total += 2 * h * p + a * 4
+    total += _linear_input(ctx, (o,), h, p)
+    total += h * r + 8                                 # LayerNorm input (residual sum), mean and rstd
+    total += _linear_input(ctx, (fc1,), h, r)
+    total += f * (4 if ctx.amp else p)                 # GELU keeps its input (fp32 under autocast)
+    total += _linear_input(ctx, (fc2,), f, 4 if ctx.amp else p)
+    total += h * r + 8                                 # second LayerNorm input, mean and rstd
+    if ctx.dropout:
+        total += 2 * h
+    return total
+
+
+def vit(ctx: Ctx, b: Block) -> float:
+    """Qwen3-VL vision block (LayerNorm, fused qkv with 2-D RoPE, GELU MLP), attention per image."""
+    h, f, p = b.hidden, b.ffn, ctx.p
+    qkv, proj, fc1, fc2 = (lin.name for lin in b.linears)
+    total = 2 * (h * p + 8)
+    total += _linear_input(ctx, (qkv,), h, p)
+    total += _attention(ctx, b)
+    total += _o_input(ctx, proj, h)
+    total += _linear_input(ctx, (fc1,), h, p)
+    total += f * p
+    total += _linear_input(ctx, (fc2,), f, p) if ctx.trains(fc2) or fc2 in ctx.lora else 0
+    return total
+
+
+LAYER = {"decoder": decoder, "opt": opt, "bert": bert, "vit": vit}
+
+
+def per_token(ctx: Ctx, b: Block) -> float:
+    """Saved bytes per token for one block."""
+    return LAYER[b.kind](ctx, b)
+
+
+def working_set(ctx: Ctx, b: Block, tokens: int, span: int) -> float:
+    """Largest transient of one block's forward or backward (not saved): the score matrix and its gradient
+    for eager attention, else the MLP intermediate and its gradient."""
+    p = ctx.p
+    eager = b.heads * span * tokens * (4 + p) * 2 if ctx.attention == "eager" else 0
+    mlp = tokens * b.ffn * p * (3 if b.gated else 2)
+    return max(eager, mlp) + 2 * tokens * b.hidden * 4

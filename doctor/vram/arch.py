@@ -1,0 +1,217 @@
+"""Transformer shapes read from a Hugging Face `config.json`, with exact parameter counts (no torch)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError
+
+FAMILIES = ("opt", "llama", "mistral", "qwen2", "qwen3", "qwen3_vl", "bert", "nanochat")
+
+
+@dataclass(frozen=True)
+class Linear:
+    """One nn.Linear: `name` is the module's attribute name (what LoRA target lists match)."""
+
+    name: str
+    fan_in: int
+    fan_out: int
+    bias: bool = False
+
+    @property
+    def params(self) -> int:
+        return self.fan_in * self.fan_out + (self.fan_out if self.bias else 0)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A repeated layer: its linears plus the other (norm, bias-free) parameters."""
+
+    kind: str                      # "decoder" (pre-norm), "opt", "bert" (post-norm), "vit"
+    linears: tuple[Linear, ...]
+    other_params: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    gated: bool                    # SwiGLU (gate, up, down) vs fc1/act/fc2
+    norm: str                      # "rms" (HF RMSNorm, fp32 upcast), "layer", "rms_noparam"
+    qk_norm: bool = False
+    dropout: bool = False          # hidden / attention-probability dropout active in training
+
+    @property
+    def params(self) -> int:
+        return sum(lin.params for lin in self.linears) + self.other_params
+
+    def linear(self, name: str) -> Linear:
+        return next(lin for lin in self.linears if lin.name == name)
+
+
+@dataclass(frozen=True)
+class Vision:
+    """A ViT tower (Qwen3-VL): patch embedding, blocks, patch mergers into the language model."""
+
+    block: Block
+    depth: int
+    patch: int
+    temporal_patch: int
+    merge: int
+    embed_params: int
+    merger_linears: tuple[Linear, ...]
+    merger_other: int
+
+    @property
+    def params(self) -> int:
+        return (self.embed_params + self.depth * self.block.params
+                + sum(lin.params for lin in self.merger_linears) + self.merger_other)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A model's shapes. Counts are exact: tests compare them with transformers' meta-device build."""
+
+    name: str
+    family: str
+    layers: int
+    block: Block
+    vocab: int
+    embed_params: int              # token (+ position / token-type) embeddings and projections
+    head: Linear | None            # lm_head when not tied; None when tied or absent
+    final_params: int              # final norm, pooler, ...
+    tied: bool
+    vision: Vision | None = None
+    head_outputs: int = 0          # logits per token (vocab, or labels for a classifier)
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> int:
+        total = self.embed_params + self.layers * self.block.params + self.final_params
+        total += self.head.params if self.head else 0
+        return total + (self.vision.params if self.vision else 0)
+
+    @property
+    def linear_params(self) -> int:
+        """Parameters inside the repeated blocks' linears (what 4-bit loaders quantize)."""
+        total = self.layers * sum(lin.params for lin in self.block.linears)
+        if self.vision:
+            total += self.vision.depth * sum(lin.params for lin in self.vision.block.linears)
+            total += sum(lin.params for lin in self.vision.merger_linears)
+        return total
+
+
+def _get(cfg: dict[str, Any], source: str, key: str, *alts: str, default: Any = None) -> Any:
+    for k in (key, *alts):
+        if k in cfg and cfg[k] is not None:
+            return cfg[k]
+    if default is not None:
+        return default
+    raise InputError(source, key, "missing from the model config; expected an integer")
+
+
+def _int(cfg: dict[str, Any], source: str, key: str, *alts: str, default: int | None = None) -> int:
+    value = _get(cfg, source, key, *alts, default=default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(source, key, f"is {value!r}; expected a non-negative integer")
+    return value
+
+
+def from_config(cfg: dict[str, Any], name: str = "", source: str = "config.json") -> Arch:
+    """Build an Arch from a config.json mapping; unknown families are bad input (exit 2)."""
+    family = cfg.get("model_type")
+    if family not in FAMILIES:
+        raise InputError(source, "model_type", f"is {family!r}; doctor estimate models {', '.join(FAMILIES)}")
+    builder = {"opt": _opt, "bert": _bert, "nanochat": _nanochat, "qwen3_vl": _qwen3_vl}.get(family, _llama)
+    return builder(cfg, name or str(cfg.get("_name_or_path") or family), source)
+
+
+def _opt(cfg: dict[str, Any], name: str, source: str) -> Arch:
+    h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "ffn_dim")
+    a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
+    wd = _int(cfg, source, "word_embed_proj_dim", default=h)
+    bias = bool(cfg.get("enable_bias", True))
+    lin = tuple(Linear(n, h, h, bias) for n in ("q_proj", "k_proj", "v_proj", "out_proj"))
+    lin += (Linear("fc1", h, f, bias), Linear("fc2", f, h, bias))
+    ln_params = 2 * h if cfg.get("layer_norm_elementwise_affine", True) else 0
+    block = Block("opt", lin, 2 * ln_params, h, a, a, h // a, f, False, "layer", dropout=cfg.get("dropout", 0) > 0)
+    embed = V * wd + (_int(cfg, source, "max_position_embeddings") + 2) * h   # OPT's learned positions are offset by 2
+    embed += 2 * wd * h if wd != h else 0                                      # project_in / project_out (opt-350m)
+    final = ln_params if cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm") else 0
+    return Arch(name, "opt", L, block, V, embed, None, final, True, head_outputs=V, source=source,
+                extra={"pre_norm": bool(cfg.get("do_layer_norm_before", True))})
+
+
+def _llama(cfg: dict[str, Any], name: str, source: str, family: str | None = None) -> Arch:
+    h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "intermediate_size")
+    a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
+    g = _int(cfg, source, "num_key_value_heads", default=a)
+    d = _int(cfg, source, "head_dim", default=h // a)
+    family = family or cfg["model_type"]
+    qkv_bias = bool(cfg.get("attention_bias", family == "qwen2"))
+    o_bias = bool(cfg.get("attention_bias", False)) and family != "qwen2"
+    mlp_bias = bool(cfg.get("mlp_bias", False))
+    lin = (Linear("q_proj", h, a * d, qkv_bias), Linear("k_proj", h, g * d, qkv_bias),
+           Linear("v_proj", h, g * d, qkv_bias), Linear("o_proj", a * d, h, o_bias),
+           Linear("gate_proj", h, f, mlp_bias), Linear("up_proj", h, f, mlp_bias), Linear("down_proj", f, h, mlp_bias))
+    qk_norm = family in ("qwen3", "qwen3_vl")
+    block = Block("decoder", lin, 2 * h + (2 * d if qk_norm else 0), h, a, g, d, f, True, "rms", qk_norm=qk_norm,
+                  dropout=cfg.get("attention_dropout", 0) > 0)
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    head = None if tied else Linear("lm_head", h, V)
+    return Arch(name, family, L, block, V, V * h, head, h, tied, head_outputs=V, source=source)
+
+
+def _bert(cfg: dict[str, Any], name: str, source: str) -> Arch:
+    h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "intermediate_size")
+    a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
+    lin = (Linear("query", h, h, True), Linear("key", h, h, True), Linear("value", h, h, True),
+           Linear("dense", h, h, True), Linear("intermediate", h, f, True), Linear("output", f, h, True))
+    dropout = cfg.get("hidden_dropout_prob", 0) > 0
+    block = Block("bert", lin, 4 * h, h, a, a, h // a, f, False, "layer", dropout=dropout)
+    embed = (V + _int(cfg, source, "max_position_embeddings") + _int(cfg, source, "type_vocab_size", default=2)) * h + 2 * h
+    labels = _int(cfg, source, "num_labels", default=2)
+    pooler = h * h + h
+    # BertForSequenceClassification: encoder + pooler + a num_labels classifier (the HF memory-anatomy setup)
+    return Arch(name, "bert", L, block, V, embed, Linear("classifier", h, labels, True), pooler, False,
+                head_outputs=labels, source=source)
+
+
+def _nanochat(cfg: dict[str, Any], name: str, source: str) -> Arch:
+    """karpathy/nanochat GPT: width 64*depth, 128-wide heads, untied embeddings, relu^2 MLP, parameter-free RMSNorm."""
+    L = _int(cfg, source, "n_layer")
+    n = _int(cfg, source, "n_embd", default=64 * L)
+    a = _int(cfg, source, "n_head", default=max(1, (n + 127) // 128))
+    g = _int(cfg, source, "n_kv_head", default=a)
+    V = _int(cfg, source, "vocab_size", default=65536)
+    d = n // a
+    lin = (Linear("c_q", n, a * d), Linear("c_k", n, g * d), Linear("c_v", n, g * d), Linear("c_proj", n, n),
+           Linear("c_fc", n, 4 * n), Linear("mlp_c_proj", 4 * n, n))
+    block = Block("decoder", lin, 0, n, a, g, d, 4 * n, False, "rms_noparam", qk_norm=True)
+    return Arch(name, "nanochat", L, block, V, V * n, Linear("lm_head", n, V), 0, False, head_outputs=V, source=source,
+                extra={"sequence_len": cfg.get("sequence_len")})
+
+
+def _qwen3_vl(cfg: dict[str, Any], name: str, source: str) -> Arch:
+    text = dict(cfg.get("text_config") or {})
+    vis = cfg.get("vision_config") or {}
+    if not text or not vis:
+        raise InputError(source, "text_config" if not text else "vision_config", "missing; expected a mapping")
+    text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", False))
+    lm = _llama(text, name, source, family="qwen3_vl")
+    vs = f"{source}: vision_config"
+    h, f = _int(vis, vs, "hidden_size"), _int(vis, vs, "intermediate_size")
+    heads, depth = _int(vis, vs, "num_heads"), _int(vis, vs, "depth")
+    patch, tp, merge = _int(vis, vs, "patch_size"), _int(vis, vs, "temporal_patch_size"), _int(vis, vs, "spatial_merge_size")
+    out = _int(vis, vs, "out_hidden_size")
+    lin = (Linear("qkv", h, 3 * h, True), Linear("proj", h, h, True),
+           Linear("linear_fc1", h, f, True), Linear("linear_fc2", f, h, True))
+    block = Block("vit", lin, 4 * h, h, heads, heads, h // heads, f, False, "layer")
+    embed = _int(vis, vs, "in_channels", default=3) * tp * patch * patch * h + h + _int(vis, vs, "num_position_embeddings") * h
+    wide = h * merge * merge
+    mergers = 1 + len(vis.get("deepstack_visual_indexes") or [])
+    merger_lin = tuple(x for _ in range(mergers) for x in (Linear("linear_fc1", wide, wide, True), Linear("linear_fc2", wide, out, True)))
+    merger_norms = 2 * h + (mergers - 1) * 2 * wide     # the main merger norms before the shuffle, DeepStack mergers after
+    vision = Vision(block, depth, patch, tp, merge, embed, merger_lin, merger_norms)
+    return Arch(name, "qwen3_vl", lm.layers, lm.block, lm.vocab, lm.embed_params, lm.head, lm.final_params, lm.tied,
+                vision=vision, head_outputs=lm.vocab, source=source)

@@ -1,0 +1,198 @@
+"""`doctor estimate`: the VRAM breakdown, a verdict against a GPU, and computed what-ifs."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import replace
+from typing import Any
+
+from ..errors import InputError
+from .estimator import ATTENTION, DTYPES, METHODS, OPTIMIZERS, QUANT, Estimate, Workload, estimate, fits, gib
+
+ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
+SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(GiB|GB|MiB|MB|TiB|TB)\s*$", re.I)
+UNITS = {"gib": 2**30, "gb": 10**9, "mib": 2**20, "mb": 10**6, "tib": 2**40, "tb": 10**12}
+
+
+def parse_size(text: str, what: str = "--gpu-memory") -> int:
+    """'80GiB' (2**30) or '80GB' (10**9) -> bytes; a bare number is ambiguous and rejected."""
+    m = SIZE.match(text)
+    if not m:
+        raise InputError(what, text, "expected a size with its unit, e.g. 80GiB (binary) or 85.9GB (decimal)")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("estimate", help="estimate a job's peak GPU memory; does it fit, and what would make it fit")
+    p.add_argument("--model", "-m", metavar="NAME|PATH|ORG/NAME",
+                   help="built-in name (opt-1.3b, llama-2-7b, qwen3-vl-32b-instruct, nanochat-d20, ...), "
+                        "a config.json (or its folder), or a Hub id read from the Hugging Face cache")
+    p.add_argument("--profile", "-p", action="append", default=[], metavar="NAME|FILE",
+                   help="take the workload (and GPU) from profiles; flags override")
+    p.add_argument("--method", choices=METHODS)
+    p.add_argument("--dtype", choices=sorted(DTYPES))
+    p.add_argument("--amp", action="store_true", default=None,
+                   help="mixed precision: fp32 master weights + autocast to --dtype (HF Trainer fp16/bf16=True)")
+    p.add_argument("--batch", type=int, metavar="N", help="micro-batch size per GPU")
+    p.add_argument("--seq", type=int, metavar="N", help="text tokens per sample")
+    p.add_argument("--grad-accum", type=int, metavar="N")
+    p.add_argument("--grad-checkpointing", action="store_true", default=None)
+    p.add_argument("--attention", choices=ATTENTION + tuple(ATTN_ALIASES))
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="adamw = PyTorch's default foreach AdamW; adamw_loop = per-parameter (HF adamw_hf)")
+    p.add_argument("--lora-rank", type=int, metavar="R")
+    p.add_argument("--lora-targets", metavar="default|all-linear|a,b,c")
+    p.add_argument("--adapter-dtype", choices=sorted(DTYPES), help="LoRA adapter dtype (PEFT default fp32)")
+    p.add_argument("--quant", choices=QUANT, help="weight quantization (qlora implies nf4)")
+    p.add_argument("--double-quant", action="store_true", default=None, help="NF4 double quantization")
+    p.add_argument("--images", type=int, metavar="N", help="images per sample (vision-language models)")
+    p.add_argument("--image-size", type=int, metavar="PX", help="image side in pixels after resizing")
+    p.add_argument("--context", type=int, metavar="N", help="inference: KV-cache length (prompt + new tokens)")
+    p.add_argument("--gpu", metavar="NAME", help="judge against this GPU from doctor's spec data, e.g. A800-80GB")
+    p.add_argument("--gpu-memory", metavar="SIZE", help="judge against this capacity, e.g. 80GiB or 24GB")
+    p.add_argument("--facts", metavar="FILE", help="judge against GPU 0 of a `doctor facts` snapshot")
+    p.add_argument("--offline", action="store_true", help="read Hub configs from the cache only")
+    p.add_argument("--format", choices=("console", "json"), default="console")
+
+
+def _check_positive(args: argparse.Namespace) -> None:
+    for name in ("batch", "seq", "grad_accum", "lora_rank", "context", "image_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError("--" + name.replace("_", "-"), str(value), "expected a positive integer")
+    if args.images is not None and args.images < 0:
+        raise InputError("--images", str(args.images), "expected 0 or more")
+
+
+def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(model, Workload fields) from a profile's job.workload."""
+    w = job.get("workload") or {}
+    model = w.get("model")
+    if w.get("depth") and not model:
+        model = f"nanochat-d{w['depth']}"
+    fields: dict[str, Any] = {}
+    method = w.get("method")
+    if method:
+        fields["method"] = method
+    for key, field in (("dtype", "dtype"), ("batch", "batch"), ("sequence", "seq"), ("grad_accum", "grad_accum"),
+                       ("gradient_checkpointing", "checkpointing"), ("images_per_sample", "images"),
+                       ("image_size", "image_size"), ("lora_rank", "lora_rank"), ("lora_targets", "lora_targets"),
+                       ("double_quant", "double_quant"), ("mixed_precision", "amp"), ("context", "context")):
+        if w.get(key) is not None:
+            fields[field] = w[key]
+    if w.get("quantization"):
+        fields["quant"] = w["quantization"]
+    if w.get("attn_implementation"):
+        fields["attention"] = ATTN_ALIASES.get(w["attn_implementation"], w["attn_implementation"])
+    if w.get("optimizer"):
+        opt = str(w["optimizer"]).lower().replace("-", "_")
+        fields["optimizer"] = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw_fused", "adamw_hf": "adamw_loop",
+                               "adamw_bnb_8bit": "adamw_8bit", "paged_adamw_8bit": "adamw_8bit",
+                               "muon+adamw": "muon"}.get(opt, opt)
+        if fields["optimizer"] not in OPTIMIZERS:
+            fields.pop("optimizer")
+    return model, fields
+
+
+def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
+    fields = dict(base)
+    for arg, field in (("method", "method"), ("dtype", "dtype"), ("amp", "amp"), ("batch", "batch"), ("seq", "seq"),
+                       ("grad_accum", "grad_accum"), ("grad_checkpointing", "checkpointing"),
+                       ("attention", "attention"), ("optimizer", "optimizer"), ("lora_rank", "lora_rank"),
+                       ("lora_targets", "lora_targets"), ("adapter_dtype", "adapter_dtype"), ("quant", "quant"),
+                       ("double_quant", "double_quant"), ("images", "images"), ("image_size", "image_size"),
+                       ("context", "context")):
+        value = getattr(args, arg)
+        if value is not None:
+            fields[field] = ATTN_ALIASES.get(value, value) if arg == "attention" else value
+    wl = Workload(**fields)
+    if wl.method == "qlora" and wl.quant not in ("none", "nf4"):
+        raise InputError("--quant", wl.quant, "QLoRA trains on an NF4 base; expected nf4")
+    if wl.quant in ("awq", "gptq") and wl.method != "inference":
+        raise InputError("--quant", wl.quant, "AWQ/GPTQ kernels serve inference; expected --method inference")
+    return wl
+
+
+def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -> tuple[int | None, str, float | None]:
+    """(usable bytes, label, compute capability) from --gpu-memory, --facts, --gpu or the profile's machine."""
+    if args.gpu_memory:
+        return parse_size(args.gpu_memory), args.gpu_memory, None
+    if args.facts:
+        from .. import facts as facts_mod
+
+        data = facts_mod.load(args.facts)
+        devs = (data.get("gpu") or {}).get("devices") or []
+        if not devs or not (devs[0].get("memory") or {}).get("total_bytes"):
+            raise InputError(args.facts, "gpu.devices[0].memory", "no GPU memory recorded; expected a snapshot from a GPU machine")
+        dev = devs[0]
+        used = (dev["memory"].get("used_mib") or 0) * 2**20
+        cc = dev.get("compute_capability")
+        return dev["memory"]["total_bytes"] - used, f"{dev.get('name')} ({args.facts}, {used / 2**30:.2f} GiB in use)", \
+            float(cc) if cc else None
+    name = args.gpu or (profile_gpu or {}).get("name") or (profile_gpu or {}).get("model")
+    if not name:
+        return None, "", None
+    row = spec_for(name)
+    if row is None:
+        from .. import refdata
+
+        names = [r["name"] for r in refdata.load("gpus")["gpus"]]
+        raise InputError("--gpu", name, f"not in doctor's GPU data; expected one of: {', '.join(names)}, "
+                         "or give --gpu-memory SIZE")
+    total = row.get("nvml_total_mib", row["memory_gb"] * 1024) * 2**20
+    return total, f"{row['name']} ({total / 2**30:.0f} GiB)", float(row["cc"])
+
+
+def spec_for(name: str) -> dict[str, Any] | None:
+    from .. import refdata
+
+    norm = re.sub(r"[\s_-]+", " ", name).strip().lower()
+    for row in refdata.load("gpus")["gpus"]:
+        if re.sub(r"[\s_-]+", " ", row["name"]).lower() in (norm, norm.replace("gb", " gb").replace("  ", " ")):
+            return row
+    return refdata.gpu_spec(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .catalogue import resolve
+    from .whatif import what_ifs
+
+    _check_positive(args)
+    model, base, profile_gpu = None, {}, None
+    if args.profile:
+        from ..profile import load
+        from ..registry import discover
+
+        prof = load(list(args.profile), discover())
+        found, job = prof.value("job")
+        if found:
+            model, base = workload_from_job(job)
+        profile_gpu = prof.value("machine.gpu")[1]
+    model = args.model or model
+    if not model:
+        raise InputError("--model", None, "missing; give --model NAME|PATH|ORG/NAME or a job --profile naming one")
+    arch = resolve(model, offline=args.offline)
+    wl = _workload(args, base)
+    capacity, label, cc = gpu_capacity(args, profile_gpu)
+    wl = replace(wl, sm=cc)
+    est = estimate(arch, wl)
+    verdict = fits(est, capacity) if capacity else None
+    options = what_ifs(arch, wl, capacity, est) if verdict in ("does not fit", "tight") or capacity is None else []
+    if args.format == "json":
+        out = {"schema": "doctor.estimate/1", "model": model, "model_source": arch.source,
+               "workload": {k: v for k, v in wl.__dict__.items() if k not in ("cuda_context_mib",)},
+               **est.to_dict(), "units": "bytes (GiB = 2**30)",
+               "gpu": {"label": label, "capacity_bytes": capacity} if capacity else None, "verdict": verdict,
+               "what_ifs": [{"change": w.change, "flags": w.flag, "cost": w.cost, "peak_bytes": w.estimate.peak_bytes,
+                             "fits": capacity is None or w.estimate.peak_bytes <= capacity} for w in options]}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        from .render import render
+
+        render(model, arch, wl, est, capacity, label, verdict, options)
+    return 1 if verdict == "does not fit" else 0
+
+
+__all__ = ["add_parser", "run", "parse_size", "workload_from_job", "Estimate"]

@@ -1,0 +1,210 @@
+"""doctor estimate's memory model: exact parameter counts, activations checked against what autograd really
+saves (tiny real models on CPU), bitsandbytes' real NF4 bytes, the published-peaks benchmark, CLI and check."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from factsbuilder import autodl_box
+import factsbuilder as fb
+
+from doctor.cli import main
+from doctor.model import Status
+from doctor.profile import load
+from doctor.runner import evaluate
+from doctor.vram import activations as act
+from doctor.vram.arch import Linear, from_config
+from doctor.vram.bench import rows
+from doctor.vram.catalogue import HUB_IDS, resolve
+from doctor.vram.command import parse_size
+from doctor.vram.estimator import Workload, _quant_bytes, estimate
+from doctor.vram.whatif import what_ifs
+
+HERE = Path(__file__).parent
+MODELS = Path(__file__).parents[1] / "doctor" / "data" / "models"
+GIB = 2**30
+
+
+@pytest.mark.parametrize("name", sorted(HUB_IDS))
+def test_parameter_count_equals_transformers_meta_build(name):
+    """The analytic count against the model transformers builds on the meta device from the same config.json."""
+    pytest.importorskip("transformers")
+    code = f"""
+import json, torch, transformers
+from transformers import AutoConfig
+c = AutoConfig.from_pretrained({str(MODELS / (name + '.json'))!r})
+with torch.device('meta'):
+    if c.model_type == 'bert':
+        m = transformers.BertForSequenceClassification(c)
+    elif c.model_type == 'qwen3_vl':
+        m = transformers.Qwen3VLForConditionalGeneration._from_config(c)
+    else:
+        m = transformers.AutoModelForCausalLM.from_config(c)
+print(sum(p.numel() for p in m.parameters()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert resolve(name).params == int(out.stdout.split()[-1])
+
+
+def test_nanochat_d20_is_the_561m_model():
+    # nanochat README (speedrun): the depth-20 model has 561M parameters; width 64*depth, vocab 65,536
+    assert round(resolve("nanochat-d20").params / 1e6) == 561
+
+
+TINY = {
+    "llama": dict(hidden_size=64, intermediate_size=176, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                  num_hidden_layers=2, vocab_size=128),
+    "qwen3": dict(hidden_size=64, intermediate_size=176, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                  num_hidden_layers=2, vocab_size=128),
+    "opt": dict(hidden_size=64, ffn_dim=256, num_attention_heads=4, num_hidden_layers=2, vocab_size=128,
+                word_embed_proj_dim=64, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0),
+    "bert": dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=2, vocab_size=128,
+                 max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+}
+
+
+@pytest.mark.parametrize("family,dtype,attn,lora", [
+    ("llama", "fp32", "eager", None), ("llama", "bf16", "eager", None), ("llama", "bf16", "sdpa", None),
+    ("llama", "bf16", "sdpa", ["q_proj", "v_proj"]), ("qwen3", "bf16", "eager", None),
+    ("opt", "fp32", "eager", None), ("opt", "bf16", "sdpa", None), ("bert", "fp32", "eager", None)])
+def test_saved_activations_match_autograd_on_cpu(family, dtype, attn, lora):
+    """Bytes per token one block keeps for backward, measured with saved_tensors_hooks on the real Hugging Face
+    implementation. Dropout is off here: on CPU dropout keeps a float mask, CUDA's fused kernel a 1-byte one."""
+    pytest.importorskip("transformers")
+    if lora:
+        pytest.importorskip("peft")
+    spec = dict(model_type=family, config=TINY[family], dtype=dtype, attn=attn, batch=2, seq=16, lora=lora, lora_rank=4)
+    out = subprocess.run([sys.executable, str(HERE / "vram" / "saved_bytes.py"), json.dumps(spec)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    measured = json.loads(out.stdout.strip().splitlines()[-1])["per_token"][-1]
+    arch = from_config(dict(TINY[family], model_type=family))
+    full = lora is None
+    ctx = act.Ctx(p=4 if dtype == "fp32" else 2, amp=False, trainable=frozenset({"*"}) if full else frozenset(),
+                  lora=frozenset(lora or ()), lora_rank=4, adapter_bytes=4, attention=attn, seq=16, dropout=False,
+                  full=full)
+    assert act.per_token(ctx, arch.block) == pytest.approx(measured, rel=0.01)
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_nf4_bytes_per_parameter_match_bitsandbytes(double):
+    torch = pytest.importorskip("torch")
+    bnbf = pytest.importorskip("bitsandbytes.functional")
+    w = torch.randn(1024, 4096, dtype=torch.bfloat16)
+    q, st = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=double)
+    real = q.numel() * q.element_size() + st.absmax.numel() * st.absmax.element_size()
+    if st.nested:
+        real += st.state2.absmax.numel() * st.state2.absmax.element_size()
+    assert _quant_bytes("nf4", double, Linear("x", 4096, 1024)) * w.numel() == pytest.approx(real, rel=0.005)
+
+
+def test_published_peaks_benchmark_within_target():
+    """doctor/data/vram_measured.yaml: mean absolute error <= 10%, none worse than 20% (python -m doctor.vram.bench)."""
+    errors = [abs(r.error) for r in rows()]
+    assert len(errors) >= 13
+    assert sum(errors) / len(errors) <= 0.10 and max(errors) <= 0.20, [(r.id, round(r.error, 3)) for r in rows()]
+
+
+def test_mechanisms_move_the_estimate_the_right_way():
+    arch = resolve("opt-1.3b")
+    base = Workload(method="full", dtype="bf16", batch=4, seq=512, attention="eager", optimizer="adamw")
+    e = estimate(arch, base)
+    assert estimate(arch, replace(base, attention="sdpa")).peak_bytes < e.peak_bytes
+    assert estimate(arch, replace(base, checkpointing=True)).peak_bytes < e.peak_bytes
+    # foreach AdamW's step holds exactly one trainable-sized buffer more than fused AdamW
+    step = Workload(method="full", dtype="bf16", batch=1, seq=64, optimizer="adamw")
+    foreach, fused = estimate(arch, step), estimate(arch, replace(step, optimizer="adamw_fused"))
+    assert foreach.phase == "optimizer step" and foreach.breakdown["transient"] == arch.params * 2
+    assert "transient" not in fused.breakdown or fused.breakdown["transient"] < arch.params * 2
+    q = Workload(method="qlora", dtype="bf16", batch=1, seq=512)
+    assert estimate(arch, replace(q, double_quant=True)).breakdown["weights"] < estimate(arch, q).breakdown["weights"]
+    # the logits spike is b*s*V in the compute dtype plus the fp32 log-probs and their gradient
+    llama = resolve("llama-2-7b")
+    lg = estimate(llama, Workload(method="lora", dtype="bf16", batch=2, seq=1024)).breakdown["logits"]
+    assert lg == 2 * 1024 * 32000 * (8 + 2 + 2)
+
+
+def test_kv_cache_is_exact_for_llama2_7b():
+    e = estimate(resolve("llama-2-7b"), Workload(method="inference", dtype="fp16", batch=1, seq=4096))
+    assert e.breakdown["kv_cache"] == 2 * 32 * 32 * 128 * 4096 * 2     # 2 GiB: 0.5 MiB per token
+    assert e.breakdown["weights"] == 6738415616 * 2
+
+
+def test_breakdown_adds_up_and_vision_adds_tokens():
+    arch = resolve("qwen3-vl-32b-instruct")
+    e = estimate(arch, Workload(method="qlora", dtype="bf16", batch=1, seq=2048, images=1, image_size=640,
+                                lora_rank=64, lora_targets="all-linear", checkpointing=True))
+    assert sum(e.breakdown.values()) == e.peak_bytes
+    assert e.tokens == 2048 + (640 // 16) ** 2 // 4
+
+
+def test_sizes_parse_binary_and_decimal_units():
+    assert parse_size("80GiB") == 80 * GIB and parse_size("80GB") == 80 * 10**9 and parse_size("512 MiB") == 2**29
+    with pytest.raises(Exception, match="with its unit"):
+        parse_size("80")
+
+
+def test_cli_json_contract(capsys):
+    rc = main(["estimate", "--model", "opt-1.3b", "--method", "full", "--dtype", "bf16", "--batch", "4", "--seq", "512",
+               "--optimizer", "adamw", "--attention", "eager", "--gpu", "A800-80GB", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["verdict"] == "fits"
+    assert isinstance(out["peak_bytes"], int) and sum(out["breakdown"].values()) == out["peak_bytes"]
+    assert out["gpu"]["capacity_bytes"] == 81920 * 2**20
+
+
+def test_cli_does_not_fit_exit_1_with_what_ifs_that_fit(capsys):
+    rc = main(["estimate", "--model", "llama-2-7b", "--method", "full", "--dtype", "bf16", "--batch", "4",
+               "--seq", "2048", "--attention", "eager", "--gpu-memory", "80GiB", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1 and out["verdict"] == "does not fit"
+    assert out["what_ifs"] and out["what_ifs"][0]["fits"]
+    arch = resolve("llama-2-7b")
+    wl = Workload(method="full", dtype="bf16", batch=4, seq=2048, attention="eager")
+    base = estimate(arch, wl)
+    for w in what_ifs(arch, wl, 80 * GIB, base):
+        assert w.estimate.peak_bytes < base.peak_bytes
+
+
+def test_cli_model_path_and_bad_input(tmp_path, capsys):
+    cfg = tmp_path / "config.json"
+    cfg.write_text((MODELS / "opt-125m.json").read_text())
+    assert main(["estimate", "--model", str(tmp_path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 125239296
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for argv, needle in ((["--model", str(bad)], "is not valid JSON"), (["--model", "opt-1.3"], "did you mean"),
+                         (["--model", "opt-125m", "--gpu-memory", "80"], "with its unit"),
+                         (["--model", "opt-125m", "--gpu", "Z9000"], "not in doctor's GPU data"),
+                         (["--model", "opt-125m", "--batch", "0"], "positive integer"),
+                         (["--model", "no-such-org/no-such-model", "--offline"], "not in the Hugging Face cache")):
+        assert main(["estimate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_seed_003_nanochat_d20_does_not_fit_32gb_and_d12_does(capsys):
+    # seed 003: depth 20, batch 14, seq 3072 went OOM on a 32 GB card; depth 12, batch 8, seq 1536 trained
+    assert main(["estimate", "--profile", "nanochat-d20-32g", "--gpu-memory", "32GiB", "--format", "json"]) == 1
+    assert main(["estimate", "--profile", "nanochat-d12-32g", "--gpu-memory", "32GiB", "--format", "json"]) == 0
+
+
+def test_vram_check_on_the_autodl_a800_qwen_qlora_job(registry):
+    facts = autodl_box(fb.QWEN_QLORA_ENV, hf_home="/root/autodl-tmp/huggingface")
+    rep = evaluate(facts, load(["autodl-a800", "qwen3-vl-32b-qlora"], registry), registry)
+    r = {x.check_id: x for x in rep.results}["vram.budget"]
+    assert r.status is Status.PASS, r.summary
+    assert "estimated peak" in r.summary and any(d.startswith("weights:") for d in r.details)
+
+
+def test_vram_check_fails_on_a_24gb_card_with_what_ifs(registry):
+    facts = fb.gpu_box(name="NVIDIA GeForce RTX 4090", total_mib=24564, cc="8.9")
+    rep = evaluate(facts, load(["qwen3-vl-32b-qlora"], registry), registry)
+    r = {x.check_id: x for x in rep.results}["vram.budget"]
+    assert r.status is Status.FAIL and "does not fit" in r.summary
+    assert r.remediation and r.remediation.commands[0].startswith("doctor estimate --model Qwen/Qwen3-VL-32B-Instruct")
