@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import InputError
-from .estimator import ATTENTION, DTYPES, METHODS, OPTIMIZERS, QUANT, Estimate, Workload, estimate, fits, gib
+from .estimator import ATTENTION, DTYPES, METHODS, OPTIMIZERS, QUANT, Workload, estimate, fits
 
 ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
 SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(GiB|GB|MiB|MB|TiB|TB)\s*$", re.I)
@@ -193,6 +193,3 @@ def run(args: argparse.Namespace) -> int:
 
         render(model, arch, wl, est, capacity, label, verdict, options)
     return 1 if verdict == "does not fit" else 0
-
-
-__all__ = ["add_parser", "run", "parse_size", "workload_from_job", "Estimate"]
