@@ -146,11 +146,13 @@ def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -
 
 
 def spec_for(name: str) -> dict[str, Any] | None:
+    """The GPU row whose name matches ignoring case and punctuation ("A800-80GB" = "A800 80GB"), else the
+    row whose NVML-name pattern matches."""
     from .. import refdata
 
-    norm = re.sub(r"[\s_-]+", " ", name).strip().lower()
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
     for row in refdata.load("gpus")["gpus"]:
-        if re.sub(r"[\s_-]+", " ", row["name"]).lower() in (norm, norm.replace("gb", " gb").replace("  ", " ")):
+        if re.sub(r"[^a-z0-9]", "", row["name"].lower()) == key:
             return row
     return refdata.gpu_spec(name)
 

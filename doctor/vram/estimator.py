@@ -122,7 +122,7 @@ def _weights(arch: Arch, wl: Workload, wbytes: int) -> tuple[float, float]:
 def _trainable(arch: Arch, wl: Workload, targets: frozenset[str]) -> tuple[int, list[int]]:
     """(trainable parameter count, sizes of the trainable tensors)."""
     if wl.method in ("full", "hessian"):
-        sizes = [lin.fan_in * lin.fan_out for lin, n in _linears(arch) for _ in range(min(n, 1))]
+        sizes = [lin.fan_in * lin.fan_out for lin, _ in _linears(arch)]
         return arch.params, sizes + [arch.vocab * arch.block.hidden]
     if wl.method == "inference":
         return 0, []
