@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
     check.add_argument("--strict", action="store_true", help="treat warnings as not ready (exit 1)")
     check.add_argument("--verbose", "-v", action="store_true", help="details and timings")
+    check.add_argument("--no-bench", action="store_true",
+                       help="skip the bench phase (matmul, bandwidth, HVP on every GPU after the passive checks)")
+    check.add_argument("--bench-timeout", type=float, default=180.0, metavar="S",
+                       help="seconds per GPU before its benchmark counts as hung and is killed (default 180)")
     probing_options(check)
 
     facts = sub.add_parser("facts", help="write a JSON facts snapshot")
@@ -44,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also probe the filesystems of these profiles' storage paths")
     probing_options(facts)
 
+    from .bench.command import add_parser as add_bench
     from .vram.command import add_parser as add_estimate
 
     add_estimate(sub)
+    add_bench(sub)
     sub.add_parser("checks", help="list the registered checks")
     explain = sub.add_parser("explain", help="what a check verifies, why, and how to fix it")
     explain.add_argument("check_id")
@@ -119,9 +125,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     refs = list(args.profile)
     if args.facts is not None and args.python:
         raise InputError("--python", None, "has no effect with --facts (the snapshot names the Python it inspected)")
+    if args.bench_timeout <= 0:
+        raise InputError("--bench-timeout", None, f"is {args.bench_timeout:g}; expected a positive number of seconds")
     if args.facts is None:
         target = select(args.python)
         run, profile = _probe(target, args, refs)
+    from .bench.phase import bench_section, wanted
     from .profile import load, pick_machine_profile
     from .registry import discover
     from .runner import evaluate
@@ -144,7 +153,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.verbose:
         notes.append("probes: " + ", ".join(f"{name} {rec['status']} in {rec['duration_s']:.2f} s"
                                             for name, rec in (facts.get("probes") or {}).items()))
-    return _emit(evaluate(facts, profile, registry, strict=args.strict, notes=notes), args)
+    report = evaluate(facts, profile, registry, strict=args.strict, notes=notes)
+    if run is not None and wanted(profile):  # the bench phase: after the passive checks, which gate it
+        facts["bench"] = bench_section(facts, report.results, target.executable, enabled=not args.no_bench,
+                                       timeout_s=args.bench_timeout, show_progress=args.format == "console")
+        report = evaluate(facts, profile, registry, strict=args.strict, notes=notes)
+    return _emit(report, args)
 
 
 def _inspected(facts: dict[str, Any]) -> str:
@@ -254,5 +268,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts, "checks": cmd_checks, "explain": cmd_explain,
-            "profiles": cmd_profiles}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.command import run
+
+    return run(args)
+
+
+COMMANDS = {"bench": cmd_bench, "check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts,
+            "checks": cmd_checks, "explain": cmd_explain, "profiles": cmd_profiles}

@@ -11,8 +11,8 @@ from . import __version__
 from .errors import InputError
 from .interpreter import Interpreter
 
-SCHEMA_VERSION = "1.1"
-SECTIONS = ("host", "gpu", "python", "torch", "resources", "disk", "hf", "toolchain", "network", "kernel", "env")
+SCHEMA_VERSION = "1.2"
+SECTIONS = ("host", "gpu", "python", "torch", "resources", "disk", "hf", "toolchain", "network", "kernel", "env", "bench")
 
 
 class MissingSection(Exception):

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import InputError, did_you_mean
 from .profile_schema import SCHEMA, lookup, unknown_key, validate
@@ -31,6 +31,11 @@ class Profile:
 
     def value(self, dotted: str) -> tuple[bool, Any]:
         return lookup(self.data, dotted)
+
+    def only(self, keep: Callable[[str], bool]) -> "Profile":
+        """The same profile judging only the checks whose id `keep` accepts."""
+        data = dict(self.data, checks=[c for c in self.data.get("checks", []) if keep(str(c.get("id", "")))])
+        return Profile(self.name, self.kind, self.description, data, list(self.refs), list(self.sources))
 
     def storage_paths(self) -> dict[str, str]:
         """The job's storage plan as probe paths: 'storage.<name>' -> path."""

@@ -1,0 +1,110 @@
+"""`doctor bench`: benchmark the GPUs (or, with --device cpu, exercise the same path on the CPU) and judge."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import InputError
+from ..model import ExitCode, Report
+from . import runner
+
+SCHEMA = "doctor.bench/1"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmark the GPUs: fp16/bf16 matmul, memory bandwidth, Hessian-vector products")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="cuda: every GPU the job sees, one process each; cpu: the same code path at small sizes "
+                        "(figures not judged against any GPU); auto: cuda where usable, else skip (default)")
+    p.add_argument("--profile", "-p", action="append", default=[], metavar="NAME|FILE",
+                   help="profiles whose bench.* entries set the warn/fail levels (default: base)")
+    p.add_argument("--stages", default=",".join(runner.STAGES), help="comma-separated subset of "
+                   + ", ".join(runner.STAGES))
+    p.add_argument("--format", choices=("console", "json"), default="console")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    p.add_argument("--timeout", type=float, default=runner.DEFAULT_TIMEOUT_S, metavar="S",
+                   help=f"seconds per device before its benchmark counts as hung and is killed "
+                        f"(default {runner.DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--python", metavar="PATH", help="interpreter (or environment) of the job: its torch runs the bench")
+
+
+def _stages(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in names if s not in runner.STAGES]
+    if bad or not names:
+        raise InputError("--stages", text, f"expected a comma-separated subset of {', '.join(runner.STAGES)}")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import facts as facts_mod
+    from ..interpreter import select
+    from ..profile import load
+    from ..registry import discover
+    from ..runner import evaluate, run_check
+    from .display import progress
+
+    if args.timeout <= 0:
+        raise InputError("--timeout", None, f"is {args.timeout:g}; expected a positive number of seconds")
+    stages = _stages(args.stages)
+    target = select(args.python)
+    registry = discover()
+    profile = load(args.profile or ["base"], registry)
+    show = args.format == "console" and not args.output
+    notes = [f"inspected Python: {target.executable} ({target.reason})"]
+    if args.device == "cpu":
+        facts: dict[str, Any] = {}
+        targets = [runner.cpu_target()]
+        with progress(targets, show) as on_event:
+            section = runner.run(target.executable, targets, "cpu", args.timeout, on_event, stages=stages)
+        notes.append("--device cpu: the CPU path at small sizes; its figures say nothing about a GPU")
+    else:
+        facts = facts_mod.collect(target, {"torch": min(args.timeout, 60.0), "gpu": 15.0},
+                                  names=["torch", "gpu", "host"])
+        gates = [run_check(registry.checks[c], {"id": c}, facts, profile) for c in runner.GATE_CHECKS
+                 if c in registry.checks]
+        reason = runner.gate(facts, gates)
+        if reason is None:
+            targets = runner.gpu_targets(facts)
+            with progress(targets, show) as on_event:
+                section = runner.run(target.executable, targets, "cuda", args.timeout, on_event, stages=stages)
+        elif args.device == "cuda":
+            print(f"doctor: --device cuda: {reason.replace(' (see that check)', '')}", file=sys.stderr)
+            for r in gates:
+                if r.status.value in ("fail", "error"):
+                    print(f"  {r.check_id}: {r.summary}", file=sys.stderr)
+            return int(ExitCode.NOT_READY)
+        else:
+            section = runner.skipped(f"{reason}; `doctor bench --device cpu` exercises the CPU path")
+    facts["bench"] = section
+    facts.setdefault("schema_version", facts_mod.SCHEMA_VERSION)
+    bench_profile = profile.only(lambda cid: cid.startswith("bench."))
+    report = evaluate(facts, bench_profile, registry, notes=notes)
+    return _emit(report, section, args)
+
+
+def _emit(report: Report, section: dict[str, Any], args: argparse.Namespace) -> int:
+    from ..cli import _write
+    from ..render import console
+    from .figures import figures
+    from .render import table
+
+    if args.format == "json":
+        doc = {"schema": SCHEMA, "figures": figures(section), "results": [r.to_dict() for r in report.results],
+               "verdict": {"ready": report.ready, "exit_code": int(report.exit_code), "summary": report.verdict()},
+               "bench": section}
+        _write(json.dumps(doc, indent=2) + "\n", args.output)
+        return int(report.exit_code)
+    if args.output:
+        from io import StringIO
+
+        buf = StringIO()
+        table(section, buf, color=False)
+        console.render(report, buf, color=False)
+        _write(buf.getvalue(), args.output)
+        return int(report.exit_code)
+    table(section, sys.stdout)
+    console.render(report, sys.stdout)
+    return int(report.exit_code)
