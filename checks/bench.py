@@ -115,11 +115,14 @@ def _fractions(kind: str, warn: float | None, fail: float | None) -> tuple[float
             level(kind, "fail_fraction") if fail is None else fail)
 
 
+def _unjudged(dev: dict[str, Any]) -> str:
+    return f"no sourced reference for {dev.get('name') or 'this device'}, speed not judged"
+
+
 def _speed(dev: dict[str, Any], label: str, value: float, peak: float | None, ref_name: str, what: str,
            warn: float, fail: float) -> Outcome:
     if not peak:
-        name = dev.get("name") or "this device"
-        return Status.PASS, f"{label}: {what}; no sourced reference for {name}, speed not judged", None
+        return Status.PASS, f"{label}: {what}", None
     frac = value / peak
     line = f"{label}: {what} = {frac:.0%} of {ref_name}'s {peak:g}"
     if frac < fail:
@@ -160,6 +163,8 @@ def bench_matmul(facts: dict[str, Any], *, warn_fraction: float | None = None,
             what = f"{dtype} {fig['tflops']:.4g} TFLOPS at {m}x{n}x{k}"
             out.append(_speed(dev, label, fig["tflops"], (ref or {}).get(f"{dtype}_tflops"),
                               (ref or {}).get("name", ""), what, warn, fail))
+        if out and not ref:
+            out.append((Status.PASS, f"{label}: {_unjudged(dev)}", None))
         return out or [(Status.SKIP, f"{label}: no matmul figure", None)]
 
     return _judge(facts, "matmul", True, judge)
@@ -184,8 +189,9 @@ def bench_bandwidth(facts: dict[str, Any], *, warn_fraction: float | None = None
                      broken_gpu(dev, "A device-to-device copy corrupted data."))]
         ref = gpu_reference(dev.get("name")) if dev.get("key") != "cpu" else None
         what = f"{data['gbps']:.4g} GB/s copying {data['bytes'] / GIB:.3g} GiB"
-        return [_speed(dev, label, data["gbps"], (ref or {}).get("bandwidth_gbs"), (ref or {}).get("name", ""),
-                       what, warn, fail)]
+        out = [_speed(dev, label, data["gbps"], (ref or {}).get("bandwidth_gbs"), (ref or {}).get("name", ""),
+                      what, warn, fail)]
+        return out if ref else out + [(Status.PASS, f"{label}: {_unjudged(dev)}", None)]
 
     return _judge(facts, "bandwidth", False, judge)
 
