@@ -438,7 +438,7 @@ def test_bench_auto_skips_and_cuda_refuses_without_a_gpu(cli):
     doc = json.loads(out)
     assert code == 0 and doc["bench"]["status"] == "skipped" and "--device cpu" in doc["bench"]["reason"]
     code, _, err = cli("bench", "--device", "cuda")
-    assert code == 1 and "gpu.present" in err
+    assert code == 1 and "gpu.present" in err and err.count("\n") == 1
 
 
 def test_python_gate_can_skip_the_bench():

@@ -71,10 +71,8 @@ def run(args: argparse.Namespace) -> int:
             with progress(targets, show) as on_event:
                 section = runner.run(target.executable, targets, "cuda", args.timeout, on_event, stages=stages)
         elif args.device == "cuda":
-            print(f"doctor: --device cuda: {reason.replace(' (see that check)', '')}", file=sys.stderr)
-            for r in gates:
-                if r.status.value in ("fail", "error"):
-                    print(f"  {r.check_id}: {r.summary}", file=sys.stderr)
+            why = next((f": {r.summary}" for r in gates if r.status.value in ("fail", "error")), "")
+            print(f"doctor: --device cuda: {reason}{why}", file=sys.stderr)
             return int(ExitCode.NOT_READY)
         else:
             section = runner.skipped(f"{reason}; `doctor bench --device cpu` exercises the CPU path")

@@ -43,7 +43,7 @@ def gate(facts: dict[str, Any], results: list[Result]) -> str | None:
     """Why the GPUs must not be benchmarked (a passive check failed, or CUDA is unusable), or None."""
     bad = [r for r in results if r.check_id in GATE_CHECKS and r.status in (Status.FAIL, Status.ERROR)]
     if bad:
-        return f"no usable GPU: {bad[0].check_id} {bad[0].status.value}ed (see that check)"
+        return f"no usable GPU: {bad[0].check_id} {bad[0].status.value}ed"
     runtime = (facts.get("torch") or {}).get("runtime") or {}
     if not (facts.get("gpu") or {}).get("devices"):
         return "no NVIDIA GPU found"
