@@ -2,6 +2,7 @@
 live; whether the job's model is already complete in the cache."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -61,6 +62,46 @@ def complete_revision(repo: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+def _taken_at(facts: dict[str, Any]) -> float:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(facts["provenance"]["created"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def clean_remedy(facts: dict[str, Any], fs: dict[str, Any], target: float, keep: list[str]) -> tuple[str, str] | None:
+    """The exact `doctor clean-cache` command that would bring this filesystem to `target` bytes free by
+    deleting least-recently-used hub revisions (the job's own models kept), and what it would free; None
+    when the hub cache is not on this filesystem or holds nothing it may delete."""
+    from doctor.clean.hub import units
+    from doctor.clean.plan import Policy, make_plan
+
+    hf = facts.get("hf") or {}
+    hub = hf.get("hub") or {}
+    hub_fs = locate("hf_hub_cache", hf.get("hf_hub_cache") or "", facts)
+    if not hub.get("repos") or not hub_fs or hub_fs.get("mountpoint") != fs.get("mountpoint"):
+        return None
+    dev = fs.get("device", 0)
+    text = f"{math.ceil(target / GIB * 10) / 10:.1f}GiB"
+    policy = Policy(free_target=int(float(text[:-3]) * GIB), free_target_text=text, keep_models=tuple(keep))
+    filesystems = {dev: {"mountpoint": fs["mountpoint"], "free_bytes": fs["free_bytes"], "total_bytes": fs["total_bytes"]}}
+    result = make_plan(units(hub, dev), policy, filesystems, dev, _taken_at(facts))
+    if not result["items"]:
+        return None
+    env = hf.get("env") or {}
+    command = "doctor clean-cache --free-target " + text + "".join(f" --keep {k}" for k in keep) + (
+        f" --cache-dir {hf['hf_hub_cache']}" if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+        or env.get("HF_HOME") else "")
+    names = ", ".join(dict.fromkeys(i.get("repo_id", "") for i in result["items"][:3]))
+    if result["target"]["reachable"]:
+        return command, (f"`{command}` frees {_gb(result['total_bytes'])} (least recently used first: {names}…); "
+                         "add --dry-run to see its plan first.")
+    return command, (f"`{command}` could free at most {_gb(result['total_bytes'])} ({names}…), not enough "
+                     "alone.")
+
+
 def plan(storage: dict[str, Any], facts: dict[str, Any]) -> tuple[dict[Any, dict[str, Any]], list[str]]:
     """Group the storage plan by filesystem: {device: {fs, need, items}}, plus unplaced entries."""
     groups: dict[Any, dict[str, Any]] = {}
@@ -91,7 +132,8 @@ def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: fl
     Why: the download or the third checkpoint fills the disk hours into the run; two plan entries on
     the same small system disk each "fit" alone but not together.
     Fix: move the large entries to the data disk (HF_HOME, output_dir), keep fewer checkpoints
-    (save_total_limit), or free space (`doctor clean-cache`, `hf cache rm`).
+    (save_total_limit), or free space: the remedy gives the exact `doctor clean-cache --free-target …`
+    command and what it frees when the hub cache shares the filesystem.
     """
     groups, unplaced = plan(storage, facts)
     details, fails, warns = [], [], []
@@ -111,6 +153,16 @@ def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: fl
     remedy = Remediation("Put the large entries on a filesystem with room (export HF_HOME=<data disk>/huggingface; "
                          "point output_dir there), keep fewer checkpoints (save_total_limit), or free space.",
                          ("df -h", "hf cache ls"), HF_CACHE_URL)
+    keep = [e["repo"] for e in storage.values() if e.get("repo")]
+    for group in groups.values():
+        fs, need = group["fs"], group["need"]
+        if need > fs["free_bytes"] * (1 - margin_pct / 100):
+            cleaning = clean_remedy(facts, fs, need / (1 - margin_pct / 100), keep)
+            if cleaning:
+                remedy = Remediation(f"On {fs['mountpoint']}: {cleaning[1]} Or put the large entries on a filesystem "
+                                     "with room (export HF_HOME=<data disk>/huggingface; point output_dir there), "
+                                     "keep fewer checkpoints (save_total_limit).", (cleaning[0], "df -h"), HF_CACHE_URL)
+                break
     if fails:
         return failed("; ".join(fails), remedy, *details)
     if warns:
@@ -191,11 +243,14 @@ def hf_cache_location(facts: dict[str, Any], *, storage: dict[str, Any] | None =
                              "first download; add the export to the launch script or ~/.bashrc.",
                              (f"export HF_HOME={target}",), HF_CACHE_URL)
     else:
-        remedy = Remediation("No mounted filesystem has that much room: free space (`doctor clean-cache`, "
-                             "`hf cache rm`) or attach a larger data disk and point HF_HOME at it.",
-                             ("hf cache ls",), HF_CACHE_URL)
+        keep = [e["repo"] for e in (storage or {}).values() if e.get("repo")]
+        cleaning = clean_remedy(facts, fs, want, keep)
+        remedy = Remediation("No mounted filesystem has that much room: "
+                             + (cleaning[1] + " Or attach" if cleaning else "free space (`hf cache rm`) or attach")
+                             + " a larger data disk and point HF_HOME at it.",
+                             (cleaning[0],) if cleaning else ("hf cache ls",), HF_CACHE_URL)
     summary = (f"HF cache on {fs['mountpoint']} has {_gb(fs['free_bytes'])} free; needs {_gb(want)}"
-               + (f" for this plan" if need else f" (the minimum this check asks for)"))
+               + (" for this plan" if need else " (the minimum this check asks for)"))
     return (failed if need > fs["free_bytes"] else warned)(summary, remedy, *details)
 
 

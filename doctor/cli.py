@@ -49,10 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     probing_options(facts)
 
     from .bench.command import add_parser as add_bench
+    from .clean.command import add_parser as add_clean
     from .vram.command import add_parser as add_estimate
 
     add_estimate(sub)
     add_bench(sub)
+    add_clean(sub)
     sub.add_parser("checks", help="list the registered checks")
     explain = sub.add_parser("explain", help="what a check verifies, why, and how to fix it")
     explain.add_argument("check_id")
@@ -274,5 +276,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"bench": cmd_bench, "check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts,
+def cmd_clean(args: argparse.Namespace) -> int:
+    from .clean.command import run
+
+    return run(args)
+
+
+COMMANDS = {"bench": cmd_bench, "clean-cache": cmd_clean, "check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts,
             "checks": cmd_checks, "explain": cmd_explain, "profiles": cmd_profiles}

@@ -11,7 +11,7 @@ from . import __version__
 from .errors import InputError
 from .interpreter import Interpreter
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 SECTIONS = ("host", "gpu", "python", "torch", "resources", "disk", "hf", "toolchain", "network", "kernel", "env", "bench")
 
 

@@ -2,9 +2,7 @@
 them) and what the hub cache holds, via huggingface_hub's own `scan_cache_dir`."""
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 from ..probing import ProbeContext, probe
@@ -29,46 +27,20 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def _missing_shards(snapshot: Path, names: set[str]) -> list[str]:
-    """Shards a `*.index.json` in the snapshot names that the snapshot lacks (an interrupted download)."""
-    missing: set[str] = set()
-    for index in [n for n in names if n.endswith(".index.json")]:
-        try:
-            weight_map = json.loads((snapshot / index).read_text()).get("weight_map") or {}
-        except (OSError, ValueError, AttributeError):
-            missing.add(f"{index} (unreadable)")
-            continue
-        missing.update(f for f in set(weight_map.values()) if f not in names)
-    return sorted(missing)
+def scan(hub_cache: str, in_use: bool = True) -> dict[str, Any]:
+    """huggingface_hub.scan_cache_dir, reduced to what checks and `doctor clean-cache` plans need."""
+    from ..clean.hub import scan_info, summarise
 
+    info, error = scan_info(hub_cache)
+    if info is None:
+        return {"exists": False, "size_bytes": 0, "repos": [], "incomplete_bytes": 0,
+                "warnings": [error] if error else []}
+    holders = None
+    if in_use and info.repos:
+        from ..clean.inuse import scan as scan_holders
 
-def scan(hub_cache: str) -> dict[str, Any]:
-    """huggingface_hub.scan_cache_dir, reduced to what checks need."""
-    if not os.path.isdir(hub_cache):  # nothing to scan: spare the import
-        return {"exists": False, "size_bytes": 0, "repos": [], "incomplete_bytes": 0, "warnings": []}
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
-    try:
-        info = scan_cache_dir(hub_cache)
-    except CacheNotFound:
-        return {"exists": False, "size_bytes": 0, "repos": [], "incomplete_bytes": 0, "warnings": []}
-    repos = []
-    for repo in sorted(info.repos, key=lambda r: -r.size_on_disk):
-        revisions = []
-        for rev in repo.revisions:
-            names = {f.file_name for f in rev.files}
-            rel_names = {str(f.file_path.relative_to(rev.snapshot_path)) for f in rev.files}
-            revisions.append({"commit": rev.commit_hash, "refs": sorted(rev.refs), "size_bytes": rev.size_on_disk,
-                              "files": len(rev.files), "has_config": "config.json" in names,
-                              "weights": sorted(n for n in rel_names if n.endswith((".safetensors", ".bin")))[:5],
-                              "missing_shards": _missing_shards(rev.snapshot_path, rel_names)})
-        repos.append({"repo_id": repo.repo_id, "repo_type": repo.repo_type, "size_bytes": repo.size_on_disk,
-                      "revisions": revisions})
-    incomplete = list(getattr(info, "incomplete_files", ()) or ())
-    return {"exists": True, "size_bytes": info.size_on_disk, "repos": repos,
-            "incomplete_files": len(incomplete), "incomplete_bytes": sum(f.size_on_disk for f in incomplete),
-            "warnings": [str(w) for w in info.warnings][:10]}
+        holders = scan_holders()
+    return summarise(info, os.path.realpath(hub_cache), holders)
 
 
 def collect(environ: dict[str, str] | None = None) -> dict[str, Any]:

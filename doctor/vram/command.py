@@ -9,21 +9,10 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import InputError
+from ..units import parse_size
 from .estimator import ATTENTION, DTYPES, METHODS, OPTIMIZERS, QUANT, Workload, estimate, fits
 
 ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
-SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(GiB|GB|MiB|MB|TiB|TB)\s*$", re.I)
-UNITS = {"gib": 2**30, "gb": 10**9, "mib": 2**20, "mb": 10**6, "tib": 2**40, "tb": 10**12}
-
-
-def parse_size(text: str, what: str = "--gpu-memory") -> int:
-    """'80GiB' (2**30) or '80GB' (10**9) -> bytes; a bare number is ambiguous and rejected."""
-    m = SIZE.match(text)
-    if not m:
-        raise InputError(what, text, "expected a size with its unit, e.g. 80GiB (binary) or 85.9GB (decimal)")
-    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
-
-
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("estimate", help="estimate a job's peak GPU memory; does it fit, and what would make it fit")
     p.add_argument("--model", "-m", metavar="NAME|PATH|ORG/NAME",
