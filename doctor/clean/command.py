@@ -17,7 +17,10 @@ from .trees import OTHER_KINDS, cache_roots
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("clean-cache", help="reclaim disk from the Hugging Face caches and old checkpoints, safely")
+    p = sub.add_parser("clean-cache", help="reclaim disk from the Hugging Face caches and old checkpoints, safely",
+                       description="Without a policy flag: report what each cache holds. With one: show the plan, "
+                                   "ask (default No), delete. Exit 0 done / nothing to do / dry run; 1 the "
+                                   "--free-target cannot be reached or a deletion failed; 2 bad input or refused.")
     p.add_argument("--cache-dir", metavar="DIR", help="hub cache to clean (default: HF_HUB_CACHE / HF_HOME/hub)")
     p.add_argument("--older-than", metavar="AGE", help="hub revisions (and --include'd caches) last accessed "
                                                         "longer ago than AGE, e.g. 30d, 12h")
