@@ -63,8 +63,12 @@ def test_plugin_checks_load_and_broken_plugins_are_errors(tmp_path):
 
 @pytest.mark.slow
 def test_wheel_contents(tmp_path):
+    import shutil
+
+    src = tmp_path / "src"  # a copy without build/: a stale build/lib would hide a package left out of pyproject
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns("build", ".venv", ".git", "__pycache__", "*.egg-info"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("preflight_doctor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -73,6 +77,9 @@ def test_wheel_contents(tmp_path):
     for must in ("doctor/checks/gpu.py", "doctor/checks/torch_stack.py", "doctor/profiles/autodl-a800.yaml",
                  "doctor/data/gpus.yaml", "doctor/schemas/report.schema.json", "doctor/probes/torch_script.py"):
         assert must in names, must
+    for src in (ROOT / "doctor").rglob("*.py"):  # every subpackage is listed in pyproject.toml
+        rel = "doctor/" + src.relative_to(ROOT / "doctor").as_posix()
+        assert rel in names, f"{rel} is not in the wheel: add its package to [tool.setuptools] packages"
     meta = zipfile.ZipFile(wheel)
     eps = next(n for n in names if n.endswith("entry_points.txt"))
     text = meta.read(eps).decode()

@@ -150,13 +150,12 @@ def run(args: argparse.Namespace) -> int:
             return _finish(as_json, plan, inv, policy_doc, None, True, ExitCode.READY)
         if not args.yes and not _confirm(plan, human):
             human.write("nothing deleted\n")
-            _finish(as_json, plan, inv, policy_doc, None, False, ExitCode.BAD_INPUT)
-            return int(ExitCode.BAD_INPUT)
+            return _finish(as_json, plan, inv, policy_doc, None, False, ExitCode.BAD_INPUT)
         outcome = execute.run(plan, inv)
-    return _report(outcome, plan, inv, policy, policy_doc, as_json, human)
+    return _report(outcome, plan, inv, policy_doc, as_json, human)
 
 
-def _report(outcome: dict[str, Any], plan: dict[str, Any], inv: Any, policy: Any, policy_doc: dict[str, Any],
+def _report(outcome: dict[str, Any], plan: dict[str, Any], inv: Any, policy_doc: dict[str, Any],
             as_json: bool, human: Any) -> int:
     for item in outcome["not_deleted"]:
         human.write(f"not deleted: {item['path']}: {item['reason']}\n")

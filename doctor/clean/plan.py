@@ -90,16 +90,16 @@ def estimate(units: list[dict[str, Any]]) -> int:
     return total
 
 
-def _lru(candidates: list[dict[str, Any]], chosen: list[dict[str, Any]], need: int,
-         target: str) -> list[dict[str, Any]]:
+def _lru(candidates: list[dict[str, Any]], chosen: list[dict[str, Any]], need: int, target: str,
+         now: float) -> list[dict[str, Any]]:
     """Least recently used first until the estimate covers `need` bytes."""
-    added = []
+    added: list[dict[str, Any]] = []
     base = estimate(chosen)
     for u in sorted(candidates, key=lambda u: (u["last_access"], u["path"])):
         if estimate(chosen + added) - base >= need:
             break
-        added.append({**u, "reason": f"least recently used (last access {human_age(u['now_age'])} ago) for "
-                                     f"--free-target {target}"})
+        added.append({**u, "reason": f"least recently used (last access {human_age(now - u['last_access'])} ago) "
+                                     f"for --free-target {target}"})
     return added
 
 
@@ -117,7 +117,7 @@ def make_plan(units: list[dict[str, Any]], policy: Policy, filesystems: dict[int
         elif why:
             items.append({**unit, "reason": why})
         elif not stop and (unit["kind"] == "hub" or unit["kind"] in policy.include):
-            rest.append({**unit, "now_age": now - unit["last_access"]})
+            rest.append(unit)
     target = None
     if policy.free_target is not None and target_device is not None:
         fs = filesystems.get(target_device) or {}
@@ -125,10 +125,8 @@ def make_plan(units: list[dict[str, Any]], policy: Policy, filesystems: dict[int
         need = policy.free_target - fs.get("free_bytes", 0) - estimate(on_target)
         if need > 0:
             items += _lru([u for u in rest if u.get("device") == target_device], on_target, need,
-                          policy.free_target_text or human_bytes(policy.free_target))
+                          policy.free_target_text or human_bytes(policy.free_target), now)
         target = {"bytes": policy.free_target, "device": target_device, "mountpoint": fs.get("mountpoint")}
-    for item in items:
-        item.pop("now_age", None)
     hub = [u for u in items if u["kind"] == "hub"]
     hub_bytes = exact(hub) if exact and hub else estimate(hub)
     projection = []
