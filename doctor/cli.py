@@ -43,18 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     facts = sub.add_parser("facts", help="write a JSON facts snapshot")
     facts.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
-    facts.add_argument("--redact", action="store_true", help="remove hostnames, user names in paths, IPs")
+    facts.add_argument("--redact", action="store_true",
+                       help="remove hostnames, user names in paths, IPs, GPU UUIDs, serials and PCI bus ids")
     facts.add_argument("--profile", "-p", action="append", default=[], metavar="NAME|FILE",
                        help="also probe the filesystems of these profiles' storage paths")
     probing_options(facts)
 
     from .bench.command import add_parser as add_bench
     from .clean.command import add_parser as add_clean
+    from .validate.command import add_parser as add_validate
     from .vram.command import add_parser as add_estimate
 
     add_estimate(sub)
     add_bench(sub)
     add_clean(sub)
+    add_validate(sub)
     sub.add_parser("checks", help="list the registered checks")
     explain = sub.add_parser("explain", help="what a check verifies, why, and how to fix it")
     explain.add_argument("check_id")
@@ -74,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("doctor: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `doctor checks | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         if args.debug:
             raise
@@ -282,5 +290,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate.command import run
+
+    return run(args)
+
+
 COMMANDS = {"bench": cmd_bench, "clean-cache": cmd_clean, "check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts,
-            "checks": cmd_checks, "explain": cmd_explain, "profiles": cmd_profiles}
+            "validate": cmd_validate, "checks": cmd_checks, "explain": cmd_explain, "profiles": cmd_profiles}

@@ -72,10 +72,11 @@ def section(facts: dict[str, Any], name: str) -> dict[str, Any]:
     raise MissingSection(name, f"the facts snapshot has no '{name}' section", False)
 
 
-def redacted(facts: dict[str, Any]) -> dict[str, Any]:
-    from .redact import redact
+def redacted(facts: dict[str, Any], ids: Any = None) -> dict[str, Any]:
+    """A copy without host and user names, IP addresses or GPU identifiers (`ids`: a shared redact.Ids)."""
+    from .redact import Ids, redact
 
-    out = redact(facts)
+    out = redact(facts, ids=ids if ids is not None else Ids())
     out["provenance"].pop("hostname", None)
     out["provenance"]["redacted"] = True
     return out

@@ -1,0 +1,1 @@
+"""`doctor validate`: one command that checks doctor itself against a real GPU and records what it saw."""
