@@ -41,7 +41,7 @@ def test_cpu_run_completes_within_a_minute_and_writes_every_file(cpu_run):
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(folders) == 1 and folders[0].name.startswith("cpu-")
     assert {p.name for p in folders[0].iterdir()} == FILES
-    assert wall < 60, f"the CPU path took {wall:.0f} s"
+    assert wall < 90, f"the CPU path took {wall:.0f} s"   # about 45 s on a quiet 2-core machine
     record = json.loads((folders[0] / "validation.json").read_text())
     assert {n: p["status"] for n, p in record["phases"].items()} == {
         n: "ok" for n in ("nvml-before", "facts", "check", "jobs", "bench", "sweep", "vram", "nvml-after")}
@@ -191,6 +191,9 @@ with open(sys.argv[0] + ".calls", "a") as fh:
 print(json.dumps({"event": "versions", "data": {"transformers": "9.9"}}))
 if args.only.endswith("-gc"):
     sys.exit(3)   # a crash: the row says so, the others go on
+if args.only == "opt-125m-hvp":
+    import time
+    time.sleep(60)  # hangs
 print(json.dumps({"event": "setup", "id": args.only, "data": {"measured": {
     "reserved_peak_bytes": 2 ** 30, "outside_allocator_bytes": 500 * 2 ** 20, "nvml_peak_bytes": 2 ** 30 + 500 * 2 ** 20}}}))
 '''
@@ -200,6 +203,8 @@ def test_gpu_vram_orchestration_one_process_per_setup(tmp_path, monkeypatch):
     """The cuda branch without a GPU: a stand-in worker answers for each set-up it is started for."""
     (tmp_path / "vram_worker.py").write_text(FAKE_WORKER)
     monkeypatch.setattr(phases, "WORKERS", tmp_path)
+    monkeypatch.setattr(phases, "ROW_CAP_S", 4.0)              # a hung set-up is killed at its own cap
+    monkeypatch.setattr(phases, "ROW_MIN_S", 1.0)
     run = Run(Clock(600), stream=open(os.devnull, "w"))
     run.open(tmp_path / "out")
     facts = {"torch": {"installed": True}, "python": {"distributions": {"peft": "0.17"}}}
@@ -214,7 +219,23 @@ def test_gpu_vram_orchestration_one_process_per_setup(tmp_path, monkeypatch):
     assert len(calls) == len(set(calls)) == summary["ran"] + summary["errors"]
     assert rows["opt-125m-full-adamw"]["measured"]["reserved_peak_bytes"] == 2**30
     assert "the worker exited 3" in rows["opt-125m-full-adamw-gc"]["error"]
+    assert "timed out" in rows["opt-125m-hvp"]["error"]          # hung on its own: killed at the row's cap
     assert run.raw["vram.json"]["versions"] == {"transformers": "9.9"}
+
+
+def test_a_setup_cut_by_the_budget_is_skipped_not_failed(tmp_path, monkeypatch):
+    (tmp_path / "vram_worker.py").write_text(FAKE_WORKER)
+    monkeypatch.setattr(phases, "WORKERS", tmp_path)
+    monkeypatch.setattr(phases, "ROW_MIN_S", 0.5)
+    run = Run(Clock(3.0), stream=open(os.devnull, "w"))     # far less than the row's own cap
+    run.open(tmp_path / "out")
+    facts = {"torch": {"installed": True}, "python": {"distributions": {"peft": "0.17"}}}
+    gpu0 = {"uuid": "GPU-x", "compute_capability": "9.0", "memory": {"total_bytes": 80 * 2**30}}
+    state = phases.State(python=sys.executable, device="cuda", runs=1, facts=facts, usable=True, gpu0=gpu0)
+    phases.vram(run, state, 3.0)
+    rows = {r["spec"]["id"]: r for r in run.raw["vram.json"]["rows"]}
+    cut = [r for r in rows.values() if "budget ran out" in (r.get("skipped") or "")]
+    assert cut and not any("timed out" in (r.get("error") or "") for r in rows.values())
 
 
 def test_ids_are_replaced_consistently_and_only_once():

@@ -77,6 +77,15 @@ def _opt(errors: list[str], label: str, call: Callable[[], Any]) -> Any:
         return None
 
 
+def _fabric_info(nvml: Any, handle: Any) -> Any:
+    """nvmlDeviceGetGpuFabricInfo fills a c_nvmlGpuFabricInfo_t the caller passes (nvidia-ml-py's signature)."""
+    import ctypes
+
+    info = nvml.c_nvmlGpuFabricInfo_t()
+    nvml.nvmlDeviceGetGpuFabricInfo(handle, ctypes.byref(info))
+    return info
+
+
 def read_health(nvml: Any, handle: Any, errors: list[str]) -> dict[str, Any]:
     """ECC, retired pages, row remapping, clock-event reasons, PCIe link, NVLink, fabric,
     persistence, other processes. None means the GPU does not support that counter."""
@@ -100,7 +109,7 @@ def read_health(nvml: Any, handle: Any, errors: list[str]) -> dict[str, Any]:
             links.append({"link": link, "active": bool(nvml.nvmlDeviceGetNvLinkState(handle, link))})
         except Exception:  # links past the GPU's count, or no NVLink at all
             continue
-    fabric = _opt(errors, "fabric", lambda: nvml.nvmlDeviceGetGpuFabricInfo(handle))
+    fabric = _opt(errors, "fabric", lambda: _fabric_info(nvml, handle))
     procs = _opt(errors, "processes", lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle))
     util = _opt(errors, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
     return {

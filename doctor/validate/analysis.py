@@ -64,7 +64,10 @@ def sweep_vs_quick(sweep: list[dict[str, Any]], device: dict[str, Any]) -> dict[
         quick = (metrics.get(f"matmul_tflops.{dtype}") or {}).get("median")
         best = (row.get("best_median") or {}).get("tflops")
         best_call = (row.get("best_call") or {}).get("tflops")
+        paired = row.get("confirm") or {}
         out[dtype] = {"quick_tflops": quick, "sweep_best_tflops": best,
+                      "paired_quick_over_sweep": paired.get("quick_over_sweep"),
+                      "paired": {k: paired.get(k) for k in ("sweep_best", "quick_best")},
                       "sweep_best_shape": (row.get("best_median") or {}).get("shape"),
                       "sweep_best_call_tflops": best_call, "quick_over_sweep": ratio(quick, best),
                       "quick_over_best_call": ratio(quick, best_call), "sweep_shapes": row.get("shapes"),
@@ -205,6 +208,10 @@ def findings(record: dict[str, Any]) -> list[dict[str, Any]]:
                 r >= GOALS["quick_over_sweep"],
                 f"{r:.1%} ({row['quick_tflops']:.1f} of {row['sweep_best_tflops']:.1f} TFLOPS at "
                 f"{'x'.join(map(str, row['sweep_best_shape'] or []))})")
+        p = row.get("paired_quick_over_sweep")
+        if gpu and p is not None:
+            add(f"{dtype}: the quick bench's shapes >= {GOALS['quick_over_sweep']:.0%} of the sweep's best shapes, "
+                "re-measured in pairs with the same timing", p >= GOALS["quick_over_sweep"], f"{p:.1%}")
     errors = record.get("vram_errors") or {}
     nv = errors.get("nvml") or {}
     if nv.get("rows"):

@@ -24,6 +24,10 @@ from .flow import Clock, Run
 from .summary import render
 
 DEFAULT_BUDGET_S = 480.0
+# The phases in order, each with the least time it needs: a phase may use its own cap only as far as this
+# leaves the later phases their share, so a hang early on cannot starve the VRAM matrix or the sweep.
+FLOORS = {"nvml-before": 5.0, "facts": 20.0, "check": 30.0, "jobs": 10.0, "bench": 60.0, "vram": 150.0,
+          "sweep": 40.0, "nvml-after": 5.0}
 
 
 def add_parser(sub: Any) -> None:
@@ -40,6 +44,8 @@ def add_parser(sub: Any) -> None:
                         "phases that no longer fit are skipped with the reason")
     p.add_argument("--runs", type=int, metavar="N", help="runs of `doctor bench` (default 5 on a GPU, 2 on the CPU)")
     p.add_argument("--python", metavar="PATH", help="interpreter (or environment) of the job: its torch runs everything")
+    p.add_argument("--source", metavar="TEXT",
+                   help="provenance of this doctor when it runs from a copy without git, e.g. 'git 1a2b3c4d'")
     p.add_argument("--no-redact", action="store_true",
                    help="keep host names, user names, IPs and GPU identifiers in the folder (default: redacted)")
 
@@ -86,39 +92,40 @@ def run(args: argparse.Namespace) -> int:
     state = phases.State(python=target.executable, device=args.device, runs=args.runs or 0)
     run_ = Run(clock, redacted=not args.no_redact)
     docs: dict[str, Any] = {}
-    later = 7   # phases after the first: each keeps a few seconds of the budget for those after it
+    checks: dict[str, Any] = {}
+    record: dict[str, Any] = {"findings": []}
 
-    def reserve() -> float:
-        return 10.0 * later
+    def step(name: str, body: Any, cap: float) -> Any:
+        """Run one phase, keeping for the phases after it the least each of them needs (FLOORS)."""
+        later = list(FLOORS)[list(FLOORS).index(name) + 1:]
+        return run_.phase(name, body, cap, reserve=sum(FLOORS[n] for n in later))
 
     try:
-        docs["nvml_before"] = run_.phase("nvml-before", lambda t: phases.nvml(run_, t), 30, reserve())
-        later -= 1
+        docs["nvml_before"] = step("nvml-before", lambda t: phases.nvml(run_, t), 30)
         names = [d.get("name") or "" for d in ((docs["nvml_before"] or {}).get("probe") or {}).get("devices") or []]
         slug = phases.slug([] if args.device == "cpu" else names, platform.machine())
         run_.open(_folder(Path(args.output), f"{slug}-{dt.date.today().isoformat()}"))
-        run_.phase("facts", lambda t: phases.facts(run_, state, t), 120, reserve())
-        later -= 1
-        if not state.runs:
-            state.runs = 5 if state.cuda else 2
-        checks: dict[str, Any] = {}
-        live = run_.phase("check", lambda t: phases.check(run_, state, t), 300, reserve())
-        later -= 1
+        step("facts", lambda t: phases.facts(run_, state, t), 120)
+        if state.device == "auto":   # the facts phase failed: go by NVML alone; the GPU phases then say why not
+            state.device = "cuda" if names else "cpu"
+            state.device_reason = "the facts phase failed; device chosen from NVML alone"
+        state.runs = state.runs or (5 if state.cuda else 2)
+        live = step("check", lambda t: phases.check(run_, state, t), 150)
         if live:
             checks[state.machine_profile or "base"] = live
-        run_.phase("jobs", lambda t: phases.jobs(run_, state, t), 60, reserve())
-        later -= 1
-        run_.phase("bench", lambda t: phases.bench(run_, state, t), state.runs * (150 if state.cuda else 60),
-                           reserve())
-        later -= 1
-        sweep_budget = min(90.0, 0.2 * args.budget) if state.cuda else 3.0
-        run_.phase("sweep", lambda t: phases.sweep(run_, state, t, min(sweep_budget, t - 30)), sweep_budget + 60,
-                   reserve())
-        later -= 1
-        run_.phase("vram", lambda t: phases.vram(run_, state, t), 900, reserve())
-        later -= 1
-        docs["nvml_after"] = run_.phase("nvml-after", lambda t: phases.nvml(run_, t), 30)
+        step("jobs", lambda t: phases.jobs(run_, state, t), 60)
+        step("bench", lambda t: phases.bench(run_, state, t), state.runs * (120 if state.cuda else 60))
+        step("vram", lambda t: phases.vram(run_, state, t, reserve=FLOORS["sweep"] + FLOORS["nvml-after"]), 900)
+        sweep_budget = 90.0 if state.cuda else 3.0
+        step("sweep", lambda t: phases.sweep(run_, state, t, max(5.0, min(sweep_budget, t - 40))), sweep_budget + 60)
+        docs["nvml_after"] = step("nvml-after", lambda t: phases.nvml(run_, t), 30)
         record = _record(args, state, run_, docs, checks, target.reason)
+        run_.write_json("validation.json", record)
+        try:
+            record = analyse(record, docs)
+        except Exception as exc:   # the raw record is already written; say what broke
+            record.setdefault("findings", []).append({"what": "the analysis ran", "ok": False,
+                                                      "figure": f"{type(exc).__name__}: {exc}"})
         run_.write_json("validation.json", record)
         run_.write_text("summary.md", render(record))
     finally:
@@ -154,7 +161,7 @@ def _record(args: argparse.Namespace, state: phases.State, run_: Run, docs: dict
     record: dict[str, Any] = {
         "schema": "doctor.validate/1", "title": env["gpu"] if state.cuda and env["gpu"] else f"the CPU path ({platform.machine()})",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
-        "doctor_version": __version__, "source": _source(), "device": state.device,
+        "doctor_version": __version__, "source": args.source or _source(), "device": state.device,
         "device_reason": state.device_reason, "inspected_python": {"executable": state.python, "reason": reason},
         "budget_s": args.budget, "wall_s": round(run_.clock.elapsed(), 1), "environment": env,
         "gpu0_uuid": state.gpu0.get("uuid"), "phases": run_.phases, "checks": checks,
@@ -164,5 +171,5 @@ def _record(args: argparse.Namespace, state: phases.State, run_: Run, docs: dict
     docs.update(facts=state.facts, bench_runs=run_.raw.get("bench-runs.json") or [],
                 sweep=(run_.raw.get("sweep.json") or {}).get("dtypes") or [], vram=vram_doc.get("rows") or [])
     run_.write_json("nvml.json", {"before": docs.get("nvml_before"), "after": docs.get("nvml_after")})
-    return analyse(record, docs)
+    return record
 

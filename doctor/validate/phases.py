@@ -42,9 +42,12 @@ class State:
     def python_args(self) -> list[str]:
         return [] if self.python == sys.executable else ["--python", self.python]
 
-    def pinned_env(self) -> dict[str, str]:
-        """The environment for a worker that measures GPU 0 only (pinned by UUID, as `doctor bench` pins)."""
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def pinned_env(self, scratch: Path | None = None) -> dict[str, str]:
+        """The environment for a worker that measures GPU 0 only (pinned by UUID, as `doctor bench` pins),
+        offline (the set-ups download nothing), with temporary files in the run's scratch folder."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+        if scratch is not None:
+            env["TMPDIR"] = str(scratch)
         uuid = self.gpu0.get("uuid")
         if self.cuda and uuid:
             env["CUDA_VISIBLE_DEVICES"] = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
@@ -219,7 +222,7 @@ def sweep(run: Run, state: State, timeout: float, budget_s: float) -> dict[str, 
     bf16 = state.cuda is False or _cc(state.gpu0) >= 8.0
     argv = [state.python, str(WORKERS / "matmul_sweep.py"), "--device", state.device, "--budget", f"{budget_s:.1f}",
             "--dtypes", "fp16,bf16" if bf16 else "fp16", "--bench-worker-dir", str(BENCH_WORKER)]
-    done = run.execute(argv, timeout, env=state.pinned_env())
+    done = run.execute(argv, timeout, env=state.pinned_env(run.scratch))
     rows = [e["data"] for e in json_lines(done.stdout) if e.get("event") == "sweep"]
     run.write_json("sweep.json", {"device": state.device, "gpu": state.gpu0.get("name"), "dtypes": rows})
     if done.timed_out:
@@ -237,7 +240,11 @@ def _cc(dev: dict[str, Any]) -> float:
 
 
 # -- VRAM matrix --------------------------------------------------------------------------------------------
-def vram(run: Run, state: State, timeout: float) -> dict[str, Any]:
+ROW_CAP_S = 150.0   # one set-up's own limit: past it, a set-up is hung
+ROW_MIN_S = 30.0    # what a small set-up needs at least (imports, CUDA start, build, two steps); 7B models twice
+
+
+def vram(run: Run, state: State, timeout: float, reserve: float = 0.0) -> dict[str, Any]:
     """Each set-up measured in the job's Python (one process each on a GPU) beside doctor's estimate."""
     require_torch(state)
     cc = _cc(state.gpu0) or None
@@ -250,7 +257,7 @@ def vram(run: Run, state: State, timeout: float) -> dict[str, Any]:
             "--bench-worker-dir", str(BENCH_WORKER)]
     versions: dict[str, Any] = {}
     if not state.cuda:   # one process for every tiny set-up: nothing is measured on the CPU, only exercised
-        done = run.execute(base, timeout, env=state.pinned_env())
+        done = run.execute(base, timeout, env=state.pinned_env(run.scratch))
         _collect(rows, done, versions)
     else:
         for row in rows:
@@ -263,13 +270,17 @@ def vram(run: Run, state: State, timeout: float) -> dict[str, Any]:
                 row["skipped"] = (f"estimated {row['estimate']['peak_bytes'] / 2**30:.1f} GiB of this GPU's "
                                   f"{total / 2**30:.1f} GiB")
                 continue
-            left = run.clock.allow(150.0, reserve=25.0)
-            if left < 20:
-                row["skipped"] = "the time budget ran out"
+            left = run.clock.allow(ROW_CAP_S, reserve=reserve)
+            need = ROW_MIN_S * (2 if spec["model"].startswith("llama") else 1)
+            if left < need:
+                row["skipped"] = f"the time budget ran out ({left:.0f} s left, the set-up needs about {need:.0f} s)"
                 continue
             run.say(f"  vram {spec['id']} (up to {left:.0f} s)")
-            done = run.execute(base + ["--only", spec["id"]], left, env=state.pinned_env())
+            done = run.execute(base + ["--only", spec["id"]], left, env=state.pinned_env(run.scratch))
             _collect([row], done, versions)
+            if done.timed_out and left < ROW_CAP_S:   # cut by the run's budget, not hung on its own
+                row.pop("error", None)
+                row["skipped"] = f"the time budget ran out during the set-up ({left:.0f} s allowed)"
     run.write_json("vram.json", {"device": state.device, "gpu": state.gpu0.get("name"),
                                  "compute_capability": cc, "versions": versions, "rows": rows})
     measured = sum(1 for r in rows if r.get("measured"))

@@ -58,10 +58,11 @@ def render(rec: dict[str, Any]) -> str:
     sq = rec.get("sweep_vs_quick") or {}
     if sq:
         lines += ["## Quick bench against the matmul sweep (GPU 0)", ""]
-        lines += _table(["dtype", "quick TFLOPS", "sweep best TFLOPS", "at m x n x k", "quick / best", "best single call",
-                         "shapes", "sweep s", "quick matmul s"],
+        lines += _table(["dtype", "quick TFLOPS", "sweep best TFLOPS", "at m x n x k", "quick / best",
+                         "paired re-measure", "best single call", "shapes", "sweep s", "quick matmul s"],
                         [[d, _num(r["quick_tflops"]), _num(r["sweep_best_tflops"]),
                           "x".join(map(str, r.get("sweep_best_shape") or [])), _num(r["quick_over_sweep"], ".1%"),
+                          _num(r.get("paired_quick_over_sweep"), ".1%"),
                           _num(r["sweep_best_call_tflops"]), str(r.get("sweep_shapes")), _num(r.get("sweep_s")),
                           _num(r.get("quick_matmul_stage_s"))] for d, r in sq.items()])
     vram = rec.get("vram") or []

@@ -78,6 +78,27 @@ def sweep(measure, dtype, budget_s, grid, clock=time.monotonic):
     return out
 
 
+def confirm(measure_at, dtype, rows, quick_shapes, top=3):
+    """Re-measure the sweep's best shapes and the quick bench's own shapes one after the other, with the quick
+    bench's timing: the best of many short measurements is biased upward, a paired re-measurement is not."""
+    best = [tuple(r["shape"]) for r in sorted(rows, key=lambda r: -r["tflops"])[:top]]
+    out = {"sweep": [], "quick": []}
+    for label, shapes in (("sweep", best), ("quick", [tuple(s) for s in quick_shapes])):
+        for shape in shapes:
+            try:
+                r = measure_at(shape, dtype)
+            except Exception as exc:
+                out[label].append({"shape": list(shape), "error": ("%s: %s" % (type(exc).__name__, exc))[:200]})
+                continue
+            out[label].append({"shape": list(shape), "tflops": r["tflops"]})
+    for label in ("sweep", "quick"):
+        done = [r for r in out[label] if "tflops" in r]
+        out[label + "_best"] = max(done, key=lambda r: r["tflops"]) if done else None
+    if out["sweep_best"] and out["quick_best"]:
+        out["quick_over_sweep"] = out["quick_best"]["tflops"] / out["sweep_best"]["tflops"]
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", choices=("cuda", "cpu"), required=True)
@@ -97,23 +118,32 @@ def main(argv=None):
     l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) if device.type == "cuda" else 0
     gen = torch.Generator(device=device).manual_seed(0)
 
-    def measure(shape, name):
+    def measure_at(shape, name, budget_s):
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
         m, n, k = shape
         if free is not None and 5 * max(m * k, k * n, m * n) * 2 > 0.5 * free:
             raise MemoryError("shape needs more than half the free memory")
+        failure = None
         try:
-            r = bench_matmul.measure(shape, bench_matmul.DTYPES[name], device, per_shape, l2, free, gen)
-        finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            r = bench_matmul.measure(shape, bench_matmul.DTYPES[name], device, budget_s, l2, free, gen)
+        except Exception as exc:   # keep only the message: the traceback would hold the shape's tensors
+            failure = "%s: %s" % (type(exc).__name__, exc)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if failure:
+            raise RuntimeError(failure[:300])
         r["tflops_best_call"] = bench_matmul.gemm_flops(m, n, k) / r["min_s"] / 1e12
         return r
 
     dtypes = [d for d in args.dtypes.split(",") if d]
+    quick_shapes = bench_matmul.GPU_SHAPES if device.type == "cuda" else bench_matmul.CPU_SHAPES
+    quick_budget = 0.15 if device.type == "cuda" else 0.05     # what doctor bench gives each of its shapes
     for name in dtypes:
-        sys.stdout.write(json.dumps({"event": "sweep", "data": sweep(measure, name, args.budget / len(dtypes), grid)})
-                         + "\n")
+        share = args.budget / len(dtypes)
+        data = sweep(lambda shape, dtype: measure_at(shape, dtype, per_shape), name, 0.8 * share, grid)
+        data["confirm"] = confirm(lambda shape, dtype: measure_at(shape, dtype, quick_budget), name,
+                                  data["rows"], quick_shapes)
+        sys.stdout.write(json.dumps({"event": "sweep", "data": data}) + "\n")
         sys.stdout.flush()
     return 0
 

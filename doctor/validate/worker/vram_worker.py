@@ -238,7 +238,9 @@ def run_one(spec, torch, device, nvml):
 
 
 def versions(torch):
-    out = {"torch": torch.__version__, "cuda_build": torch.version.cuda}
+    out = {"torch": torch.__version__, "cuda_build": torch.version.cuda,
+           "env": {k: os.environ.get(k) for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF",
+                                                   "CUBLAS_WORKSPACE_CONFIG", "CUDA_MODULE_LOADING")}}
     for name in ("transformers", "peft", "bitsandbytes", "accelerate"):
         try:
             from importlib.metadata import version

@@ -5,6 +5,7 @@ hang    -> nvmlInit never returns
 partial -> 2 GPUs; GPU 1's memory and compute capability raise NVMLError(3) (not supported);
            GPU 0 healthy; GPU 1 has a pending row remap, 2 aggregate uncorrected ECC errors, NVLink 3 down
 """
+import ctypes
 import os
 import time
 
@@ -130,7 +131,11 @@ def nvmlDeviceGetNvLinkState(h, link):
     return 0 if (h == 1 and link == 3) else 1
 
 
-def nvmlDeviceGetGpuFabricInfo(h):
+class c_nvmlGpuFabricInfo_t(ctypes.Structure):  # noqa: N801 (nvidia-ml-py's name and layout, abridged)
+    _fields_ = [("status", ctypes.c_uint), ("state", ctypes.c_uint8)]
+
+
+def nvmlDeviceGetGpuFabricInfo(h, info):   # the caller passes the structure to fill, as in nvidia-ml-py
     raise NVMLError(3)
 
 
