@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
 from .errors import InputError
 from .model import ExitCode
+from .output import write as write_output
+from .secrets import ScrubbingStream
 
 DEFAULT_PROFILE = "base"
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_clean(sub)
     add_validate(sub)
     sub.add_parser("checks", help="list the registered checks")
+    sub.add_parser("gpus", help="list doctor's GPU table: names for machine.gpu.models, exact NVML names, CC, memory")
     explain = sub.add_parser("explain", help="what a check verifies, why, and how to fix it")
     explain.add_argument("check_id")
     profiles = sub.add_parser("profiles", help="list profiles, or `profiles show NAME`")
@@ -68,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; whatever it prints passes through the secret scrubber (doctor.secrets)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbingStream(out), ScrubbingStream(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(COMMANDS[args.command](args))
@@ -115,16 +127,6 @@ def _probe(target: Any, args: argparse.Namespace, refs: list[str]) -> tuple[Any,
     rest = sorted(n for n in BUILTIN if n != "torch")
     run.start(facts_mod.context(target, profile.storage_paths() if profile else {}, args.offline), rest)
     return run, profile
-
-
-def _write(text: str, path: str | None) -> None:
-    if path is None:
-        sys.stdout.write(text)
-        return
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(path, None, f"cannot write output ({exc.strerror or exc})") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -185,7 +187,7 @@ def _emit(report: Any, args: argparse.Namespace) -> int:
 
             buf = StringIO()
             console.render(report, buf, args.verbose, color=False)
-            _write(buf.getvalue(), args.output)
+            write_output(buf.getvalue(), args.output)
         else:
             console.render(report, sys.stdout, args.verbose)
         return int(report.exit_code)
@@ -193,7 +195,7 @@ def _emit(report: Any, args: argparse.Namespace) -> int:
         from .render.json_report import render
     else:
         from .render.junit import render
-    _write(render(report), args.output)
+    write_output(render(report), args.output)
     if args.output:  # the file gets the machine-readable report; the terminal the human one
         console.render(report, sys.stdout, args.verbose)
     return int(report.exit_code)
@@ -208,7 +210,7 @@ def cmd_facts(args: argparse.Namespace) -> int:
     snapshot = facts_mod.assemble(target, *run.collect())
     if args.redact:
         snapshot = facts_mod.redacted(snapshot)
-    _write(facts_mod.dump(snapshot), args.output)
+    write_output(facts_mod.dump(snapshot), args.output)
     failed = {k: v for k, v in snapshot["probes"].items() if v["status"] != "ok"}
     for name, record in failed.items():
         print(f"doctor: probe '{name}' {record['status']}: {record['message']}", file=sys.stderr)
@@ -224,6 +226,17 @@ def cmd_checks(_: argparse.Namespace) -> int:
     for err in registry.load_errors:
         print(f"{'plugin.' + err.entry_point:26} ERROR: package '{err.package}' failed to import: {err.message}")
     return int(ExitCode.UNDECIDED if registry.load_errors else ExitCode.READY)
+
+
+def cmd_gpus(_: argparse.Namespace) -> int:
+    from . import refdata
+
+    rows = refdata.load("gpus")["gpus"]
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        memory = f"{r['memory_gb']:g} GB" if r.get("memory_gb") else "?"
+        print(f"{r['name']:{width}}  CC {r['cc']:4}  {memory:>7}  NVML: {' | '.join(r.get('nvml_names') or [])}")
+    return int(ExitCode.READY)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -297,4 +310,4 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"bench": cmd_bench, "clean-cache": cmd_clean, "check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts,
-            "validate": cmd_validate, "checks": cmd_checks, "explain": cmd_explain, "profiles": cmd_profiles}
+            "validate": cmd_validate, "checks": cmd_checks, "gpus": cmd_gpus, "explain": cmd_explain, "profiles": cmd_profiles}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import socket
-from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -13,6 +12,7 @@ from .interpreter import Interpreter
 
 SCHEMA_VERSION = "1.3"
 SECTIONS = ("host", "gpu", "python", "torch", "resources", "disk", "hf", "toolchain", "network", "kernel", "env", "bench")
+OPTIONAL = ("bench",)   # absent by design when the bench phase did not run; any other absent section is unknown
 
 
 class MissingSection(Exception):
@@ -45,7 +45,9 @@ def collect(target: Interpreter, timeouts: dict[str, float] | None = None,
 
 
 def assemble(target: Interpreter, sections: dict[str, Any], records: dict[str, Any]) -> dict[str, Any]:
-    """The snapshot: schema version, provenance, probe records, then one key per section."""
+    """The snapshot: schema version, provenance, probe records, then one key per section; no secrets in it."""
+    from .secrets import scrub_obj
+
     snapshot: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "provenance": {
@@ -58,7 +60,7 @@ def assemble(target: Interpreter, sections: dict[str, Any], records: dict[str, A
         "probes": records,
     }
     snapshot.update(sections)
-    return snapshot
+    return scrub_obj(snapshot)
 
 
 def section(facts: dict[str, Any], name: str) -> dict[str, Any]:
@@ -69,7 +71,9 @@ def section(facts: dict[str, Any], name: str) -> dict[str, Any]:
     record = (facts.get("probes") or {}).get(name)
     if record and record.get("status") in ("error", "timeout"):
         raise MissingSection(name, f"the {name} probe failed: {record.get('message')}", True)
-    raise MissingSection(name, f"the facts snapshot has no '{name}' section", False)
+    if name in OPTIONAL:
+        raise MissingSection(name, f"the facts snapshot has no '{name}' section", False)
+    raise MissingSection(name, f"could not decide: the facts snapshot has no '{name}' section", True)
 
 
 def redacted(facts: dict[str, Any], ids: Any = None) -> dict[str, Any]:
@@ -87,15 +91,11 @@ def dump(facts: dict[str, Any]) -> str:
 
 
 def load(path: str) -> dict[str, Any]:
-    """Read a saved snapshot (or a JSON report embedding one); bad input is an InputError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(path, None, f"cannot read facts file ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InputError(path, None, f"not valid JSON ({exc}); expected a `doctor facts` snapshot") from None
+    """Read a saved snapshot (or a JSON report embedding one); bad input is an InputError (bounded: size,
+    nesting, string length, no NaN)."""
+    from .loading import FACTS_BYTES, read_json
+
+    data = read_json(path, FACTS_BYTES, "`doctor facts` snapshot (JSON)")
     if isinstance(data, dict) and isinstance(data.get("facts"), dict) and "results" in data:
         data = data["facts"]  # a JSON report: re-judge the facts it embeds
     validate(data, path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InputError, did_you_mean
+from .loading import CONFIG_BYTES, PROFILE_BYTES, read_text, read_yaml
 from .profile_schema import SCHEMA, lookup, unknown_key, validate
 from .registry import Registry, matches
 
@@ -73,26 +74,27 @@ def locate(ref: str) -> Path:
 
 
 def read(path: Path) -> dict[str, Any]:
-    """Parse one profile file with yaml.safe_load; errors name the file and the line."""
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), None, f"cannot read profile ({exc})") from None
-    try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(str(path), None, f"invalid YAML ({where}{problem}); expected a YAML mapping") from None
-    except RecursionError:
-        raise InputError(str(path), None, "invalid YAML (nested too deeply); expected a YAML mapping") from None
+    """Parse one profile file (bounded: size, aliases, depth; yaml.safe_load); errors name the file and key."""
+    data = read_yaml(path, PROFILE_BYTES, "YAML profile")
     if not isinstance(data, dict):
         raise InputError(str(path), "(top level)", f"expected a mapping of profile keys, got {type(data).__name__}")
     validate(data, SCHEMA, str(path))
+    _check_gpu_models(data, str(path))
     return data
+
+
+def _check_gpu_models(data: dict[str, Any], source: str) -> None:
+    """machine.gpu.models names rows of doctor's GPU table (matched by exact NVML name), never a pattern."""
+    from . import refdata
+
+    found, models = lookup(data, "machine.gpu.models")
+    if not found:
+        return
+    names = [row["name"] for row in refdata.load("gpus")["gpus"]]
+    for i, model in enumerate(models):
+        if model not in names:
+            raise InputError(source, f"machine.gpu.models[{i}]", f"{model!r} is not a GPU in doctor's table; "
+                             f"{did_you_mean(model, names)}expected a name `doctor gpus` lists")
 
 
 def validate_checks(data: dict[str, Any], source: str, registry: Registry) -> None:
@@ -169,12 +171,10 @@ def _attach_deepspeed_config(data: dict[str, Any], path: Path) -> None:
     if not found:
         return
     file = (path.parent / Path(ref).expanduser()).resolve()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), "job.deepspeed.config",
-                         f"cannot read {file} ({getattr(exc, 'strerror', None) or exc}); "
-                         "expected a path to a DeepSpeed JSON config, relative to this profile") from None
+    if not file.is_file():
+        raise InputError(str(path), "job.deepspeed.config", f"{file} is not a file; expected a path to a DeepSpeed "
+                                                            "JSON config, relative to this profile")
+    text = read_text(file, CONFIG_BYTES, "DeepSpeed JSON config")
     data["job"]["deepspeed"]["loaded"] = {"path": str(file), "text": text}
 
 
@@ -194,16 +194,20 @@ def load(refs: list[str], registry: Registry) -> Profile:
 
 
 def pick_machine_profile(gpu_names: list[str]) -> str | None:
-    """The machine profile whose GPU model pattern matches every detected GPU (never a job profile)."""
+    """The machine profile whose GPU models include every detected GPU, each found in doctor's GPU table by its
+    exact NVML name (never a job profile; a GPU the table lacks matches no profile)."""
+    from . import refdata
+
+    rows = [refdata.gpu_spec(n) for n in gpu_names]
+    if not rows or any(r is None for r in rows):
+        return None
     matches_: list[str] = []
     for name, path in available().items():
         try:
             data = read(path)
         except InputError:
             continue
-        if data.get("kind") != "machine":
-            continue
-        found, pattern = lookup(data, "machine.gpu.model")
-        if found and gpu_names and all(re.search(pattern, n, re.I) for n in gpu_names):
+        found, models = lookup(data, "machine.gpu.models")
+        if data.get("kind") == "machine" and found and all(r["name"] in models for r in rows):
             matches_.append(name)
     return sorted(matches_)[0] if matches_ else None

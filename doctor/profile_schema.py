@@ -32,7 +32,7 @@ SCHEMA: dict[str, Any] = {
     "machine": {
         "provider": str,
         "gpu": {
-            "required": bool, "count": int, "model": str, "name": str, "memory_gib": NUMBER,
+            "required": bool, "count": int, "models": ListOf(str), "name": str, "memory_gib": NUMBER,
             "memory_tolerance_pct": NUMBER, "compute_capability": str, "arch": str,
         },
         "ram_gib": NUMBER,

@@ -47,8 +47,8 @@ def _names() -> list[str]:
 
 def redact_text(text: str, names: list[str], ids: Ids | None = None) -> str:
     text = HOME.sub(lambda m: m.group(1) + "<user>", text)
-    for name in names:
-        text = text.replace(name, "<redacted>")
+    for name in names:   # whole words only: a user named "gpu" must not mangle "gpu.memory"
+        text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-]|\.\w)", "<redacted>", text)
     if ids is not None:  # before the IP patterns: a UUID's groups must not read as an IPv6 address
         text = PCI_BUS_ID.sub(ids.bus, UUID.sub(ids.uuid, text))
     text = IPV4.sub("<ip>", text)
@@ -58,8 +58,9 @@ def redact_text(text: str, names: list[str], ids: Ids | None = None) -> str:
 def redact(value: Any, names: list[str] | None = None, ids: Ids | None = None) -> Any:
     """A copy of `value` with identifying strings replaced; GPU identifiers too when `ids` is given."""
     names = _names() if names is None else names
-    if isinstance(value, dict):
-        return {k: ("<redacted>" if k in SECRET_KEYS and value[k] is not None else redact(v, names, ids))
+    if isinstance(value, dict):   # keys too: benchmark results are keyed by GPU UUID
+        return {(redact_text(k, names, ids) if isinstance(k, str) else k):
+                ("<redacted>" if k in SECRET_KEYS and v is not None else redact(v, names, ids))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, names, ids) for v in value]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from importlib import resources
 from typing import Any
 
@@ -15,27 +14,26 @@ def load(name: str) -> dict[str, Any]:
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
+def gpu_key(name: str) -> str:
+    """A GPU name compared exactly, but for case and runs of white space ("NVIDIA  h100 80GB HBM3")."""
+    return " ".join(name.casefold().split())
+
+
+@functools.lru_cache(maxsize=None)
+def _by_nvml_name() -> dict[str, dict[str, Any]]:
+    return {gpu_key(n): row for row in load("gpus")["gpus"] for n in row.get("nvml_names") or ()}
+
+
 def gpu_spec(device_name: str | None) -> dict[str, Any] | None:
-    """The reference row whose pattern matches an NVML device name, if any."""
-    if not device_name:
-        return None
-    for row in load("gpus")["gpus"]:
-        if re.search(row["pattern"], device_name, re.I):
-            return row
-    return None
+    """The reference row listing this exact NVML device name, or None: never a prefix or a pattern, so
+    "NVIDIA GH200 480GB" is not an H200 and "NVIDIA GeForce RTX 4090 Laptop GPU" is not an RTX 4090."""
+    return _by_nvml_name().get(gpu_key(device_name)) if device_name else None
 
 
 def architecture(cc: str | None) -> str | None:
-    """Architecture name for a compute capability such as "8.0"."""
-    return load("gpus")["architectures"].get(cc) if cc else None
-
-
-def minor_version_floor(cuda_major: str) -> str | None:
-    return load("cuda")["minor_version_floor"].get(cuda_major)
-
-
-def toolkit_driver(cuda: str) -> str | None:
-    return load("cuda")["toolkit_driver"].get(cuda)
+    """Architecture name for a compute capability such as "8.0", or None when doctor's table lacks it."""
+    row = load("gpus")["architectures"].get(cc) if cc else None
+    return row.get("name") if isinstance(row, dict) else row
 
 
 def torch_wheels() -> dict[str, Any]:

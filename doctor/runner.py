@@ -56,6 +56,19 @@ def _apply_severity(result: Result, severity: str | None) -> Result:
     return result
 
 
+def _scrubbed(result: Result, secrets: list[str]) -> Result:
+    """The result with secrets removed from every text it carries (profiles and facts may hold URLs with tokens)."""
+    from .model import Remediation
+    from .secrets import scrub
+
+    rem = result.remediation
+    if rem is not None:
+        rem = Remediation(scrub(rem.text, secrets), tuple(scrub(c, secrets) for c in rem.commands),
+                          scrub(rem.url, secrets) if rem.url else rem.url)
+    return dataclasses.replace(result, summary=scrub(result.summary, secrets),
+                               details=tuple(scrub(d, secrets) for d in result.details), remediation=rem)
+
+
 def evaluate(facts: dict[str, Any], profile: Profile, registry: Registry, strict: bool = False,
              notes: list[str] | None = None) -> Report:
     results = []
@@ -65,4 +78,8 @@ def evaluate(facts: dict[str, Any], profile: Profile, registry: Registry, strict
             check_id=f"plugin.{err.entry_point}"))
     for entry in profile.checks:
         results.append(run_check(registry.checks[entry["id"]], entry, facts, profile))
-    return Report(profile.name, profile.refs, results, facts, list(notes or []), strict)
+    from .secrets import env_secrets, scrub, scrub_obj
+
+    secrets = env_secrets()
+    return Report(profile.name, profile.refs, [_scrubbed(r, secrets) for r in results], scrub_obj(facts, secrets),
+                  [scrub(n, secrets) for n in notes or []], strict)

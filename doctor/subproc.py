@@ -12,6 +12,7 @@ from typing import IO, Callable
 
 _LIVE: set["Running"] = set()
 _LOCK = threading.Lock()
+MAX_OUTPUT = 16 << 20   # characters kept per stream: a child that floods its output is read to the end, not kept
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,8 @@ class Completed:
 class Running:
     """A started subprocess; `wait` kills its whole process group on timeout.
 
-    With `on_line`, each stdout line is passed to it as it arrives (progress), from a reader thread.
+    Both streams are read by threads as they arrive; `on_line` gets each stdout line (progress). At most
+    MAX_OUTPUT characters of each stream are kept: the rest is read and dropped, and the result says so.
     """
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
@@ -39,30 +41,18 @@ class Running:
             text=True, env=env, start_new_session=True,
         )
         self._readers: list[tuple[threading.Thread, list[str]]] = []
-        if on_line is not None:
-            for stream, callback in ((self._proc.stdout, on_line), (self._proc.stderr, None)):
-                lines: list[str] = []
-                thread = threading.Thread(target=_pump, args=(stream, lines, callback), daemon=True)
-                thread.start()
-                self._readers.append((thread, lines))
+        for stream, callback in ((self._proc.stdout, on_line), (self._proc.stderr, None)):
+            lines: list[str] = []
+            thread = threading.Thread(target=_pump, args=(stream, lines, callback), daemon=True)
+            thread.start()
+            self._readers.append((thread, lines))
         with _LOCK:
             _LIVE.add(self)
 
     def wait(self, timeout_s: float) -> Completed:
-        remaining = max(0.0, timeout_s - (time.monotonic() - self._start))
-        if self._readers:
-            return self._wait_streaming(remaining)
-        try:
-            out, err = self._proc.communicate(timeout=remaining)
-            self._forget()
-            return Completed(self._proc.returncode, out, err, False, time.monotonic() - self._start)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            try:  # what it printed before it hung (its pipes close with the killed group)
-                out, err = self._proc.communicate(timeout=1.0)
-            except (subprocess.TimeoutExpired, ValueError, OSError):
-                out, err = "", ""
-            return Completed(None, out or "", err or "", True, time.monotonic() - self._start)
+        """Wait up to `timeout_s` from the start; past it the process (and its descendants) are killed and
+        what it printed before is kept."""
+        return self._wait_streaming(max(0.0, timeout_s - (time.monotonic() - self._start)))
 
     def _wait_streaming(self, remaining: float) -> Completed:
         timed_out = False
@@ -76,8 +66,8 @@ class Running:
                 self._proc.wait(timeout=5.0)
             except subprocess.TimeoutExpired:
                 pass
-        for thread, _ in self._readers:
-            thread.join(timeout=1.0)
+        for thread, _ in self._readers:   # after an exit the pipes drain fast; after a kill, keep what came
+            thread.join(timeout=1.0 if timed_out else 10.0)
         (_, out), (_, err) = self._readers
         return Completed(None if timed_out else self._proc.returncode, "".join(out), "".join(err), timed_out,
                          time.monotonic() - self._start)
@@ -87,16 +77,43 @@ class Running:
             _LIVE.discard(self)
 
     def kill(self) -> None:
+        """SIGKILL the process group, and every descendant that started a session of its own (a `doctor bench`
+        run by `doctor validate` starts its workers in new sessions): found before the kill, while they are
+        still linked to their parent."""
         self._forget()
+        for pid in descendants(self._proc.pid):
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError, OSError):
+                    pass
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 
 
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below `pid` (psutil), deepest last; empty if it has gone."""
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except Exception:   # psutil.NoSuchProcess / AccessDenied: nothing more to find
+        return []
+
+
 def _pump(stream: IO[str], lines: list[str], callback: Callable[[str], None] | None) -> None:
-    for line in stream:
-        lines.append(line)
+    kept = 0
+    while True:
+        line = stream.readline(1 << 20)   # a newline-free flood arrives in bounded pieces too
+        if not line:
+            return
+        if kept < MAX_OUTPUT:
+            lines.append(line[: MAX_OUTPUT - kept])
+            kept += len(line)
+            if kept >= MAX_OUTPUT:
+                lines.append("\n[doctor: output truncated at %d MiB]\n" % (MAX_OUTPUT >> 20))
         if callback is not None:
             try:
                 callback(line)

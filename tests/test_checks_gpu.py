@@ -58,14 +58,26 @@ def test_model_pass_and_fail_message(judge):
 def test_model_mixed_box_lists_the_odd_gpu():
     facts = gpu_box(count=2)
     facts["gpu"]["devices"][1] = nvml_device(1, "NVIDIA A100-SXM4-40GB", 40960)
-    r = gpu_model(facts, pattern="A800", label="A800")
+    r = gpu_model(facts, models=["A800 SXM4 80GB"], label="A800")
     assert r.status is Status.FAIL and "1× NVIDIA A800-SXM4-80GB, 1× NVIDIA A100-SXM4-40GB" in r.summary
     assert len(r.details) == 1 and "GPU 1" in r.details[0]
 
 
+def test_model_is_matched_by_exact_name_never_by_pattern(judge):
+    """GH200 is not H200; a laptop 4090 is not a 4090; a GPU the table lacks is unverified, not a pass."""
+    gh200 = gpu_box(name="NVIDIA GH200 144G HBM3e", total_mib=147456, cc="9.0")
+    assert gpu_model(gh200, models=["H200 SXM 141GB", "H200 NVL"]).status is Status.FAIL
+    laptop = gpu_box(name="NVIDIA GeForce RTX 4090 Laptop GPU", total_mib=16376, cc="8.9")
+    assert judge(laptop, "gpu.model", "rtx4090-24g").status is Status.FAIL
+    odd = gpu_model(gpu_box(name="NVIDIA H100 80GB HBM3 "), models=["H100 SXM5 80GB"])   # NVML's spacing aside
+    assert odd.status is Status.PASS
+    future = gpu_model(gpu_box(name="NVIDIA R200", cc="11.0"), models=["H100 SXM5 80GB"])
+    assert future.status is Status.WARN and future.summary.startswith("unverified")
+
+
 def test_memory_uses_nvml_total_with_tolerance(judge):
     r = judge(gpu_box(), "gpu.memory", "autodl-a800")
-    assert r.status is Status.PASS and "81920 MiB" in r.summary and "NVML" in r.summary
+    assert r.status is Status.PASS and "80.0 GiB" in r.summary and "NVML" in r.details[0]
     h100 = gpu_box(name="NVIDIA H100 80GB HBM3", total_mib=81559, cc="9.0")
     assert judge(h100, "gpu.memory", "h100-80g").status is Status.PASS  # 79.6 GiB is within 3 % of 80
     small = gpu_box(name="NVIDIA A800 40GB PCIe", total_mib=40960)
@@ -74,10 +86,22 @@ def test_memory_uses_nvml_total_with_tolerance(judge):
     assert gpu_memory(h100, memory_gib=80, tolerance_pct=0).status is Status.FAIL
 
 
-def test_memory_unknown_is_not_a_pass():
+def test_memory_unknown_is_undecided_never_zero():
     facts = gpu_box()
+    facts["gpu"]["devices"][0]["memory"] = None          # NVML: "Not Supported"
+    facts["torch"]["runtime"]["devices"] = []             # and torch has no record of the device
+    r = gpu_memory(facts, memory_gib=80)
+    assert r.status is Status.ERROR and "could not decide" in r.summary and "0 MiB" not in r.summary
+
+
+def test_unified_memory_gpu_is_judged_on_what_cuda_reports():
+    """DGX Spark GB10: NVML memory is "Not Supported"; CUDA (torch) reports the pool the GPU can use."""
+    facts = gpu_box(name="NVIDIA GB10", cc="12.1")
     facts["gpu"]["devices"][0]["memory"] = None
-    assert gpu_memory(facts, memory_gib=80).status is Status.FAIL
+    facts["torch"]["runtime"]["devices"][0]["total_memory_bytes"] = int(119.7 * 2**30)
+    r = gpu_memory(facts, memory_gib=96)
+    assert r.status is Status.PASS and "119.7 GiB" in r.summary and "torch" in r.details[0]
+    assert gpu_memory(facts, memory_gib=128).status is Status.FAIL
 
 
 def test_compute_capability(judge):
@@ -85,7 +109,18 @@ def test_compute_capability(judge):
     v100 = gpu_box(name="Tesla V100-SXM2-32GB", total_mib=32768, cc="7.0")
     r = judge(v100, "gpu.compute_capability", "autodl-a800")
     assert r.status is Status.FAIL and "7.0" in r.summary and ">= 8.0" in r.summary
-    assert gpu_compute_capability(gpu_box(), minimum="12").status is Status.FAIL  # malformed minimum
+    assert gpu_compute_capability(gpu_box(), minimum="12").status is Status.ERROR  # malformed minimum
+
+
+def test_compute_capability_from_torch_when_nvml_lacks_it_else_undecided():
+    facts = gpu_box()
+    facts["gpu"]["devices"][0]["compute_capability"] = None
+    assert gpu_compute_capability(facts, minimum="8.0").status is Status.PASS      # torch's record of the GPU
+    facts["torch"]["runtime"]["devices"] = []
+    r = gpu_compute_capability(facts, minimum="8.0")
+    assert r.status is Status.ERROR and "could not decide" in r.summary
+    assert gpu_bf16(facts, dtype="bf16").status is Status.ERROR
+    assert gpu_arch(facts, expected="Ampere").status is Status.ERROR
 
 
 def test_arch_names_the_a800_ampere_not_hopper(judge):
@@ -95,9 +130,10 @@ def test_arch_names_the_a800_ampere_not_hopper(judge):
     assert wrong.status is Status.FAIL and "is Ampere" in wrong.summary and "profile says Hopper" in wrong.summary
 
 
-def test_arch_unknown_cc_warns():
+def test_arch_newer_than_the_table_is_unverified_not_pass():
     facts = gpu_box(name="NVIDIA Future", cc="15.0")
-    assert gpu_arch(facts, expected="Ampere").status is Status.WARN
+    r = gpu_arch(facts, expected="Ampere")
+    assert r.status is Status.WARN and r.summary.startswith("unverified")
 
 
 def test_bf16_needed_only_when_workload_uses_it(judge):

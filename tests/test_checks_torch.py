@@ -8,7 +8,7 @@ from doctor.checks.torch_stack import (driver_torch_cuda, torch_arch_coverage, t
 from doctor.model import Status
 
 CU130 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
-CU128_WHEEL = "pip install --upgrade 'torch==2.9.*' --index-url https://download.pytorch.org/whl/cu128"
+CU128_WHEEL = "pip install 'torch==2.9.1+cu128' --index-url https://download.pytorch.org/whl/cu128"
 
 
 def with_torch(facts, note, **torch):
@@ -23,8 +23,8 @@ def test_installed_on_recorded_cpu_machine(recorded, judge):
 def test_missing_torch_names_a_wheel_for_this_driver_and_gpu():
     facts = edit(gpu_box(), "torch missing", torch={"installed": False})
     r = torch_installed(facts)
-    assert r.status is Status.FAIL and "not installed" in r.summary
-    assert r.remediation.commands == (CU128_WHEEL,)
+    assert r.status is Status.FAIL and "not installed" in r.summary   # the newest release this R570 driver runs
+    assert r.remediation.commands == ("pip install 'torch==2.14.1+cu126' --index-url https://download.pytorch.org/whl/cu126",)
 
 
 def test_import_error_hang_and_crash_are_findings():
@@ -59,19 +59,22 @@ def test_rocm_and_mps_builds_are_named_never_told_to_install_cuda(recorded):
 def test_driver_pass_warn_fail():
     ok = gpu_box(driver="580.65.06", max_cuda="13.0")
     r = driver_torch_cuda(ok)
-    assert r.status is Status.PASS and "needs >= 570.26" in r.summary
-    old = gpu_box(driver="470.182.03", max_cuda="11.4")
+    assert r.status is Status.PASS and "supports CUDA up to 13.0" in r.summary
+    old = gpu_box(driver="470.182.03", max_cuda="11.4", torch=torch_cuda(available=False))
     r = driver_torch_cuda(old)
     assert r.status is Status.FAIL and "needs driver >= 525.60.13" in r.summary
-    assert "upgrade the NVIDIA driver first" in r.remediation.text  # no listed wheel runs on R470
+    assert "too old for every build of torch 2.9" in r.remediation.text and "525.60.13" in r.remediation.text
     compat = gpu_box(driver="535.54.03", max_cuda="12.2")
     r = driver_torch_cuda(compat)
-    assert r.status is Status.WARN and "minor-version compatibility" in r.summary and "570.26" in r.summary
+    assert r.status is Status.WARN and "minor-version compatibility" in r.summary and "570.26" in r.remediation.text
+    table_only = gpu_box(driver="535.54.03", max_cuda=None)   # NVML gave no CUDA version: NVIDIA's driver table
+    r = driver_torch_cuda(table_only)
+    assert r.status is Status.WARN and "below CUDA 12.8's own driver 570.26" in r.summary
 
 
 def test_driver_between_floor_and_toolkit_fails_when_gpu_needs_ptx_jit():
     dev = nvml_device(0, "NVIDIA GeForce RTX 5090", 32607, "12.0")
-    facts = gpu_box(name=dev["name"], total_mib=32607, cc="12.0", driver="535.54.03",
+    facts = gpu_box(name=dev["name"], total_mib=32607, cc="12.0", driver="535.54.03", max_cuda="12.2",
                     torch=torch_cuda(arch=["sm_80", "sm_90", "compute_90"], devices=[dev]))
     r = driver_torch_cuda(facts)
     assert r.status is Status.FAIL and any("only by PTX compute_90" in d for d in r.details)
@@ -79,10 +82,15 @@ def test_driver_between_floor_and_toolkit_fails_when_gpu_needs_ptx_jit():
 
 def test_cu130_wheel_needs_r580():
     facts = gpu_box(driver="570.124.06", torch=torch_cuda(version="2.9.0+cu130", cuda="13.0", arch=CU130,
-                                                          devices=[nvml_device()]))
+                                                          devices=[nvml_device()], available=False))
     r = driver_torch_cuda(facts)
-    assert r.status is Status.FAIL and "580.65.06" in r.summary
-    assert r.remediation.commands == (CU128_WHEEL,)
+    assert r.status is Status.FAIL and "580" in r.summary
+    assert r.remediation.commands[0] == CU128_WHEEL            # keeps 2.9, in the CUDA 12.8 build R570 runs
+    assert "apt install cuda-compat-13-0" in r.remediation.commands   # data-center GPU on R570: NVIDIA's matrix
+    works = gpu_box(driver="570.124.06", torch=torch_cuda(version="2.9.0+cu130", cuda="13.0", arch=CU130,
+                                                          devices=[nvml_device()]))
+    r = driver_torch_cuda(works)     # below the floor, yet CUDA ran a kernel: a forward-compatibility package
+    assert r.status is Status.WARN and "forward-compatibility" in r.summary
 
 
 def test_driver_check_skips_without_cuda_torch(recorded):
@@ -104,7 +112,7 @@ def test_arch_coverage_pass_ptx_and_torch_range_warning():
     r = torch_arch_coverage(gpu_box(name="NVIDIA GB10", cc="12.1", total_mib=122000,
                                     torch=torch_cuda(devices=[gb10])))
     assert r.status is Status.PASS and any("covered by sm_120" in d for d in r.details)
-    assert any("outside the compiled range" in d for d in r.details)  # torch prints its min/max warning
+    assert any("outside its compiled range" in d for d in r.details)  # torch prints its min/max warning
     ptx = torch_arch_coverage(gpu_box(name="NVIDIA B200", cc="10.0", torch=torch_cuda(arch=["sm_90", "compute_90"])))
     assert ptx.status is Status.PASS and any("PTX, JIT-compiled" in d for d in ptx.details)
 
@@ -150,6 +158,10 @@ def test_missing_torch_without_gpu_suggests_the_cpu_wheel(recorded):
 def test_driver_check_without_a_readable_driver_version_is_an_error():
     facts = gpu_box()
     facts["gpu"]["driver_version"] = None
-    assert driver_torch_cuda(facts).status is Status.ERROR
-    unknown_cuda = gpu_box(torch=torch_cuda(cuda="14.0", devices=[nvml_device()]))
-    assert driver_torch_cuda(unknown_cuda).status is Status.WARN  # no NVIDIA table for that CUDA yet
+    assert driver_torch_cuda(facts).status is Status.PASS        # NVML's CUDA version still decides (12.8)
+    facts["gpu"]["cuda_driver_version"] = None
+    r = driver_torch_cuda(facts)
+    assert r.status is Status.ERROR and "could not decide" in r.summary
+    unknown_cuda = gpu_box(driver="610.43.02", max_cuda=None, torch=torch_cuda(cuda="14.0", devices=[nvml_device()]))
+    r = driver_torch_cuda(unknown_cuda)
+    assert r.status is Status.ERROR and "no driver table for CUDA 14.x" in r.summary   # unknown, never a guess

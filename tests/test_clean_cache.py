@@ -52,6 +52,11 @@ def build(hub: Path) -> dict[str, dict[str, int]]:
     return wrote
 
 
+def left_in_locks(hub: Path) -> list[str]:
+    """What a run left in the hub's .locks/ besides its own lock file (which lives there, beside the cache)."""
+    return sorted(p.name for p in (hub / ".locks").iterdir() if p.name != "doctor-clean-cache.lock")
+
+
 def clean(cli, *args: str) -> tuple[int, dict, str]:
     code, out, err = cli("clean-cache", "--format", "json", *args)
     return code, json.loads(out), err
@@ -93,7 +98,7 @@ def test_deletion_frees_what_was_planned_and_the_cache_still_scans(env, cli):
     after = scan_cache_dir(env)
     assert after.warnings == [] and {r.repo_id for r in after.repos} == {"org/new", "org/s2"}
     assert before.size_on_disk - after.size_on_disk == doc["total_bytes"] - 500 == sum(wrote["org/old"].values()) + 2000
-    assert not list(env.glob("*/blobs/*.incomplete")) and not list((env / ".locks").iterdir())
+    assert not list(env.glob("*/blobs/*.incomplete")) and not left_in_locks(env)
     code, doc, _ = clean(cli, "--older-than", "15d", "--yes")  # now the shared payload goes with its last repo
     assert doc["total_bytes"] == 11_000 and not [p for p in (env / "blobs").glob("??/*") if "." not in p.name]
     assert scan_cache_dir(env).warnings == []
@@ -133,8 +138,9 @@ def test_checkpoints_keep_the_newest_n_and_the_best(env, cli, tmp_path):
     assert code == 0 and sorted(doc["deleted"]) == [str(ds / "global_step20")] + [
         str(out / f"checkpoint-{n}") for n in (100, 300, 400)]
     assert doc["total_bytes"] == wrote[100] + wrote[300] + wrote[400] + 1000
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-200", "checkpoint-500"]
-    assert sorted(p.name for p in ds.iterdir()) == ["global_step10", "global_step30", "latest"]
+    lock = ".doctor-clean-cache.lock"  # the lock of a folder root lives in it
+    assert sorted(p.name for p in out.iterdir() if p.name != lock) == ["checkpoint-200", "checkpoint-500"]
+    assert sorted(p.name for p in ds.iterdir() if p.name != lock) == ["global_step10", "global_step30", "latest"]
     reasons = {Path(k["path"]).name: k["reason"] for k in doc["kept"]}
     assert "trainer_state.json" in reasons["checkpoint-200"] and "latest" in reasons["global_step10"]
 
@@ -281,7 +287,7 @@ def test_a_run_killed_at_any_point_leaves_a_cache_that_scans_cleanly(env, tmp_pa
         again = subprocess.run(cmd, env={**run_env, "KILL_AT": "0"}, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0, again.stderr
         assert {r.repo_id for r in scan_cache_dir(env).repos} == {"org/new", "org/s2"}
-        assert not list((env / ".locks").iterdir()) and not list(env.glob("*/blobs/*.incomplete"))
+        assert not left_in_locks(env) and not list(env.glob("*/blobs/*.incomplete"))
         import shutil
         shutil.rmtree(env)
     else:
@@ -292,15 +298,15 @@ def test_a_run_killed_at_any_point_leaves_a_cache_that_scans_cleanly(env, tmp_pa
 def test_an_exception_mid_way_is_reported_and_the_cache_still_scans(env, cli, monkeypatch):
     build(env)
     calls = [0]
-    real = os.remove
+    real = os.unlink
 
-    def flaky(path, *a, **k):
+    def flaky(path, *a, **k):  # deletion unlinks relative to a folder's descriptor (never by a followed path)
         calls[0] += 1
         if calls[0] == 2:
             raise OSError(5, "Input/output error", str(path))
         return real(path, *a, **k)
 
-    monkeypatch.setattr(os, "remove", flaky)
+    monkeypatch.setattr(os, "unlink", flaky)
     code, doc, err = clean(cli, "--older-than", "15d", "--yes")
     assert code == 1 and doc["errors"] and "Input/output error" in doc["errors"][0]
     assert scan_cache_dir(env).warnings == []
@@ -311,7 +317,7 @@ def test_a_second_concurrent_run_refuses(env, cli, tmp_path):
     hold = textwrap.dedent(f"""
         import sys, time
         from doctor.clean.execute import locked
-        with locked([{str(env)!r}]):
+        with locked([], hub_root={str(env)!r}):
             print("locked", flush=True)
             time.sleep(60)
     """)
@@ -432,15 +438,16 @@ def test_a_repo_left_without_revisions_is_reclaimed(env, cli):
 
 def test_a_permission_error_the_library_only_logs_stops_before_the_next_phase(env, cli, monkeypatch):
     build(env)
-    real = os.remove
+    real = os.unlink
 
-    def no_refs(path, *a, **k):
-        if "/refs/" in str(path):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path, *a, **k)
+    def no_refs(path, *a, dir_fd=None, **k):
+        where = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path) if dir_fd is not None else str(path)
+        if "/refs/" in where:
+            raise PermissionError(13, "Permission denied", where)
+        return real(path, *a, dir_fd=dir_fd, **k)
 
-    monkeypatch.setattr(os, "remove", no_refs)
+    monkeypatch.setattr(os, "unlink", no_refs)
     code, doc, _ = clean(cli, "--older-than", "30d", "--yes")
-    assert code == 1 and "could not delete 1 refs path(s)" in doc["errors"][0]
+    assert code == 1 and "refs/main: Permission denied; stopped before its next phase" in doc["errors"][0]
     info = scan_cache_dir(env)
     assert info.warnings == [] and "org/old" in {r.repo_id for r in info.repos}

@@ -78,7 +78,7 @@ def test_partial_nvml_is_judged_not_passed(tmp_path):
     done, _ = run_doctor("check", "-p", "autodl-a800", "--format", "json", "--timeout", "30", fake="partial")
     report = json.loads(done.stdout)
     status = {r["id"]: r["status"] for r in report["results"]}
-    assert status["gpu.present"] == "pass" and status["gpu.memory"] == "fail"  # GPU 1's memory unknown
+    assert status["gpu.present"] == "pass" and status["gpu.memory"] == "error"  # GPU 1's memory unknown: undecided
     assert done.returncode == 1
 
 
@@ -93,7 +93,7 @@ def test_hanging_nvml_does_not_hang_doctor():
 
 def test_hanging_nvml_makes_check_undecided_not_ready(tmp_path):
     gpu_only = tmp_path / "gpu-only.yaml"  # torch may or may not be installed where the tests run
-    gpu_only.write_text("machine: {gpu: {model: A800}}\nchecks: [{id: gpu.present}, {id: gpu.model}]\n")
+    gpu_only.write_text("machine: {gpu: {models: [A800 SXM4 80GB]}}\nchecks: [{id: gpu.present}, {id: gpu.model}]\n")
     done, wall = run_doctor("check", "-p", str(gpu_only), "--timeout", "8", fake="hang")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "[?] gpu.present: the gpu probe failed: probe 'gpu' did not finish within 8 s" in done.stdout

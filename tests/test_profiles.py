@@ -36,7 +36,7 @@ def test_every_number_in_a_profile_cites_its_source(name):
 def test_machine_plus_job_composes(registry):
     p = load(["autodl-a800", "qwen3-vl-32b-qlora"], registry)
     assert p.name == "autodl-a800 + qwen3-vl-32b-qlora" and p.kind == "machine"
-    assert p.value("machine.gpu.model") == (True, "A800")
+    assert p.value("machine.gpu.models") == (True, ["A800 SXM4 80GB", "A800 PCIe 80GB"])
     assert p.value("job.workload.dtype") == (True, "bf16")
     assert [c["id"] for c in p.checks][:2] == ["gpu.present", "gpu.count"]
 
@@ -54,7 +54,7 @@ def test_extends_both_and_overrides(tmp_path, registry):
                  "machine: {gpu: {count: 2}}\nchecks:\n  - {id: gpu.model, severity: warn}\n"
                  "  - {id: gpu.arch, enabled: false}\n")
     p = load([str(f)], registry)
-    assert p.value("machine.gpu.count") == (True, 2) and p.value("machine.gpu.model") == (True, "A800")
+    assert p.value("machine.gpu.count") == (True, 2) and p.value("machine.gpu.models") == (True, ["A800 SXM4 80GB", "A800 PCIe 80GB"])
     assert p.value("job.workload.method") == (True, "qlora")
     ids = [c["id"] for c in p.checks]
     assert "gpu.arch" not in ids and ids.index("gpu.model") == 2
@@ -94,7 +94,8 @@ def test_auto_pick_machine_profile_never_a_job():
     ("machine: {gpu: {count: true}}\n", "machine.gpu.count", "expected an integer"),
     ("job: {workload: {dtype: bf17}}\n", "job.workload.dtype", "expected one of fp32, fp16, bf16"),
     ("checks: [{id: gpu.modle}]\n", "checks[0].id", "did you mean 'gpu.model'"),
-    ("checks: [{id: gpu.model, params: {patern: x}}]\n", "checks[0].params.patern", "did you mean 'pattern'"),
+    ("checks: [{id: gpu.model, params: {modls: x}}]\n", "checks[0].params.modls", "did you mean 'models'"),
+    ("machine: {gpu: {models: [H200]}}\n", "machine.gpu.models[0]", "is not a GPU in doctor's table"),
     ("checks: [{id: gpu.memory, params: {memory_gib: lots}}]\n", "checks[0].params.memory_gib", "expected a number"),
     ("checks: [{params: {}}]\n", "checks[0]", "missing 'id'"),
     ("extends: base\n", "extends", "expected a list"),

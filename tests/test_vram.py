@@ -178,9 +178,9 @@ def test_cli_model_path_and_bad_input(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["params"] == 125239296
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    for argv, needle in ((["--model", str(bad)], "is not valid JSON"), (["--model", "opt-1.3"], "did you mean"),
+    for argv, needle in ((["--model", str(bad)], "invalid JSON"), (["--model", "opt-1.3"], "did you mean"),
                          (["--model", "opt-125m", "--gpu-memory", "80"], "with its unit"),
-                         (["--model", "opt-125m", "--gpu", "Z9000"], "not in doctor's GPU data"),
+                         (["--model", "opt-125m", "--gpu", "Z9000"], "names no single GPU"),
                          (["--model", "opt-125m", "--batch", "0"], "positive integer"),
                          (["--model", "no-such-org/no-such-model", "--offline"], "not in the Hugging Face cache")):
         assert main(["estimate", *argv]) == 2

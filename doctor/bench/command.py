@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _emit(report: Report, section: dict[str, Any], args: argparse.Namespace) -> int:
-    from ..cli import _write
+    from ..output import write as _write
     from ..render import console
     from .figures import figures
     from .render import table

@@ -2,9 +2,10 @@
 fabric manager, Xid events, persistence mode, memory held by other processes."""
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
-from doctor.model import Remediation, Result, failed, passed, skipped, warned
+from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.refdata import load
 from doctor.registry import check
 
@@ -22,29 +23,52 @@ CLOCK_IGNORED = {0x1: "GPU idle", 0x2: "applications clocks setting", 0x4: "SW p
 
 def _health(facts: dict[str, Any]) -> tuple[list[dict[str, Any]], Result | None]:
     devs = devices(facts["gpu"])
+    runtime = (facts.get("torch") or {}).get("runtime") or {}
+    if not devs and runtime.get("is_available") and runtime.get("device_count"):
+        return [], errored("could not decide: NVML is unavailable, so GPU health is not readable, although CUDA "
+                           f"sees {runtime['device_count']} GPU(s); see gpu.present")
     if not devs:
         return [], skipped("no NVIDIA GPU; see gpu.present")
-    if all(d.get("health") is None for d in devs):
-        return [], skipped("the snapshot has no GPU health facts (recorded by an older doctor)")
-    return [d for d in devs if d.get("health") is not None], None
+    return devs, None
 
 
 def _per_device(facts: dict[str, Any], judge: Callable[[dict[str, Any], dict[str, Any]], tuple[str, str] | None],
                 unsupported: Callable[[dict[str, Any]], bool], what: str, ok: str,
                 remedy: Callable[[list[dict[str, Any]]], Remediation]) -> Result:
-    """Run `judge(device, health) -> (level, message) | None` on each GPU and fold the verdicts."""
+    """Run `judge(device, health) -> (level, message) | None` on each GPU and fold the verdicts. A level of
+    "unknown" (a field the snapshot lacks) makes the check undecided unless another GPU already fails it;
+    `unsupported(health)` is a field NVML reported as not supported by the GPU."""
     devs, skip = _health(facts)
     if skip:
         return skip
-    judged = [d for d in devs if not unsupported(d["health"])]
+    findings, unknown, judged = [], [], 0
+    for d in devs:
+        h = d.get("health")
+        if not isinstance(h, dict):
+            unknown.append((d, "no health facts for this GPU"))
+            continue
+        try:
+            if unsupported(h):
+                continue
+            verdict = judge(d, h)
+        except (KeyError, TypeError):   # a field the snapshot lacks
+            verdict = ("unknown", f"the snapshot lacks {what} facts")
+        judged += 1
+        if verdict and verdict[0] == "unknown":
+            unknown.append((d, verdict[1]))
+        elif verdict:
+            findings.append((d, *verdict))
+    if any(f[1] == "fail" for f in findings):
+        summary = "; ".join(f"{ident(d)}: {msg}" for d, _, msg in findings)
+        return failed(summary, remedy([f[0] for f in findings]))
+    if unknown:
+        return errored(f"could not decide {what}: " + "; ".join(f"{ident(d)}: {why}" for d, why in unknown))
     if not judged:
         return skipped(f"{what} is not reported by these GPUs")
-    findings = [(d, *v) for d in judged if (v := judge(d, d["health"]))]
     if not findings:
-        return passed(f"{ok} on {len(judged)} GPU(s)")
-    level = "fail" if any(f[1] == "fail" for f in findings) else "warn"
+        return passed(f"{ok} on {judged} GPU(s)")
     summary = "; ".join(f"{ident(d)}: {msg}" for d, _, msg in findings)
-    return (failed if level == "fail" else warned)(summary, remedy([f[0] for f in findings]))
+    return warned(summary, remedy([f[0] for f in findings]))
 
 
 def _reset(devs: list[dict[str, Any]], text: str, url: str = MEM_ERRORS_URL) -> Remediation:
@@ -61,15 +85,21 @@ def gpu_ecc(facts: dict[str, Any]) -> Result:
     """
     def judge(dev: dict[str, Any], h: dict[str, Any]) -> tuple[str, str] | None:
         ecc = h["ecc"]
-        if not ecc.get("enabled"):
+        if ecc.get("enabled") is None:
+            return "unknown", "whether ECC is enabled is unknown"
+        if not ecc["enabled"]:
             return "warn", "ECC is disabled (memory errors go undetected)"
         if ecc.get("volatile_uncorrected"):
             return "fail", f"{ecc['volatile_uncorrected']} uncorrected ECC errors since the last reset"
-        if ecc.get("aggregate_uncorrected"):
+        if ecc.get("volatile_uncorrected") is None:
+            return "unknown", "the uncorrected-error counter since the last reset was not read"
+        if "aggregate_uncorrected" not in ecc:
+            return "unknown", "the lifetime uncorrected-error counter was not read"
+        if ecc["aggregate_uncorrected"]:     # None: NVML reports no lifetime counter for this GPU
             return "warn", f"{ecc['aggregate_uncorrected']} uncorrected ECC errors in its lifetime"
         return None
 
-    return _per_device(facts, judge, lambda h: h.get("ecc") is None, "ECC", "no uncorrected ECC errors",
+    return _per_device(facts, judge, lambda h: "ecc" in h and h["ecc"] is None, "ECC", "no uncorrected ECC errors",
                        lambda devs: _reset(devs, "Stop jobs on the GPU and reset it; if uncorrected errors come "
                                                  "back, have the GPU replaced."))
 
@@ -83,16 +113,23 @@ def gpu_memory_remap(facts: dict[str, Any]) -> Result:
     Fix: reset the GPU (or reboot) to apply pending remaps; a failure needs an RMA.
     """
     def judge(dev: dict[str, Any], h: dict[str, Any]) -> tuple[str, str] | None:
-        rr = h.get("row_remap") or {}
-        if rr.get("failure"):
-            return "fail", "row remapping FAILED (no spare rows left): the GPU needs replacing"
-        if rr.get("pending"):
-            return "fail", f"row remap pending ({rr.get('uncorrected_rows')} rows for uncorrected errors)"
-        if h.get("retired_pages_pending"):
+        rr = h.get("row_remap")
+        if isinstance(rr, dict):   # Ampere and later remap rows (and do not retire pages)
+            if rr.get("failure"):
+                return "fail", "row remapping FAILED (no spare rows left): the GPU needs replacing"
+            if rr.get("pending"):
+                return "fail", f"row remap pending ({rr.get('uncorrected_rows')} rows for uncorrected errors)"
+            if rr.get("failure") is None or rr.get("pending") is None:
+                return "unknown", "the row-remap state was not read completely"
+            return None
+        if "retired_pages_pending" not in h or "row_remap" not in h:
+            return "unknown", "the snapshot lacks the row-remap or page-retirement state"
+        if h["retired_pages_pending"]:
             return "fail", "page retirement pending"
         return None
 
-    return _per_device(facts, judge, lambda h: h.get("row_remap") is None and h.get("retired_pages_pending") is None,
+    return _per_device(facts, judge, lambda h: "row_remap" in h and h["row_remap"] is None
+                       and "retired_pages_pending" in h and h["retired_pages_pending"] is None,
                        "row remapping / page retirement", "no pending remap or retirement",
                        lambda devs: _reset(devs, "Reset the GPU (or reboot) so the pending remap takes effect; a "
                                                  "remapping failure needs an RMA."))
@@ -115,7 +152,8 @@ def gpu_clocks(facts: dict[str, Any]) -> Result:
         soft = [name for bit, name in CLOCK_WARN.items() if bits & bit]
         return ("warn", ", ".join(soft)) if soft else None
 
-    return _per_device(facts, judge, lambda h: h.get("clocks_event_reasons") is None, "clock-event reasons",
+    return _per_device(facts, judge, lambda h: "clocks_event_reasons" in h and h["clocks_event_reasons"] is None,
+                       "clock-event reasons",
                        "no hardware or thermal slowdown",
                        lambda devs: Remediation("The GPU is being slowed by hardware protection: check its cooling "
                                                 "and power delivery, and report the node to the provider.",
@@ -133,11 +171,14 @@ def gpu_pcie(facts: dict[str, Any]) -> Result:
     """
     def judge(dev: dict[str, Any], h: dict[str, Any]) -> tuple[str, str] | None:
         p = h["pcie"]
-        if p.get("width_current") and p.get("width_max") and p["width_current"] < p["width_max"]:
+        if p.get("width_current") is None:
+            return "unknown", "the PCIe link width was not read"
+        if p["width_current"] < p["width_max"]:
             return "warn", f"PCIe link x{p['width_current']} of x{p['width_max']}"
         return None
 
-    return _per_device(facts, judge, lambda h: not (h.get("pcie") or {}).get("width_max"), "PCIe link width",
+    return _per_device(facts, judge, lambda h: "pcie" in h and (h["pcie"] is None or ("width_max" in h["pcie"]
+                       and not h["pcie"]["width_max"])), "PCIe link width",
                        "full PCIe link width (generation not judged at idle)",
                        lambda devs: Remediation("The link trained below its width: reseat the GPU/riser or "
                                                 "report the node.", ("nvidia-smi -q -d PCIE",)))
@@ -154,6 +195,8 @@ def gpu_nvlink(facts: dict[str, Any]) -> Result:
     """
     def judge(dev: dict[str, Any], h: dict[str, Any]) -> tuple[str, str] | None:
         links = h["nvlink"]
+        if any(x.get("active") is None for x in links):
+            return "unknown", "the state of some NVLink links was not read"
         down = [str(x["link"]) for x in links if not x["active"]]
         if down and len(down) < len(links):
             return "fail", f"NVLink link(s) {', '.join(down)} down of {len(links)}"
@@ -161,7 +204,7 @@ def gpu_nvlink(facts: dict[str, Any]) -> Result:
             return "warn", f"none of its {len(links)} NVLink links is up (no bridge, or all down)"
         return None
 
-    return _per_device(facts, judge, lambda h: not h.get("nvlink"), "NVLink", "all NVLink links up",
+    return _per_device(facts, judge, lambda h: "nvlink" in h and not h["nvlink"], "NVLink", "all NVLink links up",
                        lambda devs: _reset(devs, "Reset the GPUs or reboot; a link that stays down is a hardware "
                                                  "fault to report.", XID_URL))
 
@@ -185,7 +228,7 @@ def gpu_fabric(facts: dict[str, Any]) -> Result:
             return "fail", f"fabric registration completed with NVML status {f.get('status')}"
         return None
 
-    return _per_device(facts, judge, lambda h: (h.get("fabric") or {}).get("state") in (None, 0),
+    return _per_device(facts, judge, lambda h: "fabric" in h and (h["fabric"] is None or h["fabric"].get("state") == 0),
                        "NVSwitch fabric state", "fabric registration completed",
                        lambda devs: Remediation("Start the fabric manager (same version as the driver).",
                                                 ("systemctl start nvidia-fabricmanager",
@@ -200,13 +243,31 @@ def _bus(pci: str | None) -> str | None:
     return ":".join(parts[-2:])
 
 
+XID154 = re.compile(r"recovery action changed from .*? to (0x[0-9a-fA-F]+) \(([^)]*)\)", re.I)
+
+
+def _xid_row(table: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    """The catalog row for an event. Xid 154 carries its own verdict in its text (NVIDIA: "recovery action changed
+    from 0x0 (None) to 0x2 (Node Reboot Required)"): None is info, any other recovery action fails."""
+    row = table["codes"].get(event["code"], table["unknown"])
+    if event["code"] == 154:
+        m = XID154.search(event.get("text") or "")
+        if m:
+            sev = "info" if m.group(2).strip().lower() == "none" else "fail"
+            return {**row, "severity": sev, "action": f"XID_154: {m.group(2).strip()}"}
+    return row
+
+
 @check("gpu.xid", needs=("gpu", "kernel"))
 def gpu_xid(facts: dict[str, Any]) -> Result:
-    """No Xid events in the kernel log that mark a hardware fault (double-bit ECC, fallen off the bus,
-    NVLink error, GSP errors); application-level Xids (13, 31, 43) are reported as warnings.
+    """No Xid event in the kernel log whose NVIDIA immediate action is a GPU reset, a reboot or a hardware check
+    (double-bit ECC, fallen off the bus, NVLink, GSP errors); application-level Xids (NVIDIA: RESTART_APP, e.g. 13,
+    31) are warnings; Xids NVIDIA says to IGNORE are listed but pass. Severity comes from NVIDIA's Xid catalog
+    (doctor/data/xid.yaml, generated by scripts/refresh/xid.py).
 
     Why: a GPU that logged Xid 79 or 48 since boot tends to fail the next long job too.
-    Fix: drain and reset the GPU; repeated hardware Xids need an RMA. Reading the log may need root.
+    Fix: NVIDIA's immediate action for each Xid (reset the GPU, restart the machine, restart the application, ...);
+    repeated hardware Xids need an RMA. Reading the log may need root.
     """
     kernel = facts["kernel"]
     if not kernel.get("readable"):
@@ -215,19 +276,41 @@ def gpu_xid(facts: dict[str, Any]) -> Result:
     if not events:
         return passed(f"no Xid events in {kernel.get('source')}")
     table = load("xid")
+    url = (table.get("source") or {}).get("url") or XID_URL
     by_bus = {_bus(d.get("pci_bus_id")): d for d in devices(facts["gpu"])}
-    worst, lines = "warn", []
+    rank = {"info": 0, "warn": 1, "fail": 2}
+    worst, lines, todo, reset = "info", [], {}, set()
     for code in sorted({e["code"] for e in events}):
-        row = table["codes"].get(code, table["unknown"])
         hits = [e for e in events if e["code"] == code]
+        rows = [_xid_row(table, e) for e in hits]
+        row = max(rows, key=lambda r: rank.get(r["severity"], 1))
         where = sorted({ident(by_bus[_bus(e["pci"])]) if _bus(e["pci"]) in by_bus else f"PCI {e['pci']}"
                         for e in hits})
-        lines.append(f"Xid {code} ×{len(hits)} on {', '.join(where)}: {row['text']} [{row['severity']}]")
-        if row["severity"] == "fail":
-            worst = "fail"
-    remedy = Remediation("Drain the GPU and reset it; if hardware Xids recur after the reset, report it for "
-                         "replacement.", ("dmesg -T | grep -i xid",), XID_URL)
-    return (failed if worst == "fail" else warned)("; ".join(lines), remedy, f"source: {kernel.get('source')}")
+        action = row.get("action") or "no immediate action in NVIDIA's catalog"
+        lines.append(f"Xid {code} ×{len(hits)} on {', '.join(where)}: {row['text']} [{row['severity']}] "
+                     f"(NVIDIA immediate action: {action})")
+        if rank.get(row["severity"], 1) > rank[worst]:
+            worst = row["severity"]
+        if row["severity"] != "info":
+            bucket = (row.get("action") or "").split(":")[0]
+            todo.setdefault(bucket, []).append(code)
+            if bucket == "RESET_GPU":
+                reset |= {by_bus[_bus(e["pci"])].get("nvml_index") for e in hits if _bus(e["pci"]) in by_bus}
+    if worst == "info":
+        codes = ", ".join(str(c) for c in sorted({e["code"] for e in events}))
+        return passed(f"only Xids that NVIDIA says need no action ({codes})", *lines,
+                      f"source: {kernel.get('source')}")
+    actions = table.get("actions") or {}
+    steps = []
+    for bucket, codes in todo.items():
+        said = actions.get(bucket) or ("see the Xid's row in NVIDIA's catalog" if bucket else
+                                       "NVIDIA's catalog gives no immediate action; read the event text")
+        steps.append(f"Xid {', '.join(map(str, codes))}: {bucket or 'no action listed'}: {said}")
+    commands = ("dmesg -T | grep -i xid", *(RESET.format(i=i) for i in sorted(x for x in reset if x is not None)))
+    remedy = Remediation("NVIDIA's immediate action per Xid (Xid catalog): " + " | ".join(steps)
+                         + " If hardware Xids recur after the action, report the GPU for replacement.", commands, url)
+    summary = "; ".join(l for l in lines if "] (NVIDIA immediate action" in l and "[info]" not in l)
+    return (failed if worst == "fail" else warned)(summary, remedy, *lines, f"source: {kernel.get('source')}")
 
 
 @check("gpu.persistence", needs=("gpu",))

@@ -6,7 +6,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from doctor.model import Remediation, Result, failed, passed, skipped, warned
+from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
 from .packages import installed, requirements
@@ -35,6 +35,8 @@ def network_hub(facts: dict[str, Any], *, model: str | None = None) -> Result:
     hub = net.get("hub") or {}
     if net.get("offline") or hf.get("offline") or hub.get("outcome") == "skipped":
         return skipped("offline mode (--offline or HF_HUB_OFFLINE=1): the hub is not contacted")
+    if not hub.get("outcome") or not hub.get("url"):
+        return errored("could not decide: the facts hold no result of the hub probe")
     if hub.get("outcome") == "ok":
         return passed(f"{hub['url']} answers (HTTP {hub.get('http_status')}, {hub.get('elapsed_s')} s)")
     cached = bool(model and complete_revision(cached_repo(facts, model)))
@@ -85,6 +87,9 @@ def network_pypi(facts: dict[str, Any], *, packages: dict[str, str] | None = Non
         return skipped("nothing to install: the job's packages and torch are present")
     if index.get("outcome") == "skipped":
         return skipped(f"offline mode; {', '.join(todo)} must be installed from a local wheel cache")
+    if not index.get("outcome"):
+        return errored(f"could not decide: {', '.join(todo)} must be installed and the facts hold no result of the "
+                       "package-index probe")
     if index.get("outcome") == "ok":
         return passed(f"{index['url']} answers (HTTP {index.get('http_status')}) for installing {', '.join(todo)}",
                       f"index from: {net.get('index_source')}")

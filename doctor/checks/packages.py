@@ -8,13 +8,11 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from doctor.known_issues import evaluate
-from doctor.model import Remediation, Result, failed, passed, skipped, warned
+from doctor.known_issues import Context, evaluate
+from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
-from .common import ccs, devices
-
-PLATFORMS = {"Linux": "linux", "Windows": "win32", "Darwin": "darwin"}
+from .common import compute_capability, devices
 
 
 def installed(facts: dict[str, Any]) -> dict[str, str]:
@@ -59,8 +57,10 @@ def packages_required(facts: dict[str, Any], *, packages: dict[str, str]) -> Res
     model class is imported, after the job has queued, downloaded and allocated.
     Fix: install the listed specifiers into the inspected environment (the exact pip line is given).
     """
+    if not isinstance((facts.get("python") or {}).get("distributions"), dict):
+        return errored("could not decide: the snapshot does not list the environment's installed packages")
     have = installed(facts)
-    missing, wrong, ok, bad = [], [], [], []
+    missing, wrong, ok, bad, odd = [], [], [], [], []
     for name, spec in requirements(packages).items():
         try:
             specifier = SpecifierSet(spec)
@@ -70,13 +70,21 @@ def packages_required(facts: dict[str, Any], *, packages: dict[str, str]) -> Res
         version = have.get(name)
         if version is None:
             missing.append((name, spec))
-        elif specifier and Version(version) not in SpecifierSet(spec, prereleases=True):
-            wrong.append((name, spec, version))
-        else:
+            continue
+        try:
+            fits = not specifier or Version(version) in SpecifierSet(spec, prereleases=True)
+        except InvalidVersion:
+            odd.append(f"{name} {version!r}")
+            continue
+        if fits:
             ok.append(f"{name} {version}" + (f" ({spec})" if spec else ""))
+        else:
+            wrong.append((name, spec, version))
     if bad:
         return failed(f"the job lists invalid version specifiers: {', '.join(bad)}", None,
                       "expected PEP 440 specifiers such as '>=4.57.0'")
+    if not missing and not wrong and odd:
+        return errored(f"could not decide: installed version(s) doctor cannot compare: {', '.join(odd)}", *ok)
     if not missing and not wrong:
         return passed(f"{len(ok)} required packages satisfied", *ok)
     parts = [f"{n} is not installed (needs {s or 'any version'})" for n, s in missing]
@@ -86,33 +94,83 @@ def packages_required(facts: dict[str, Any], *, packages: dict[str, str]) -> Res
                                                 (line,)), *ok)
 
 
-@check("packages.known_issues", needs=("python",),
-       binds={"packages": "job.software.packages", "workload": "job.workload"})
-def packages_known_issues(facts: dict[str, Any], *, packages: dict[str, str] | None = None,
-                          workload: dict[str, Any] | None = None) -> Result:
-    """No known-incompatible package, package pair or package-GPU pairing (doctor/data/known_issues.yaml).
+OS_NAMES = {"linux": "linux", "windows": "win32", "darwin": "darwin"}
 
-    Why: AutoAWQ imports fail beside transformers >= 4.57 (which Qwen3-VL needs); FlashAttention-2 and
-    LLM.int8() refuse older GPUs; an old bitsandbytes has no binary for a CUDA 12.8 torch. Each of these
-    fails at the first forward pass, not at install.
-    Fix: the remediation of each row names the successor, the upgrade or the attention fallback.
+
+def known_issue_context(facts: dict[str, Any], packages: dict[str, str] | None, workload: dict[str, Any] | None,
+                        build_extensions: bool | None = None) -> Context:
+    """The facts the known-issue rows read. A section or key the snapshot lacks stays unknown (None), never empty."""
+    python = facts.get("python")
+    dists = (python or {}).get("distributions") if isinstance(python, dict) else None
+    installed_pkgs = {canonicalize_name(k): v for k, v in dists.items()} if isinstance(dists, dict) else None
+    gpu = facts.get("gpu")
+    gpus: list[str | None] | None = None
+    gap = "there are no GPU facts (the gpu probe did not run or failed)"
+    if isinstance(gpu, dict) and isinstance(gpu.get("devices"), list):
+        devs = devices(gpu)
+        if devs:
+            gpus = [compute_capability(facts, d)[0] for d in devs]
+        elif gpu.get("available") is False and gpu.get("reason"):
+            gpus = []   # NVML answered: no driver or no GPU; a GPU condition is then simply false
+        else:
+            gap = "the GPU facts list no device and no reason NVML found none"
+    elif isinstance(gpu, dict):
+        gap = "the GPU facts hold no device list"
+    torch = facts.get("torch") if isinstance(facts.get("torch"), dict) else None
+    torch_known = torch is not None and ("cuda_build" in torch or torch.get("installed") is False)
+    host = facts.get("host") if isinstance(facts.get("host"), dict) else {}
+    tc = facts.get("toolchain") if isinstance(facts.get("toolchain"), dict) else None
+    nvcc_fact = (tc or {}).get("nvcc")
+    nvcc_known = isinstance(nvcc_fact, dict) and "version" in nvcc_fact   # version null: nvcc not found or broken
+    nvcc = nvcc_fact.get("version") if nvcc_known else None
+    return Context(installed=installed_pkgs, required=requirements(packages), gpus=gpus, gpu_gap=gap,
+                   torch_known=torch_known, torch_cuda=(torch or {}).get("cuda_build") if torch_known else None,
+                   os=OS_NAMES.get(str(host.get("os") or "").lower()), machine=host.get("machine"),
+                   nvcc_known=nvcc_known, nvcc=nvcc, workload=dict(workload or {}),
+                   software={"build_extensions": bool(build_extensions)})
+
+
+@check("packages.known_issues",
+       binds={"packages": "job.software.packages", "workload": "job.workload",
+              "build_extensions": "job.software.build_extensions"})
+def packages_known_issues(facts: dict[str, Any], *, packages: dict[str, str] | None = None,
+                          workload: dict[str, Any] | None = None, build_extensions: bool = False) -> Result:
+    """No known-incompatible package, package pair or package-GPU pairing (doctor/data/known_issues.yaml), for
+    the packages installed, listed by the job, or implied by it (QLoRA/nf4/int8 -> bitsandbytes,
+    flash_attention_2/3 -> flash-attn / flash-attn-3, awq -> the AWQ stack transformers uses).
+
+    Why: AutoAWQ imports fail beside transformers 4.57 (which Qwen3-VL needs); FlashAttention-2 and LLM.int8()
+    refuse older GPUs; a bitsandbytes release with no binary for torch's CUDA version falls back to CPU or fails
+    at the first quantized layer. Each of these fails at the first forward pass, not at install.
+    Fix: the remediation of each row names the successor, the upgrade or the attention fallback. A row whose facts
+    are missing (no GPU facts, unknown package version or platform) is reported as could-not-decide.
     """
-    torch = facts.get("torch") or {}
-    hits = evaluate(installed(facts), requirements(packages), ccs(devices(facts.get("gpu") or {})),
-                    torch.get("cuda_build"), PLATFORMS.get((facts.get("host") or {}).get("os") or ""),
-                    dict(workload or {}))
+    ctx = known_issue_context(facts, packages, workload, build_extensions)
+    hits = evaluate(ctx)
     if not hits:
         return passed("no known incompatibility among the installed packages, the GPUs and the job")
-    worst = next((h for h in hits if h.verdict == "fail"), hits[0])
+    decided = [h for h in hits if h.verdict in ("fail", "warn")]
+    open_ = [h for h in hits if h.verdict == "undecided"]
     details = []
-    for h in hits:
+    for h in decided:
         details.append(f"[{h.verdict}] {h.row['id']}: {h.summary()}")
         details.extend(f"    source: {s}" for s in h.row.get("sources", []))
-    fixes = " ".join(f"{h.row['id']}: {h.row['fix']}" for h in hits)
-    commands = tuple(dict.fromkeys(c for h in hits for c in h.row.get("commands", [])))
-    remedy = Remediation(fixes, commands, worst.row.get("url"))
-    summary = "; ".join(h.summary() for h in hits)
-    return (failed if worst.verdict == "fail" else warned)(summary, remedy, *details)
+    for h in open_:
+        details.append(f"[undecided] {h.row['id']}: could not decide: {'; '.join(h.reasons)}")
+    fails = [h for h in decided if h.verdict == "fail"]
+    if fails or (decided and not open_):
+        worst = fails[0] if fails else decided[0]
+        fixes = " ".join(f"{h.row['id']}: {h.row['fix']}" for h in decided)
+        commands = tuple(dict.fromkeys(c for h in decided for c in h.row.get("commands", [])))
+        remedy = Remediation(fixes, commands, worst.row.get("url"))
+        summary = "; ".join(h.summary() for h in decided)
+        if open_:
+            summary += f" (and {len(open_)} known issue(s) could not be decided: see details)"
+        return (failed if fails else warned)(summary, remedy, *details)
+    summary = "could not decide: " + "; ".join(f"{h.row['id']} ({'; '.join(h.reasons)})" for h in open_)
+    if decided:
+        summary += "; also: " + "; ".join(h.summary() for h in decided)
+    return errored(summary, *details)
 
 
 @check("packages.compiled", needs=("python", "torch"))

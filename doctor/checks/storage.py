@@ -6,7 +6,7 @@ import math
 import os
 from typing import Any
 
-from doctor.model import Remediation, Result, failed, passed, skipped, warned
+from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
 GIB = 2**30
@@ -17,28 +17,36 @@ def _gb(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def _expand(path: str, facts: dict[str, Any]) -> str:
+def _expand(path: str, facts: dict[str, Any]) -> str | None:
+    """The absolute path a plan entry names, or None when it depends on a fact the snapshot lacks
+    ({hf_hub_cache} with no cache location, a relative path with no working directory, ~ with no home)."""
     hf = facts.get("hf") or {}
     disk = facts.get("disk") or {}
     where = {k: hf[k] for k in ("hf_home", "hf_hub_cache", "hf_datasets_cache") if hf.get(k)}
     try:
         path = path.format(**where)
     except (KeyError, IndexError, ValueError):
-        pass
+        return None
     if path.startswith("~"):
-        path = (disk.get("home") or "~") + path[1:]
+        if not disk.get("home"):
+            return None
+        path = disk["home"] + path[1:]
     if not os.path.isabs(path):
-        path = os.path.join(disk.get("cwd") or "/", path)
+        if not disk.get("cwd"):
+            return None
+        path = os.path.join(disk["cwd"], path)
     return os.path.normpath(path)
 
 
 def locate(label: str, path: str, facts: dict[str, Any]) -> dict[str, Any] | None:
-    """The filesystem a path lands on: as probed, else by the longest mount-point prefix."""
+    """The filesystem a path lands on: as probed, else by the longest mount-point prefix; None when unknown."""
     disk = facts.get("disk") or {}
     probed = (disk.get("paths") or {}).get(label)
     if probed and "total_bytes" in probed:
         return {**probed, "how": "probed"}
-    resolved = _expand(path, facts)
+    resolved = _expand(path, facts) if path else None
+    if resolved is None:
+        return None
     best = None
     for m in disk.get("mounts") or []:
         mp = m["mountpoint"].rstrip("/") or "/"
@@ -165,10 +173,13 @@ def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: fl
                 break
     if fails:
         return failed("; ".join(fails), remedy, *details)
+    if unplaced:
+        return errored(f"could not decide: no known filesystem for {', '.join(unplaced)} (the snapshot lacks the "
+                       "path's location or the mount it lands on)", *details)
     if warns:
         return warned(f"less than {margin_pct:g}% headroom: " + "; ".join(warns), remedy, *details)
     if not groups:
-        return skipped("the storage plan names no path doctor could place", *details)
+        return skipped("the storage plan is empty", *details)
     return passed(f"storage plan of {_gb(total)} fits on {len(groups)} filesystem(s)", *details)
 
 
@@ -218,7 +229,8 @@ def hf_cache_location(facts: dict[str, Any], *, storage: dict[str, Any] | None =
     hub = hf.get("hf_hub_cache")
     fs = locate("hf_hub_cache", hub or "", facts)
     if fs is None:
-        return skipped(f"could not place the HF cache {hub} on a filesystem")
+        return errored(f"could not decide: the HF cache location ({hub or 'unknown'}) is on no filesystem the "
+                       "snapshot lists")
     hub_facts = hf.get("hub") or {}
     need = 0.0
     for entry in (storage or {}).values():

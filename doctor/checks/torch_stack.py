@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor.cuda import coverage, driver_need, driver_version, parse_arch_list
+from doctor.archs import cc_text, compiled_range, coverage, parse_arch_list, parse_cc
+from doctor.cuda import COMPAT_URL, FORWARD_URL, forward_commands, forward_package, support
 from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
+from doctor.refdata import architecture as refdata_architecture
 from doctor.registry import check
 
-from .common import PYTORCH_URL, describe, devices, ident, torch_label, wheel_remedy
+from .common import (PYTORCH_URL, compute_capability, describe, device_name, devices, ident, is_tegra, os_name,
+                     torch_label, wheel_remedy)
 
-COMPAT_URL = "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html"
 
-
-def _install_remedy(gpu: dict[str, Any]) -> Remediation:
+def _install_remedy(facts: dict[str, Any]) -> Remediation:
+    gpu = facts.get("gpu") or {}
     if devices(gpu):
-        return wheel_remedy(gpu, "Install torch.")
+        return wheel_remedy(facts, "Install torch.")
     if gpu.get("available") is False:
         return Remediation("Install torch (a CPU build: no NVIDIA GPU was found).",
                            ("pip install torch --index-url https://download.pytorch.org/whl/cpu",), PYTORCH_URL)
@@ -23,9 +25,10 @@ def _install_remedy(gpu: dict[str, Any]) -> Remediation:
                        url=PYTORCH_URL)
 
 
-def _torch_problem(torch: dict[str, Any], gpu: dict[str, Any]) -> Result | None:
+def _torch_problem(torch: dict[str, Any], gpu: dict[str, Any], facts: dict[str, Any] | None = None) -> Result | None:
     """torch missing, unimportable, hung or crashed: the result that says so."""
-    if torch.get("hang") and not torch.get("version"):
+    hang = torch.get("hang") or {}
+    if hang and (hang.get("stage") == "import torch" or ("stage" not in hang and not torch.get("version"))):
         return failed(f"`import torch` hung: {torch['hang']['message']}",
                       Remediation("A hang at import usually means a stalled filesystem (NFS/overlay) or a broken "
                                   "install; reinstall torch in this environment and retry.",
@@ -34,7 +37,7 @@ def _torch_problem(torch: dict[str, Any], gpu: dict[str, Any]) -> Result | None:
         return failed(f"the torch probe crashed: {torch['crash']['message']}", None,
                       *torch["crash"].get("stderr_tail", []))
     if torch.get("installed") is False:
-        return failed("torch is not installed in the inspected environment", _install_remedy(gpu))
+        return failed("torch is not installed in the inspected environment", _install_remedy(facts or {"gpu": gpu}))
     if torch.get("import_error"):
         return failed(f"torch is installed but fails to import: {torch['import_error']}",
                       Remediation("Reinstall torch in this environment (a partial upgrade or a mismatched "
@@ -43,10 +46,13 @@ def _torch_problem(torch: dict[str, Any], gpu: dict[str, Any]) -> Result | None:
 
 
 def _not_applicable(torch: dict[str, Any], gpu: dict[str, Any]) -> Result | None:
-    """The skip for checks that judge a CUDA torch against NVIDIA GPUs, when either is absent."""
-    if not devices(gpu):
+    """The skip for checks that judge a CUDA torch against NVIDIA GPUs: no GPU (NVML saw none and CUDA sees
+    none), torch not importable, or torch known to be a CPU-only build. A build whose CUDA version the snapshot
+    does not record is still judged on what it does record (its arch list, its CUDA initialisation)."""
+    runtime = torch.get("runtime") or {}
+    if not devices(gpu) and not (runtime.get("is_available") and runtime.get("device_count")):
         return skipped("no NVIDIA GPU; see gpu.present")
-    if _torch_problem(torch, gpu) or not torch.get("cuda_build"):
+    if _torch_problem(torch, gpu) or ("cuda_build" in torch and not torch["cuda_build"]):
         return skipped("torch is not a working CUDA build; see torch.installed / torch.cuda_build")
     return None
 
@@ -60,7 +66,7 @@ def torch_installed(facts: dict[str, Any]) -> Result:
     Fix: install a torch wheel built for this driver and GPU (the remediation names the exact command).
     """
     torch = facts["torch"]
-    problem = _torch_problem(torch, facts.get("gpu") or {})
+    problem = _torch_problem(torch, facts.get("gpu") or {}, facts)
     if problem:
         return problem
     build = (f"CUDA {torch['cuda_build']}" if torch.get("cuda_build") else
@@ -81,6 +87,8 @@ def torch_cuda_build(facts: dict[str, Any]) -> Result:
     if _torch_problem(torch, gpu):
         return skipped("torch is not importable; see torch.installed")
     devs = devices(gpu)
+    if "cuda_build" not in torch:
+        return errored("could not decide: the facts do not say which CUDA torch was built with")
     if torch.get("cuda_build"):
         return passed(f"{torch_label(torch)} is built for CUDA {torch['cuda_build']}"
                       + (f" (cuDNN {torch['cudnn_version']})" if torch.get("cudnn_version") else ""))
@@ -91,7 +99,7 @@ def torch_cuda_build(facts: dict[str, Any]) -> Result:
         return skipped(f"{torch_label(torch)} is {what} and no NVIDIA GPU was found; CUDA checks do not apply")
     what = f"a {other} build" if other else "a CPU-only build"
     return failed(f"{torch_label(torch)} is {what} on a machine with {describe(devs)}",
-                  wheel_remedy(gpu, "Install a CUDA build of torch."))
+                  wheel_remedy(facts, "Install a CUDA build of torch."))
 
 
 @check("torch.cuda_available", needs=("torch", "gpu"))
@@ -116,7 +124,9 @@ def torch_cuda_available(facts: dict[str, Any]) -> Result:
     if torch.get("crash"):
         return failed(torch["crash"]["message"], Remediation("Check the kernel log for Xid errors and the driver "
                       "state.", ("nvidia-smi -q", "sudo dmesg | grep -i xid")), *torch["crash"].get("stderr_tail", []))
-    rt = torch.get("runtime") or {}
+    rt = torch.get("runtime")
+    if not isinstance(rt, dict) or rt.get("is_available") is None:
+        return errored("could not decide: the facts hold no result of torch's CUDA initialisation")
     if rt.get("error"):
         return failed(f"CUDA initialisation failed: {rt['error']}",
                       Remediation("See driver.torch_cuda for driver/toolkit compatibility; otherwise check "
@@ -127,8 +137,10 @@ def torch_cuda_available(facts: dict[str, Any]) -> Result:
         return failed(f"torch.cuda.is_available() is False although NVML sees {describe(devs)}{hint}",
                       Remediation("Check driver.torch_cuda (driver too old for this torch), that CUDA_VISIBLE_DEVICES "
                                   "lists these GPUs, and that /dev/nvidia* exist in this container.", ("nvidia-smi",)))
-    smoke = rt.get("smoke_test") or {}
-    if smoke and not smoke.get("ok"):
+    smoke = rt.get("smoke_test")
+    if not isinstance(smoke, dict) or smoke.get("ok") is None:
+        return errored("could not decide: CUDA initialised, but the facts hold no result of the kernel run on cuda:0")
+    if not smoke["ok"]:
         return failed("a tiny kernel on cuda:0 returned a wrong result", Remediation("Drain the node; the GPU is faulty."))
     n = rt.get("device_count", 0)
     head = f"CUDA initialised in {rt.get('init_s', '?')} s; torch sees {n} of {len(devs)} GPU(s); kernel on cuda:0 ran"
@@ -146,43 +158,73 @@ def driver_torch_cuda(facts: dict[str, Any]) -> Result:
     """The NVIDIA driver is new enough for the CUDA version torch was built with (NVIDIA's tables).
 
     Why: a driver older than the minor-version-compatibility floor of torch's CUDA major (525.60.13 for
-    CUDA 12.x, 580.65.06 for 13.x) cannot run the wheel at all ("The NVIDIA driver on your system is too
-    old"); between that floor and the toolkit's own minimum it runs with a limited feature set and cannot
-    JIT-compile PTX, so a GPU covered only by PTX fails.
-    Fix: upgrade the driver to at least the toolkit's minimum, or install a torch wheel for an older CUDA
-    that this driver supports (the exact command is given).
+    CUDA 12.x, branch 580 for 13.x) cannot run the wheel at all ("The NVIDIA driver on your system is too
+    old"); between that floor and the toolkit's own driver it runs with a limited feature set and cannot
+    JIT-compile PTX, so a GPU covered only by PTX fails. On data-center GPUs NVIDIA's forward-compatibility
+    package (cuda-compat-X-Y) lets an older driver branch run a newer CUDA.
+    Fix: install the build of your torch release for the newest CUDA this driver runs (the exact command is
+    given), or upgrade the driver to the floor named.
     """
     gpu, torch = facts["gpu"], facts["torch"]
-    skip = _not_applicable(torch, gpu)
-    if skip:
-        return skip
-    cuda, drv_text = torch["cuda_build"], gpu["driver_version"]
-    need, drv = driver_need(cuda), driver_version(drv_text)
-    max_cuda = gpu.get("cuda_driver_version")
-    ctx = f"driver {drv_text} (NVML: supports up to CUDA {max_cuda}); {torch_label(torch)} is built for CUDA {cuda}"
-    if drv is None:
-        return errored(f"NVML reported no usable driver version ({drv_text!r}); cannot judge CUDA {cuda}")
-    if need.floor is None:
-        return warned(f"{ctx}; doctor has no driver table for CUDA {cuda}", None)
-    upgrade = f"Upgrade the NVIDIA driver to {need.toolkit or need.floor} or newer"
-    if drv < driver_version(need.floor):
-        return failed(f"{ctx}, which needs driver >= {need.floor} (CUDA {cuda.split('.')[0]}.x minimum)",
-                      wheel_remedy(gpu, f"{upgrade}, or install a wheel this driver runs."), f"source: {COMPAT_URL}")
-    if need.toolkit and drv < driver_version(need.toolkit):
-        ptx_only = []
-        targets = parse_arch_list(torch.get("arch_flags") or [])
-        for d in devices(gpu):
-            if d.get("compute_capability") and targets:
-                cov = coverage(d["compute_capability"], targets)
-                if cov.via_ptx:
-                    ptx_only.append(f"{ident(d)} (CC {d['compute_capability']}) is covered only by PTX {cov.by}")
-        msg = (f"{ctx}; CUDA {cuda} wants driver >= {need.toolkit}, this one runs it only through minor-version "
-               f"compatibility (>= {need.floor}: limited features, no PTX JIT)")
-        if ptx_only:
-            return failed(msg, wheel_remedy(gpu, f"{upgrade} (PTX needs the newer driver to JIT), or install a wheel "
-                                                 "with a cubin for this GPU."), *ptx_only)
-        return warned(msg, Remediation(f"{upgrade} for full CUDA {cuda} support.", url=COMPAT_URL))
-    return passed(f"{ctx}, which needs >= {need.toolkit or need.floor}")
+    if _torch_problem(torch, gpu) or ("cuda_build" in torch and not torch["cuda_build"]):
+        return skipped("torch is not a working CUDA build; see torch.installed / torch.cuda_build")
+    if not torch.get("cuda_build"):
+        return errored("could not decide: the snapshot does not record which CUDA torch was built with")
+    cuda, drv = torch["cuda_build"], gpu.get("driver_version")
+    if not drv and not devices(gpu) and gpu.get("available") is False:
+        return skipped("no NVIDIA driver; see gpu.present")
+    s = support(cuda, drv, os_name(facts), gpu.get("cuda_driver_version"))
+    ctx = (f"driver {drv} (NVML: supports up to CUDA {gpu.get('cuda_driver_version') or '?'}); "
+           f"{torch_label(torch)} is built for CUDA {cuda}")
+    if s.level == "unknown":
+        return errored(f"could not decide: {ctx}; {s.why}")
+    if s.level == "full":
+        return passed(f"{ctx}: {s.why}")
+    if s.level == "too_old":
+        works = _runtime_works(torch)
+        floor = s.need.floor or s.need.full
+        full = f" (>= {s.need.full} for CUDA {s.need.cuda}'s full feature set)" if s.need.full and s.need.full != floor else ""
+        target = (f"Upgrade the NVIDIA driver to >= {floor}{full}" if floor else
+                  f"Upgrade the NVIDIA driver to one that supports CUDA {s.need.cuda}")
+        ceiling = gpu.get("cuda_driver_version")
+        remedy = wheel_remedy(facts, f"{target}, or install a build this driver runs"
+                                     + (f" (a build for CUDA {ceiling} or older)." if ceiling else "."))
+        package = forward_package(cuda, drv) if _data_center(facts) and os_name(facts) == "linux" else None
+        if package:
+            remedy = Remediation(remedy.text + f" On this data-center GPU NVIDIA's forward-compatibility package "
+                                 f"{package} also runs CUDA {s.need.cuda} on driver branch "
+                                 f"{str(drv).split('.')[0]}.", remedy.commands + forward_commands(package), remedy.url)
+        if works:
+            return warned(f"{ctx}: {s.why}, yet CUDA initialised and ran a kernel (a forward-compatibility "
+                          "package is probably in use)", Remediation("Keep the cuda-compat package that bridges "
+                          "this driver, or upgrade the driver.", url=FORWARD_URL))
+        return failed(f"{ctx}: {s.why}", remedy, f"source: {COMPAT_URL}")
+    ptx_only = []
+    arch = parse_arch_list(torch.get("arch_flags") or [])
+    for d in devices(gpu):
+        cc = parse_cc(compute_capability(facts, d)[0])
+        if cc is not None and arch.targets:
+            cov = coverage(cc, arch, is_tegra(device_name(facts, d)))
+            if cov.via_ptx:
+                ptx_only.append(f"{ident(d)} (CC {cc_text(cc)}) is covered only by PTX {cov.by}")
+    if ptx_only:
+        return failed(f"{ctx}: {s.why}", wheel_remedy(facts, f"Upgrade the driver to >= {s.need.full} (PTX needs "
+                                                              "it to JIT), or install a build with a cubin for this GPU."),
+                      *ptx_only)
+    return warned(f"{ctx}: {s.why}", Remediation(f"Upgrade the NVIDIA driver to >= {s.need.full} for full CUDA "
+                                                 f"{s.need.cuda} support.", url=COMPAT_URL))
+
+
+def _runtime_works(torch: dict[str, Any]) -> bool:
+    rt = torch.get("runtime") or {}
+    return bool(rt.get("is_available")) and bool((rt.get("smoke_test") or {}).get("ok"))
+
+
+def _data_center(facts: dict[str, Any]) -> bool:
+    from doctor import refdata
+
+    specs = [refdata.gpu_spec(device_name(facts, d)) for d in devices(facts.get("gpu") or {})]
+    return bool(specs) and all(s is not None and s.get("segment") == "data-center" for s in specs)
 
 
 @check("torch.arch_coverage", needs=("gpu", "torch"))
@@ -190,37 +232,53 @@ def torch_arch_coverage(facts: dict[str, Any]) -> Result:
     """torch's compiled arch list covers every GPU, by NVIDIA's rule.
 
     Why: a wheel without this GPU's architecture fails at the first kernel with "no kernel image is
-    available for execution on the device" (e.g. a cu130 wheel, which dropped sm_70, on a V100; a cu126
-    wheel on an RTX 5090). A cubin sm_XY runs on CC X.Z with Z >= Y (sm_90a-style only on exactly X.Y);
-    PTX compute_XY is JIT-compiled for any CC >= X.Y.
-    Fix: install the torch wheel whose arch list covers the GPU (the exact command is given).
+    available for execution on the device" (e.g. a cu130 wheel, which has no sm_70, on a V100; a cu126
+    wheel on an RTX 5090). A cubin sm_XY runs on CC X.Z with Z >= Y (sm_90a-style only on exactly X.Y,
+    and on a Jetson only a cubin for its exact CC); PTX compute_XY is JIT-compiled for any CC >= X.Y.
+    Fix: install the build of your torch release whose arch list covers the GPU (the exact command is given).
     """
     gpu, torch = facts["gpu"], facts["torch"]
     skip = _not_applicable(torch, gpu)
     if skip:
         return skip
-    devs = devices(gpu)
-    flags = torch.get("arch_flags") or []
+    devs = devices(gpu) or [{"name": t.get("name"), "compute_capability": t.get("compute_capability"),
+                              "nvml_index": f"cuda:{t.get('ordinal')}"} for t in (torch.get("runtime") or {}).get("devices") or []]
+    flags = torch.get("arch_flags")
     if not flags:
-        return errored(f"{torch_label(torch)} reported no compiled arch list; cannot judge coverage")
-    targets = parse_arch_list(flags)
-    lines, missing, warnings = [], [], set()
+        return errored(f"could not decide: {torch_label(torch)} reported no compiled arch list")
+    if not devs:
+        return errored("could not decide: NVML lists no GPU and torch recorded none of the GPUs it sees")
+    arch = parse_arch_list(flags)
+    lines, missing, unknown, unverified = [], [], [], []
     for d in devs:
-        cc = d.get("compute_capability")
-        if not cc:
-            lines.append(f"{ident(d)}: compute capability unknown")
+        cc_str, why = compute_capability(facts, d)
+        cc = parse_cc(cc_str)
+        if cc is None:
+            unknown.append(d)
+            lines.append(f"{ident(d)}: compute capability unknown ({why})")
             continue
-        cov = coverage(cc, targets)
-        if cov.warning:
-            warnings.add(cov.warning)
+        cov = coverage(cc, arch, is_tegra(device_name(facts, d)))
         if not cov.covered:
-            missing.append(d)
-            lines.append(f"{ident(d)}: CC {cc} is not covered")
-        else:
-            lines.append(f"{ident(d)}: CC {cc} covered by {cov.by}" + (" (PTX, JIT-compiled at first use)" if cov.via_ptx else ""))
-    arch = " ".join(flags)
+            missing.append((d, cc))
+            lines.append(f"{ident(d)}: CC {cc_text(cc)} is not covered")
+            continue
+        lines.append(f"{ident(d)}: CC {cc_text(cc)} covered by {cov.by}"
+                     + (" (PTX, JIT-compiled at first use)" if cov.via_ptx else ""))
+        if refdata_architecture(cc_text(cc)) is None:
+            unverified.append(cc)
+    span = compiled_range(arch)
+    if span and any(parse_cc(compute_capability(facts, d)[0]) and not span[0] <= parse_cc(compute_capability(facts, d)[0]) <= span[1]
+                    for d in devs):
+        lines.append(f"torch warns at start-up that a GPU is outside its compiled range "
+                     f"sm_{span[0][0]}{span[0][1]}..sm_{span[1][0]}{span[1][1]}")
+    listed = " ".join(str(f) for f in flags)
     if missing:
-        d = missing[0]
-        return failed(f"{d.get('name')} (CC {d['compute_capability']}) is not in {torch_label(torch)}'s arch list [{arch}]",
-                      wheel_remedy(gpu, "Install a wheel compiled for this GPU."), *lines)
-    return passed(f"every GPU is covered by {torch_label(torch)}'s arch list [{arch}]", *lines, *sorted(warnings))
+        d, cc = missing[0]
+        return failed(f"{d.get('name')} (CC {cc_text(cc)}) is not in {torch_label(torch)}'s arch list [{listed}]",
+                      wheel_remedy(facts, "Install a build compiled for this GPU."), *lines)
+    if unknown:
+        return errored(f"could not decide: compute capability unknown for {describe(unknown)}", *lines)
+    if unverified:
+        return warned(f"unverified: CC {cc_text(unverified[0])} is newer than doctor's architecture table; by NVIDIA's "
+                      f"rule {torch_label(torch)}'s arch list [{listed}] covers it", None, *lines)
+    return passed(f"every GPU is covered by {torch_label(torch)}'s arch list [{listed}]", *lines)

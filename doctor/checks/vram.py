@@ -23,7 +23,7 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     Fix: apply one of the what-ifs listed (each is re-estimated by the model), or run on a larger GPU.
     """
     from doctor.vram.catalogue import resolve
-    from doctor.vram.command import workload_from_job
+    from doctor.vram.workload import to_flags, workload_from_job
     from doctor.vram.estimator import Workload, estimate, gib
     from doctor.vram.render import describe
     from doctor.vram.whatif import what_ifs
@@ -57,7 +57,7 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
              for w in options[:5]]
     remedy = Remediation(("Make it fit: " if est.peak_bytes > free else "Gain headroom: ") + "; ".join(fixes)
                          if fixes else "No single change fits; use a larger GPU or shard the model (FSDP/ZeRO-3).",
-                         tuple(f"doctor estimate --model {model} {w.flag}" for w in options[:3]))
+                         tuple(f"doctor estimate {to_flags(model, fields)} {w.flag}" for w in options[:3]))
     if est.peak_bytes > free:
         return failed(summary + " - does not fit", remedy, *details)
     return warned(summary + f" - under {headroom_pct:g}% headroom", remedy, *details)

@@ -21,7 +21,12 @@ def add_parser(sub: Any) -> None:
                        description="Without a policy flag: report what each cache holds. With one: show the plan, "
                                    "ask (default No), delete. Exit 0 done / nothing to do / dry run; 1 the "
                                    "--free-target cannot be reached or a deletion failed; 2 bad input or refused.")
-    p.add_argument("--cache-dir", metavar="DIR", help="hub cache to clean (default: HF_HUB_CACHE / HF_HOME/hub)")
+    p.add_argument("--cache-dir", metavar="DIR", help="hub cache to clean (default: HF_HUB_CACHE / HF_HOME/hub); "
+                                                      "refused unless it looks like one (see --force-cache-dir)")
+    p.add_argument("--force-cache-dir", action="store_true",
+                   help="use --cache-dir even though it holds entries huggingface_hub never writes in a hub cache "
+                        "(e.g. a parent folder); even then only folders with the hub's own layout (blobs/, "
+                        "snapshots/, refs/) count as cache entries")
     p.add_argument("--older-than", metavar="AGE", help="hub revisions (and --include'd caches) last accessed "
                                                         "longer ago than AGE, e.g. 30d, 12h")
     p.add_argument("--free-target", metavar="SIZE", help="delete least recently used first until the hub cache's "
@@ -93,6 +98,12 @@ def policy_from(args: argparse.Namespace, keep_models: tuple[str, ...]) -> Any:
             raise InputError("--checkpoints", folder, "is not a folder")
     if args.cache_dir is not None and not os.path.isdir(args.cache_dir):
         raise InputError("--cache-dir", args.cache_dir, "is not a folder")
+    if args.cache_dir is not None and not args.force_cache_dir:
+        from .hub import cache_dir_problem
+
+        problem = cache_dir_problem(os.path.abspath(os.path.expanduser(args.cache_dir)))
+        if problem:
+            raise InputError("--cache-dir", args.cache_dir, problem)
     target = parse_size(args.free_target, "--free-target") if args.free_target else None
     return Policy(older_than_s=parse_duration(args.older_than, "--older-than") if args.older_than else None,
                   older_than=args.older_than or "", free_target=target, free_target_text=args.free_target or "",
@@ -123,17 +134,19 @@ def run(args: argparse.Namespace) -> int:
     if acting and not args.yes and not sys.stdin.isatty():
         raise InputError("doctor clean-cache", None, "refusing to delete without confirmation: stdin is not a "
                          "terminal; add --yes to proceed, or --dry-run to see the plan")
-    roots = [hub_dir, *folders, *(root for kind, root in cache_roots().items() if kind in policy.include)]
-    with execute.locked([r for r in roots if os.path.isdir(r)]) if acting else nullcontext():
+    roots = [*folders, *(root for kind, root in cache_roots().items() if kind in policy.include)]
+    with execute.locked(roots, hub_root=hub_dir) if acting else nullcontext():
         now = time.time()
         inv = take(hub_dir, folders, args.keep_last, args.best, now)
         plan = make_plan(inv.units, policy, inv.filesystems, inv.hub_device, now,
                          exact=lambda hub_units: _exact(inv, hub_units))
+        # what each path is while the plan is shown: execution re-checks every path against it
+        prepared = execute.prepare(plan, inv) if acting and plan["items"] else None
         policy_doc = {"older_than": args.older_than, "free_target": args.free_target, "detached": args.detached,
                       "incomplete": args.incomplete, "keep": args.keep, "keep_models": list(keep_models),
                       "include": sorted(policy.include), "checkpoints": folders, "keep_last": args.keep_last}
         for note in inv.notes:
-            human.write(f"note: {note}\n")
+            human.write(f"note: {render.term(note)}\n")
         if not policy.selects():
             render.inventory_text(inv, human)
             return _finish(as_json, plan, inv, policy_doc, None, args.dry_run, ExitCode.READY)
@@ -151,20 +164,23 @@ def run(args: argparse.Namespace) -> int:
         if not args.yes and not _confirm(plan, human):
             human.write("nothing deleted\n")
             return _finish(as_json, plan, inv, policy_doc, None, False, ExitCode.BAD_INPUT)
-        outcome = execute.run(plan, inv)
+        outcome = execute.run(plan, inv, prepared)
     return _report(outcome, plan, inv, policy_doc, as_json, human)
 
 
 def _report(outcome: dict[str, Any], plan: dict[str, Any], inv: Any, policy_doc: dict[str, Any],
             as_json: bool, human: Any) -> int:
+    from .render import term
+
     for item in outcome["not_deleted"]:
-        human.write(f"not deleted: {item['path']}: {item['reason']}\n")
+        human.write(f"not deleted: {term(item['path'])}: {term(item['reason'])}\n")
     for error in outcome["errors"][:20]:
-        human.write(f"error: {error}\n")
+        human.write(f"error: {term(error)}\n")
     for fs in plan["filesystems"]:
         measured = outcome["free_after"].get(fs["device"])
         if measured is not None:
-            human.write(f"{fs['mountpoint']}: {human_bytes(measured)} free now (was {human_bytes(fs['free_before'])}; "
+            human.write(f"{term(fs['mountpoint'])}: {human_bytes(measured)} free now "
+                        f"(was {human_bytes(fs['free_before'])}; "
                         f"planned +{human_bytes(fs['freed'])}, measured +{human_bytes(measured - fs['free_before'])})\n")
     human.write(f"deleted {len(outcome['deleted'])} item(s)\n")
     target = plan.get("target")
@@ -187,4 +203,9 @@ def _finish(as_json: bool, plan: dict[str, Any], inv: Any, policy_doc: dict[str,
 
 def _exact(inv: Any, hub_units: list[dict[str, Any]]) -> int:
     """huggingface_hub's own expected_freed_size for the selected revisions."""
-    return inv.hub_info.delete_revisions(*(u["commit"] for u in hub_units)).expected_freed_size
+    from .hub import freed
+
+    selection: dict[str, list[str]] = {}
+    for u in hub_units:
+        selection.setdefault(u["repo_path"], []).append(u["commit"])
+    return freed(inv.hub_info, selection)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import hub, trees
@@ -21,6 +22,7 @@ class Inventory:
     hub_root: str | None = None
     hub_device: int | None = None
     holders: Holders = field(default_factory=Holders)
+    journals: dict[str, list[str]] = field(default_factory=dict)  # interrupted runs' journals -> their units
 
 
 def _filesystem(inv: Inventory, root: str) -> int | None:
@@ -57,23 +59,43 @@ def _hub(inv: Inventory, hub_dir: str, now: float) -> None:
     inv.hub_info, inv.hub_root, inv.roots["hub"] = info, root, root
     dev = inv.hub_device = _filesystem(inv, root)
     facts = hub.summarise(info, root, inv.holders)
-    inv.units += hub.units(facts, dev)
+    unfinished, journals, notes = hub.unfinished(info, root)
+    inv.notes += notes
+    inv.journals = {j: paths for j, paths in journals.items() if paths}
+    absorbed = {(u["repo_path"], c) for u in unfinished for c in u["commits"]} | {
+        (u["repo_path"], None) for u in unfinished}
+    inv.units += [u for u in hub.units(facts, dev) if (u["repo_path"], u["commit"]) not in absorbed]
+    inv.units += [_held(inv, {**u, "in_use": _repo_held(inv, u["repo_path"])}, dev) for u in unfinished]
+    for repo in facts["repos"]:
+        if repo.get("not_hub"):
+            inv.notes.append(f"not a hub cache entry, never deleted: {repo['path']} ({repo['not_hub']})")
+    skipped, incomplete_bytes = 0, 0
     for f in sorted(getattr(info, "incomplete_files", ()), key=lambda f: str(f.file_path)):
+        why = hub.incomplete_problem(f.file_path)
+        if why:
+            skipped += 1
+            if skipped <= 5:
+                inv.notes.append(f"not an interrupted hub download, never deleted: {f.file_path} ({why})")
+            continue
         try:
             mtime = f.file_path.stat().st_mtime
         except OSError:
             mtime = now
+        incomplete_bytes += f.size_on_disk
         inv.units.append(_held(inv, {"kind": "incomplete", "root": root, "path": str(f.file_path),
                                      "bytes": f.size_on_disk, "last_access": mtime, "errors": [],
                                      "outside": [] if trees.inside(str(f.file_path), root) else [str(f.file_path)]},
                                dev))
+    if skipped > 5:
+        inv.notes.append(f"… and {skipped - 5} more *.incomplete files outside hub repo folders, never deleted")
     for repo in info.repos:
-        if not repo.revisions:
+        if not repo.revisions and (str(repo.repo_path), None) not in absorbed and not hub.not_hub(repo.repo_path):
             size, last, errors = trees.tree_size(str(repo.repo_path))
             inv.units.append(_held(inv, {"kind": "hub-empty", "root": root, "path": str(repo.repo_path),
                                          "repo_id": repo.repo_id, "bytes": size, "last_access": last,
-                                         "errors": errors, "outside": []}, dev))
-    for path in hub.leftovers(root):
+                                         "errors": errors, "outside": [],
+                                         "foreign": hub.foreign(repo.repo_path)}, dev))
+    for path in hub.leftovers(root) + [Path(j) for j, paths in journals.items() if not paths]:
         size, last, errors = trees.tree_size(str(path))
         inv.units.append(_held(inv, {"kind": "leftover", "root": root, "path": str(path), "bytes": size,
                                      "last_access": last, "errors": [], "outside": []}, dev))
@@ -82,7 +104,14 @@ def _hub(inv: Inventory, hub_dir: str, now: float) -> None:
     inv.caches.append({"kind": "hub", "path": root, "exists": True, "bytes": info.size_on_disk,
                        "repos": len(info.repos), "revisions": sum(len(r.revisions) for r in info.repos),
                        "detached": sum(1 for r in info.repos for v in r.revisions if not v.refs),
-                       "incomplete_bytes": sum(f.size_on_disk for f in getattr(info, "incomplete_files", ()))})
+                       "incomplete_bytes": incomplete_bytes})
+
+
+def _repo_held(inv: Inventory, repo_path: str) -> list[str]:
+    repo = next((r for r in inv.hub_info.repos if str(r.repo_path) == repo_path), None)
+    if repo is None:
+        return inv.holders.under(repo_path)
+    return hub.repo_holders(repo, hub.held_under(inv.holders, inv.hub_root or "/"))
 
 
 def _tree_root(inv: Inventory, kind: str, root: str, found: list[dict[str, Any]]) -> None:

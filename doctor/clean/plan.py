@@ -44,6 +44,9 @@ def blocked(unit: dict[str, Any], policy: Policy, now: float) -> str | None:
         return "in use by " + ", ".join(unit["in_use"][:3]) + ("…" if len(unit["in_use"]) > 3 else "")
     if unit.get("errors"):
         return f"not fully readable, left alone: {unit['errors'][0]}"
+    if unit["kind"] == "hub-empty" and unit.get("foreign"):
+        return (f"not touched: the folder also holds {', '.join(repr(n) for n in unit['foreign'][:3])}, which "
+                "huggingface_hub does not write there")
     if unit.get("repo_id") and unit["repo_id"] in policy.keep_models:
         return "the profile's job uses this model"
     for pattern in policy.keep:
@@ -61,6 +64,9 @@ def selected_by(unit: dict[str, Any], policy: Policy, now: float) -> str | None:
     kind = unit["kind"]
     if kind == "leftover":
         return "left by an interrupted doctor clean-cache" if policy.selects() else None
+    if kind == "unfinished":
+        return ("finishes the deletion an interrupted doctor clean-cache began (its journal)"
+                if policy.selects() else None)
     if kind == "incomplete" and policy.incomplete:
         return "interrupted download (--incomplete)"
     if kind == "hub-empty" and (policy.detached or policy.incomplete):
@@ -158,6 +164,9 @@ def _group(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
         first = revs[0]
         if len(revs) == first["repo_revisions"] and len(revs) > 0:
             reasons = list(dict.fromkeys(u["reason"] for u in revs))
+            if first.get("foreign"):
+                reasons.append(f"the folder stays: it also holds {', '.join(repr(n) for n in first['foreign'][:3])}, "
+                               "which huggingface_hub does not write there")
             out.append({**first, "kind": "hub-repo", "path": first["repo_path"], "bytes": first["repo_bytes"],
                         "commits": [u["commit"] for u in revs], "reason": "; ".join(reasons),
                         "last_access": max(u["last_access"] for u in revs)})

@@ -9,14 +9,36 @@ from ..units import human_age, human_bytes
 
 SCHEMA = "doctor.clean/1"
 KIND_LABEL = {"hub": "hub revision", "hub-repo": "hub repo", "hub-empty": "hub leftover", "incomplete": "incomplete",
-              "leftover": "doctor leftover", "checkpoint": "checkpoint", "datasets": "datasets cache",
-              "xet": "xet cache", "torch-hub": "torch hub", "pip": "pip cache"}
+              "leftover": "doctor leftover", "unfinished": "unfinished deletion", "checkpoint": "checkpoint",
+              "datasets": "datasets cache", "xet": "xet cache", "torch-hub": "torch hub", "pip": "pip cache"}
+
+
+def _escape(c: str) -> str:
+    o = ord(c)
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+
+
+def term(value: object) -> str:
+    """Text from the cache (repo ids, file names, paths), a profile or another process, made safe for a
+    terminal: control and format characters (ANSI escapes, newlines, bidi overrides, undecodable bytes) are
+    shown escaped, never sent raw. JSON output keeps the real string (json escapes it)."""
+    text = str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _cell(value: object) -> Any:
+    """A table cell: escaped, and plain text (rich would read `[...]` in a folder name as markup)."""
+    from rich.text import Text
+
+    return Text(term(value))
 
 
 def _what(item: dict[str, Any]) -> str:
     if item["kind"] == "hub-repo":
         n = len(item.get("commits") or [])
         return f"{item['repo_type']} {item['repo_id']}" + (f" ({n} revisions)" if n > 1 else "")
+    if item["kind"] == "unfinished":
+        return f"{item['repo_type']} {item['repo_id']}" + (" (whole repo)" if item.get("whole") else "")
     if item["kind"] == "hub":
         return f"{item['repo_type']} {item['repo_id']} @ {item['commit'][:10]}" + (
             f" ({', '.join(item['refs'])})" if item.get("refs") else " (detached)")
@@ -36,13 +58,13 @@ def inventory_text(inv: Any, stream: IO[str]) -> None:
              "--free-target or --checkpoints … --keep-last N):"]
     for c in inv.caches:
         if not c["exists"]:
-            lines.append(f"  {c['kind']:11} {c['path']}: not present")
+            lines.append(f"  {c['kind']:11} {term(c['path'])}: not present")
         elif c["kind"] == "hub":
-            lines.append(f"  {'hub':11} {c['path']}: {human_bytes(c['bytes'])} in {c['repos']} repos, "
+            lines.append(f"  {'hub':11} {term(c['path'])}: {human_bytes(c['bytes'])} in {c['repos']} repos, "
                          f"{c['revisions']} revisions ({c['detached']} detached), "
                          f"{human_bytes(c['incomplete_bytes'])} in interrupted downloads")
         else:
-            lines.append(f"  {c['kind']:11} {c['path']}: {human_bytes(c['bytes'])} in {c['entries']} entries"
+            lines.append(f"  {c['kind']:11} {term(c['path'])}: {human_bytes(c['bytes'])} in {c['entries']} entries"
                          + ("" if c["kind"] == "checkpoint" else f" (deleted only with --include {c['kind']})"))
     stream.write("\n".join(lines) + "\n")
 
@@ -55,24 +77,24 @@ def plan_table(plan: dict[str, Any], stream: IO[str], now: float | None = None) 
     if plan["items"]:
         grid = Table("kind", "what", "size", "last access", "why", title="doctor clean-cache: the plan")
         for item in sorted(plan["items"], key=lambda i: -i["bytes"]):
-            grid.add_row(KIND_LABEL.get(item["kind"], item["kind"]), _what(item), human_bytes(item["bytes"]),
+            grid.add_row(KIND_LABEL.get(item["kind"], item["kind"]), _cell(_what(item)), human_bytes(item["bytes"]),
                          f"{human_age(now - item['last_access'])} ago" if item.get("last_access") else "?",
-                         item["reason"])
+                         _cell(item["reason"]))
         console.print(grid)
     if plan["kept"]:
         grid = Table("kind", "what", "size", "kept because", title="selected but kept")
         for item in plan["kept"]:
-            grid.add_row(KIND_LABEL.get(item["kind"], item["kind"]), _what(item), human_bytes(item["bytes"]),
-                         item["reason"])
+            grid.add_row(KIND_LABEL.get(item["kind"], item["kind"]), _cell(_what(item)), human_bytes(item["bytes"]),
+                         _cell(item["reason"]))
         console.print(grid)
     for fs in plan["filesystems"]:
         held = (f"; {human_bytes(fs['held_deleted_bytes'])} more is held by deleted files still open"
                 if fs.get("held_deleted_bytes") else "")
-        stream.write(f"{fs['mountpoint']}: {human_bytes(fs['free_before'])} free now → "
+        stream.write(f"{term(fs['mountpoint'])}: {human_bytes(fs['free_before'])} free now → "
                      f"{human_bytes(fs['free_after'])} after (+{human_bytes(fs['freed'])}){held}\n")
     target = plan.get("target")
     if target:
-        stream.write(f"target: {human_bytes(target['bytes'])} free on {target['mountpoint']}: "
+        stream.write(f"target: {human_bytes(target['bytes'])} free on {term(target['mountpoint'])}: "
                      + ("reached by this plan\n" if target["reachable"] else
                         f"cannot be reached: {human_bytes(target['free_after'])} at most with what may be deleted\n"))
     stream.write(f"total: {human_bytes(plan['total_bytes'])} in {len(plan['items'])} item(s)\n")

@@ -6,14 +6,13 @@ import json
 import os
 import re
 import secrets
-import shutil
 import stat
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 TRASH_PREFIX = ".doctor-trash-"
+LOCK_NAME = ".doctor-clean-cache.lock"  # the lock of a folder root (checkpoints, other caches) lives in it
 CHECKPOINT = re.compile(r"^(checkpoint|global_step)-?(\d+)$")
 OTHER_KINDS = ("datasets", "xet", "torch-hub", "pip")
 
@@ -89,10 +88,11 @@ def other_cache_units(kind: str, root: str) -> list[dict[str, Any]]:
     units = []
     for path in children(root):
         name = os.path.basename(path)
-        if name.startswith(TRASH_PREFIX):
+        if name.startswith(TRASH_PREFIX) or name == LOCK_NAME:
             continue
         if kind == "torch-hub" and name == "checkpoints" and not os.path.islink(path):
-            units.extend(_unit(kind, root, p) for p in children(path))
+            units.extend(_unit(kind, root, p) for p in children(path)
+                         if not os.path.basename(p).startswith(TRASH_PREFIX))
             continue
         units.append(_unit(kind, root, path))
     return units
@@ -145,38 +145,25 @@ def checkpoint_units(folder: str, keep_last: int | None, best: str | None) -> li
 
 
 def leftover_units(root: str) -> list[dict[str, Any]]:
-    return [_unit("leftover", root, p) for p in children(root) if os.path.basename(p).startswith(TRASH_PREFIX)]
+    inner = os.path.join(root, "checkpoints")  # torch hub's files are renamed beside themselves, in there
+    found = children(root) + (children(inner) if os.path.isdir(inner) and not os.path.islink(inner) else [])
+    return [_unit("leftover", root, p) for p in found if os.path.basename(p).startswith(TRASH_PREFIX)]
 
 
-def rmtree(path: str, errors: list[str]) -> None:
-    def record(_func: Callable[..., Any], failed: str, exc: Any) -> None:
-        errors.append(f"{failed}: {exc[1] if isinstance(exc, tuple) else exc}")
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=record)
-    else:
-        shutil.rmtree(path, onerror=record)
+def trash_rel(rel: tuple[str, ...]) -> tuple[str, ...]:
+    """A trash name beside the entry, in the same folder: the rename is atomic and stays inside the root."""
+    return rel[:-1] + (f"{TRASH_PREFIX}{secrets.token_hex(4)}-{rel[-1]}",)
 
 
-def remove(path: str, root: str) -> list[str]:
-    """Rename into a trash name in the same folder (atomic), then delete it: an interrupted run leaves
-    either the whole entry or a `.doctor-trash-*` leftover the next run removes. Refuses anything outside
-    `root` and symlinks."""
-    if not inside(path, root) or os.path.islink(path):
-        return [f"{path}: refused: outside {root} or a symlink"]
-    if not os.path.lexists(path):
+def remove(root: Any, rel: tuple[str, ...], seen: Any) -> list[str]:
+    """Rename into a trash name in the same folder (atomic), then delete it: an interrupted run leaves either
+    the whole entry or a `.doctor-trash-*` leftover the next run removes. `root` is an open safefs.Root, so
+    the entry and every folder on its way are re-checked against the plan and never followed if a symlink."""
+    if seen.kind not in ("dir", "file"):
+        return [f"{root.show(rel)}: refused: a {seen.kind} (symlinks are never followed nor deleted)"]
+    trash = trash_rel(rel)
+    if not root.rename(rel, seen, trash):
         return []
-    trash = os.path.join(os.path.dirname(path), f"{TRASH_PREFIX}{secrets.token_hex(4)}-{os.path.basename(path)}")
     errors: list[str] = []
-    try:
-        os.rename(path, trash)
-    except OSError as exc:
-        return [f"{path}: {exc.strerror or exc}"]
-    if os.path.isdir(trash) and not os.path.islink(trash):
-        rmtree(trash, errors)
-    else:
-        try:
-            os.unlink(trash)
-        except OSError as exc:
-            errors.append(f"{trash}: {exc.strerror or exc}")
+    root.rmtree(trash, seen, errors)
     return errors

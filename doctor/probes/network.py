@@ -2,6 +2,7 @@
 package index pip would use? Short timeouts; skipped offline. Any HTTP answer counts as reachable."""
 from __future__ import annotations
 
+import base64
 import configparser
 import os
 import socket
@@ -13,20 +14,19 @@ import threading
 from typing import Any
 
 from ..probing import ProbeContext, probe
+from ..secrets import scrub, split_credentials
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 TIMEOUT_S = 3.0
 
 
 def safe_url(url: str) -> str:
-    """The URL without user:password (index URLs often carry tokens)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        parts = parts._replace(netloc=host)
-    return urllib.parse.urlunsplit(parts)
+    """The URL without user-info and with token-like query values masked (index URLs often carry tokens)."""
+    try:
+        bare, _ = split_credentials(url)
+    except ValueError:   # not parseable as a URL (a bad port, say): still never shown with its secrets
+        return scrub(url)
+    return scrub(bare)
 
 
 def pip_index(environ: dict[str, str], home: str | None = None) -> tuple[str, str]:
@@ -58,7 +58,12 @@ def reach(url: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
     t0 = time.monotonic()
     out: dict[str, Any] = {"url": safe_url(url), "outcome": "ok", "http_status": None, "error": None}
     try:
-        req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "doctor-preflight"})
+        bare, creds = split_credentials(url)   # used as pip uses them: as HTTP basic auth, never in the record
+        headers = {"User-Agent": "doctor-preflight"}
+        if creds is not None:
+            token = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        req = urllib.request.Request(bare, method="HEAD", headers=headers)
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 (http/https only)
             out["http_status"] = resp.status
     except urllib.error.HTTPError as exc:
@@ -81,6 +86,8 @@ def reach(url: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         out.update(outcome="error", error=f"{type(exc).__name__}: {exc}")
     out["elapsed_s"] = round(time.monotonic() - t0, 3)
+    if out["error"]:
+        out["error"] = scrub(str(out["error"]), [url])
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import IO
 
 from ..model import Report, Result, Status
+from ..output import printable
 
 MARKS = {Status.PASS: ("[✓]", "green"), Status.WARN: ("[!]", "yellow"), Status.FAIL: ("[✗]", "red"),
          Status.SKIP: ("[-]", "dim"), Status.ERROR: ("[?]", "magenta")}
@@ -24,7 +25,7 @@ def lines(report: Report, verbose: bool = False) -> list[tuple[str, str | None]]
         out.extend(_remedy(r))
     out.append(("", None))
     out.append((report.verdict(), "bold green" if report.ready else "bold red"))
-    return out
+    return [(printable(text), style) for text, style in out]   # no raw control character reaches the terminal
 
 
 def _remedy(r: Result) -> list[tuple[str, str | None]]:

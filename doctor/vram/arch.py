@@ -110,11 +110,31 @@ def _get(cfg: dict[str, Any], source: str, key: str, *alts: str, default: Any = 
     raise InputError(source, key, "missing from the model config; expected an integer")
 
 
+# Counts a real model config can hold: no layer is 10 million wide, no vocabulary holds 10**12 tokens.
+LIMIT = 10**10
+POSITIVE = {"hidden_size", "intermediate_size", "ffn_dim", "num_attention_heads", "num_key_value_heads",
+            "num_hidden_layers", "vocab_size", "head_dim", "n_layer", "n_embd", "n_head", "n_kv_head",
+            "patch_size", "spatial_merge_size", "temporal_patch_size", "num_heads", "depth", "out_hidden_size",
+            "word_embed_proj_dim", "max_position_embeddings"}
+
+
 def _int(cfg: dict[str, Any], source: str, key: str, *alts: str, default: int | None = None) -> int:
+    """An integer field of the config: present (or defaulted), a whole number, positive where a zero would
+    divide (heads) or mean no model, and of a size real models have."""
     value = _get(cfg, source, key, *alts, default=default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(source, key, f"is {value!r}; expected a non-negative integer")
+    low = 1 if key in POSITIVE else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= LIMIT:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InputError(source, key, f"is {shown}; expected a whole number from {low} to {LIMIT:.0e}")
     return value
+
+
+def _rate(cfg: dict[str, Any], source: str, key: str) -> float:
+    """A probability field (dropout rates): absent is 0; anything but a number in [0, 1] is bad input."""
+    value = cfg.get(key, 0) or 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InputError(source, key, f"is {value!r}"[:60] + "; expected a probability from 0 to 1")
+    return float(value)
 
 
 def from_config(cfg: dict[str, Any], name: str = "", source: str = "config.json") -> Arch:
@@ -134,7 +154,7 @@ def _opt(cfg: dict[str, Any], name: str, source: str) -> Arch:
     lin = tuple(Linear(n, h, h, bias) for n in ("q_proj", "k_proj", "v_proj", "out_proj"))
     lin += (Linear("fc1", h, f, bias), Linear("fc2", f, h, bias))
     ln_params = 2 * h if cfg.get("layer_norm_elementwise_affine", True) else 0
-    block = Block("opt", lin, 2 * ln_params, h, a, a, h // a, f, False, "layer", dropout=cfg.get("dropout", 0) > 0)
+    block = Block("opt", lin, 2 * ln_params, h, a, a, h // a, f, False, "layer", dropout=_rate(cfg, source, "dropout") > 0)
     embed = V * wd + (_int(cfg, source, "max_position_embeddings") + 2) * h   # OPT's learned positions are offset by 2
     embed += 2 * wd * h if wd != h else 0                                      # project_in / project_out (opt-350m)
     final = ln_params if cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm") else 0
@@ -156,7 +176,7 @@ def _llama(cfg: dict[str, Any], name: str, source: str, family: str | None = Non
            Linear("gate_proj", h, f, mlp_bias), Linear("up_proj", h, f, mlp_bias), Linear("down_proj", f, h, mlp_bias))
     qk_norm = family in ("qwen3", "qwen3_vl")
     block = Block("decoder", lin, 2 * h + (2 * d if qk_norm else 0), h, a, g, d, f, True, "rms", qk_norm=qk_norm,
-                  dropout=cfg.get("attention_dropout", 0) > 0)
+                  dropout=_rate(cfg, source, "attention_dropout") > 0)
     tied = bool(cfg.get("tie_word_embeddings", False))
     head = None if tied else Linear("lm_head", h, V)
     return Arch(name, family, L, block, V, V * h, head, h, tied, head_outputs=V, source=source)
@@ -167,7 +187,7 @@ def _bert(cfg: dict[str, Any], name: str, source: str) -> Arch:
     a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
     lin = (Linear("query", h, h, True), Linear("key", h, h, True), Linear("value", h, h, True),
            Linear("dense", h, h, True), Linear("intermediate", h, f, True), Linear("output", f, h, True))
-    dropout = cfg.get("hidden_dropout_prob", 0) > 0
+    dropout = _rate(cfg, source, "hidden_dropout_prob") > 0
     block = Block("bert", lin, 4 * h, h, a, a, h // a, f, False, "layer", dropout=dropout)
     embed = (V + _int(cfg, source, "max_position_embeddings") + _int(cfg, source, "type_vocab_size", default=2)) * h + 2 * h
     labels = _int(cfg, source, "num_labels", default=2)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, did_you_mean
+from ..loading import CONFIG_BYTES, read_json
 from .arch import Arch, from_config
 
 # Hub ids of the shipped configs (doctor/data/models/<name>.json is that repository's config.json).
@@ -38,12 +39,7 @@ def _builtin(name: str) -> dict[str, Any] | None:
 
 
 def _read(path: Path, label: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(label, None, f"cannot read ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(label, None, f"is not valid JSON (line {exc.lineno}: {exc.msg}); expected a config.json") from None
+    data = read_json(path, CONFIG_BYTES, "Hugging Face config.json")
     if not isinstance(data, dict):
         raise InputError(label, None, "expected a JSON object (a Hugging Face config.json)")
     return data

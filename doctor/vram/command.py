@@ -11,8 +11,8 @@ from typing import Any
 from ..errors import InputError
 from ..units import parse_size
 from .estimator import ATTENTION, DTYPES, METHODS, OPTIMIZERS, QUANT, Workload, estimate, fits
+from .workload import ATTN_ALIASES, workload_from_job
 
-ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("estimate", help="estimate a job's peak GPU memory; does it fit, and what would make it fit")
     p.add_argument("--model", "-m", metavar="NAME|PATH|ORG/NAME",
@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--amp", action="store_true", default=None,
                    help="mixed precision: fp32 master weights + autocast to --dtype (HF Trainer fp16/bf16=True)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="weights in --dtype itself (no fp32 master copy)")
     p.add_argument("--batch", type=int, metavar="N", help="micro-batch size per GPU")
     p.add_argument("--seq", type=int, metavar="N", help="text tokens per sample")
     p.add_argument("--grad-accum", type=int, metavar="N")
@@ -39,7 +40,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--images", type=int, metavar="N", help="images per sample (vision-language models)")
     p.add_argument("--image-size", type=int, metavar="PX", help="image side in pixels after resizing")
     p.add_argument("--context", type=int, metavar="N", help="inference: KV-cache length (prompt + new tokens)")
-    p.add_argument("--gpu", metavar="NAME", help="judge against this GPU from doctor's spec data, e.g. A800-80GB")
+    p.add_argument("--gpu", metavar="NAME", help="judge against this GPU of doctor's table (`doctor gpus`), e.g. "
+                                                  "'A800 80GB' or 'NVIDIA H100 80GB HBM3'")
     p.add_argument("--gpu-memory", metavar="SIZE", help="judge against this capacity, e.g. 80GiB or 24GB")
     p.add_argument("--facts", metavar="FILE", help="judge against GPU 0 of a `doctor facts` snapshot")
     p.add_argument("--offline", action="store_true", help="read Hub configs from the cache only")
@@ -55,36 +57,6 @@ def _check_positive(args: argparse.Namespace) -> None:
         raise InputError("--images", str(args.images), "expected 0 or more")
 
 
-def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """(model, Workload fields) from a profile's job.workload."""
-    w = job.get("workload") or {}
-    model = w.get("model")
-    if w.get("depth") and not model:
-        model = f"nanochat-d{w['depth']}"
-    fields: dict[str, Any] = {}
-    method = w.get("method")
-    if method:
-        fields["method"] = method
-    for key, field in (("dtype", "dtype"), ("batch", "batch"), ("sequence", "seq"), ("grad_accum", "grad_accum"),
-                       ("gradient_checkpointing", "checkpointing"), ("images_per_sample", "images"),
-                       ("image_size", "image_size"), ("lora_rank", "lora_rank"), ("lora_targets", "lora_targets"),
-                       ("double_quant", "double_quant"), ("mixed_precision", "amp"), ("context", "context")):
-        if w.get(key) is not None:
-            fields[field] = w[key]
-    if w.get("quantization"):
-        fields["quant"] = w["quantization"]
-    if w.get("attn_implementation"):
-        fields["attention"] = ATTN_ALIASES.get(w["attn_implementation"], w["attn_implementation"])
-    if w.get("optimizer"):
-        opt = str(w["optimizer"]).lower().replace("-", "_")
-        fields["optimizer"] = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw_fused", "adamw_hf": "adamw_loop",
-                               "adamw_bnb_8bit": "adamw_8bit", "paged_adamw_8bit": "adamw_8bit",
-                               "muon+adamw": "muon"}.get(opt, opt)
-        if fields["optimizer"] not in OPTIMIZERS:
-            fields.pop("optimizer")
-    return model, fields
-
-
 def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
     fields = dict(base)
     for arg, field in (("method", "method"), ("dtype", "dtype"), ("amp", "amp"), ("batch", "batch"), ("seq", "seq"),
@@ -97,17 +69,40 @@ def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
         if value is not None:
             fields[field] = ATTN_ALIASES.get(value, value) if arg == "attention" else value
     wl = Workload(**fields)
-    if wl.method == "qlora" and wl.quant not in ("none", "nf4"):
-        raise InputError("--quant", wl.quant, "QLoRA trains on an NF4 base; expected nf4")
-    if wl.quant in ("awq", "gptq") and wl.method != "inference":
-        raise InputError("--quant", wl.quant, "AWQ/GPTQ kernels serve inference; expected --method inference")
+    for flag, value, problem in contradictions(wl):
+        raise InputError(flag, value, problem)
     return wl
+
+
+def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
+    """(flag, value, what is expected) for knobs that cannot hold together; the profile keys map to the
+    same flags (job.workload.quantization = --quant, sequence = --seq, attn_implementation = --attention)."""
+    out = []
+    if wl.method == "qlora" and wl.quant not in ("none", "nf4"):
+        out.append(("--quant", wl.quant, "QLoRA trains on an NF4 base; expected nf4"))
+    if wl.quant in ("awq", "gptq") and wl.method != "inference":
+        out.append(("--quant", wl.quant, "AWQ/GPTQ kernels serve inference; expected --method inference"))
+    if wl.double_quant and wl.quant not in ("nf4",) and wl.method != "qlora":
+        out.append(("--double-quant", str(wl.quant), "double quantization applies to NF4 (bitsandbytes 4-bit) "
+                                                    "weights only; expected --quant nf4 or --method qlora"))
+    if wl.attention == "flash" and wl.dtype == "fp32" and not wl.amp:
+        out.append(("--attention", "flash", "FlashAttention runs in fp16/bf16 only; with --dtype fp32 use sdpa "
+                                            "or eager, or train with --amp"))
+    if wl.context is not None and wl.context < wl.seq:
+        out.append(("--context", str(wl.context), f"is shorter than the prompt (--seq {wl.seq}); expected the "
+                                                  "KV-cache length, prompt plus generated tokens"))
+    if wl.context is not None and wl.method != "inference":
+        out.append(("--context", str(wl.context), "sets the KV cache of generation; expected --method inference"))
+    return out
 
 
 def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -> tuple[int | None, str, float | None]:
     """(usable bytes, label, compute capability) from --gpu-memory, --facts, --gpu or the profile's machine."""
     if args.gpu_memory:
-        return parse_size(args.gpu_memory), args.gpu_memory, None
+        size = parse_size(args.gpu_memory)
+        if size <= 0:
+            raise InputError("--gpu-memory", args.gpu_memory, "expected a capacity above zero, e.g. 24GB")
+        return size, args.gpu_memory, None
     if args.facts:
         from .. import facts as facts_mod
 
@@ -125,25 +120,32 @@ def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -
         return None, "", None
     row = spec_for(name)
     if row is None:
-        from .. import refdata
-
-        names = [r["name"] for r in refdata.load("gpus")["gpus"]]
-        raise InputError("--gpu", name, f"not in doctor's GPU data; expected one of: {', '.join(names)}, "
-                         "or give --gpu-memory SIZE")
-    total = row.get("nvml_total_mib", row["memory_gb"] * 1024) * 2**20
+        raise InputError("--gpu", name, "names no single GPU of doctor's table; expected a name `doctor gpus` "
+                         "lists, or give --gpu-memory SIZE")
+    if not (row.get("nvml_total_mib") or row.get("memory_gb")):
+        raise InputError("--gpu", name, f"doctor's table has no memory figure for {row['name']}; give --gpu-memory SIZE")
+    total = (row.get("nvml_total_mib") or row["memory_gb"] * 1024) * 2**20
     return total, f"{row['name']} ({total / 2**30:.0f} GiB)", float(row["cc"])
 
 
 def spec_for(name: str) -> dict[str, Any] | None:
-    """The GPU row whose name matches ignoring case and punctuation ("A800-80GB" = "A800 80GB"), else the
-    row whose NVML-name pattern matches."""
+    """The GPU a user names: an exact NVML name, a display name of doctor's table (case and punctuation aside),
+    or words that pick rows agreeing on memory and compute capability ("A800 80GB": the SXM4 and PCIe rows)."""
     from .. import refdata
 
+    exact = refdata.gpu_spec(name)
+    if exact:
+        return exact
+    rows = refdata.load("gpus")["gpus"]
     key = re.sub(r"[^a-z0-9]", "", name.lower())
-    for row in refdata.load("gpus")["gpus"]:
+    for row in rows:
         if re.sub(r"[^a-z0-9]", "", row["name"].lower()) == key:
             return row
-    return refdata.gpu_spec(name)
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    picked = [r for r in rows if words and all(w in re.split(r"[^a-z0-9]+", r["name"].lower()) for w in words)]
+    if picked and len({(r.get("memory_gb"), r.get("nvml_total_mib"), r["cc"]) for r in picked}) == 1:
+        return picked[0]
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,6 +171,12 @@ def run(args: argparse.Namespace) -> int:
     capacity, label, cc = gpu_capacity(args, profile_gpu)
     wl = replace(wl, sm=cc)
     est = estimate(arch, wl)
+    if wl.method in ("lora", "qlora") and est.trainable == 0:
+        names = sorted({lin.name for lin in arch.block.linears})
+        raise InputError("--lora-targets", str(wl.lora_targets), f"matches no linear module of {model}; expected "
+                         f"names among {', '.join(names)}, or all-linear")
+    if wl.images and arch.vision is None:
+        raise InputError("--images", str(wl.images), f"{model} has no vision tower; expected 0 for a text model")
     verdict = fits(est, capacity) if capacity else None
     options = what_ifs(arch, wl, capacity, est) if verdict in ("does not fit", "tight") or capacity is None else []
     if args.format == "json":

@@ -1,0 +1,119 @@
+"""Reading what users hand doctor (profiles, facts, configs) with bounds: size, YAML aliases, nesting depth,
+string length. A file past a bound is bad input (exit 2) with one short line, never minutes of work, gigabytes
+of memory or a megabyte-long message."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+PROFILE_BYTES = 1 << 20          # a profile is a few KiB; 1 MiB is generous
+CONFIG_BYTES = 8 << 20           # model configs, DeepSpeed configs
+FACTS_BYTES = 64 << 20           # a snapshot with a large HF cache inventory stays far below
+MAX_DEPTH = 64
+MAX_VALUES = 200_000             # strings, numbers and containers after alias expansion
+MAX_STRING = 100_000
+MAX_ALIASES = 200
+
+
+def excerpt(value: Any, limit: int = 60) -> str:
+    """A value as an error message may quote it: repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_text(path: str | os.PathLike[str], limit: int, what: str) -> str:
+    """The file's text, refusing more than `limit` bytes (a FIFO or /dev/zero included) and non-UTF-8."""
+    label = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise InputError(label, None, f"cannot read {what} ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise InputError(label, None, f"is larger than {limit >> 20} MiB; expected a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(label, None, f"is not UTF-8 text (byte {exc.start}); expected a {what}") from None
+
+
+def check_shape(value: Any, source: str) -> None:
+    """Bounded walk: depth, number of values (aliases counted as often as they are used), string length,
+    and no NaN / infinity (YAML's .nan and .inf, JSON's NaN)."""
+    seen = 0
+    stack: list[tuple[Any, int, str]] = [(value, 0, "(top level)")]
+    while stack:
+        node, depth, where = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise InputError(source, None, f"expands to more than {MAX_VALUES:,} values (YAML aliases?); "
+                                           "expected a plain document")
+        if depth > MAX_DEPTH:
+            raise InputError(source, where, f"is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                key = str(k)[:30]
+                stack.append((v, depth + 1, f"{where}.{key}" if depth else key))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(node))
+        elif isinstance(node, str) and len(node) > MAX_STRING:
+            raise InputError(source, where, f"is a string of {len(node):,} characters; expected at most "
+                                            f"{MAX_STRING:,}")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise InputError(source, where, f"is {node!r}; expected a finite number")
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """yaml.safe_load with at most MAX_ALIASES aliases, then the bounded shape check."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # the pure-Python loader: its composer can count aliases
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                Loader.aliases += 1
+                if Loader.aliases > MAX_ALIASES:
+                    raise InputError(source, None, f"uses more than {MAX_ALIASES} YAML aliases; expected a plain "
+                                                   "document")
+            return super().compose_node(parent, index)
+
+    try:
+        data = yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(source, None, f"invalid YAML ({where}{excerpt(problem, 120)[1:-1]})") from None
+    except RecursionError:
+        raise InputError(source, None, f"invalid YAML (nested more than {MAX_DEPTH} levels)") from None
+    check_shape(data, source)
+    return data
+
+
+def load_json(text: str, source: str) -> Any:
+    """json.loads without NaN / Infinity, then the bounded shape check."""
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a number JSON allows")
+
+    try:
+        data = json.loads(text, parse_constant=constant)
+    except RecursionError:
+        raise InputError(source, None, f"invalid JSON (nested more than {MAX_DEPTH} levels)") from None
+    except ValueError as exc:
+        raise InputError(source, None, f"invalid JSON ({excerpt(str(exc), 120)[1:-1]})") from None
+    check_shape(data, source)
+    return data
+
+
+def read_yaml(path: Path, limit: int, what: str) -> Any:
+    return load_yaml(read_text(path, limit, what), str(path))
+
+
+def read_json(path: str | os.PathLike[str], limit: int, what: str) -> Any:
+    return load_json(read_text(path, limit, what), str(path))

@@ -1,0 +1,34 @@
+"""Where a command's output goes: stdout or a file named with -o; secrets scrubbed on the way out."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .errors import InputError
+from .secrets import scrub
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (ESC sequences, carriage returns, bells, C1 codes, the
+    bidirectional overrides) shown escaped, so text from profiles, facts or remote sources cannot move the
+    cursor, recolour or rewrite what doctor printed."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code < 0xA0 or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+            out.append(repr(ch)[1:-1] if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def write(text: str, path: str | None) -> None:
+    """Write `text` to `path` (or stdout); an unwritable path is bad input (exit 2)."""
+    text = scrub(text)
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, None, f"cannot write output ({exc.strerror or exc})") from None

@@ -1,0 +1,63 @@
+"""A job's workload as `doctor estimate` reads it: from a profile's job.workload, and back to the command-line
+flags that reproduce it (so every `doctor estimate` command doctor prints keeps the job's batch, sequence,
+method and the rest, and changes only what it proposes)."""
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from .estimator import OPTIMIZERS
+
+ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
+# Workload field -> the estimate flag that sets it (booleans: the flag that turns them on, and off where needed)
+FLAGS = {"method": "--method", "dtype": "--dtype", "batch": "--batch", "seq": "--seq", "grad_accum": "--grad-accum",
+         "attention": "--attention", "optimizer": "--optimizer", "lora_rank": "--lora-rank",
+         "lora_targets": "--lora-targets", "adapter_dtype": "--adapter-dtype", "quant": "--quant",
+         "images": "--images", "image_size": "--image-size", "context": "--context"}
+SWITCHES = {"checkpointing": ("--grad-checkpointing", None), "double_quant": ("--double-quant", None),
+            "amp": ("--amp", "--no-amp")}
+
+
+def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(model, Workload fields) from a profile's job.workload."""
+    w = job.get("workload") or {}
+    model = w.get("model")
+    if w.get("depth") and not model:
+        model = f"nanochat-d{w['depth']}"
+    fields: dict[str, Any] = {}
+    method = w.get("method")
+    if method:
+        fields["method"] = method
+    for key, field in (("dtype", "dtype"), ("batch", "batch"), ("sequence", "seq"), ("grad_accum", "grad_accum"),
+                       ("gradient_checkpointing", "checkpointing"), ("images_per_sample", "images"),
+                       ("image_size", "image_size"), ("lora_rank", "lora_rank"), ("lora_targets", "lora_targets"),
+                       ("double_quant", "double_quant"), ("mixed_precision", "amp"), ("context", "context")):
+        if w.get(key) is not None:
+            fields[field] = w[key]
+    if w.get("quantization"):
+        fields["quant"] = w["quantization"]
+    if w.get("attn_implementation"):
+        fields["attention"] = ATTN_ALIASES.get(w["attn_implementation"], w["attn_implementation"])
+    if w.get("optimizer"):
+        opt = str(w["optimizer"]).lower().replace("-", "_")
+        fields["optimizer"] = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw_fused", "adamw_hf": "adamw_loop",
+                               "adamw_bnb_8bit": "adamw_8bit", "paged_adamw_8bit": "adamw_8bit",
+                               "muon+adamw": "muon"}.get(opt, opt)
+        if fields["optimizer"] not in OPTIMIZERS:
+            fields.pop("optimizer")
+    return model, fields
+
+
+
+def to_flags(model: str, fields: dict[str, Any]) -> str:
+    """`--model M --method qlora --batch 1 ...`: the flags that give `doctor estimate` exactly these fields."""
+    parts = ["--model", model]
+    for field, value in fields.items():
+        if field in FLAGS and value is not None:
+            parts += [FLAGS[field], str(value)]
+        elif field in SWITCHES:
+            on, off = SWITCHES[field]
+            flag = on if value else off
+            if flag:
+                parts.append(flag)
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,1 @@
+"""One module per reference table: NAME, add_parser(subparsers), run(args) -> exit code."""
