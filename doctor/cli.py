@@ -6,23 +6,24 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+from .args import Parser, seconds
 from .errors import InputError
 from .model import ExitCode
-from .output import write as write_output
+from .output import printable, write as write_output
 from .secrets import ScrubbingStream
 
 DEFAULT_PROFILE = "base"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="doctor", description="GPU pre-flight checks for ML jobs.")
+    parser = Parser(prog="doctor", description="GPU pre-flight checks for ML jobs.")
     parser.add_argument("--version", action="version", version=f"doctor {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def probing_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--python", metavar="PATH", help="interpreter (or environment) of the job to inspect")
-        p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+        p.add_argument("--timeout", type=seconds, default=60.0, metavar="S",
                        help="seconds before the torch/CUDA-init probe counts as hung (default 60); "
                             "NVML gets min(S, 15), the package listing min(S, 30)")
         p.add_argument("--offline", action="store_true",
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--verbose", "-v", action="store_true", help="details and timings")
     check.add_argument("--no-bench", action="store_true",
                        help="skip the bench phase (matmul, bandwidth, HVP on every GPU after the passive checks)")
-    check.add_argument("--bench-timeout", type=float, default=180.0, metavar="S",
+    check.add_argument("--bench-timeout", type=seconds, default=180.0, metavar="S",
                        help="seconds per GPU before its benchmark counts as hung and is killed (default 180)")
     probing_options(check)
 
@@ -80,7 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:   # --help (0) or a bad flag (2, one line already printed)
+        return int(exc.code) if isinstance(exc.code, int) else 2
     try:
         return int(COMMANDS[args.command](args))
     except InputError as exc:
@@ -103,8 +107,6 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _timeouts(args: argparse.Namespace) -> dict[str, float]:
-    if args.timeout <= 0:
-        raise InputError("--timeout", None, f"is {args.timeout:g}; expected a positive number of seconds")
     t = args.timeout
     return {"torch": t, "python": min(t, 30.0), "gpu": min(t, 15.0), "host": min(t, 10.0), "hf": min(t, 20.0),
             "disk": min(t, 10.0), "resources": min(t, 10.0), "toolchain": min(t, 10.0), "network": min(t, 8.0),
@@ -137,8 +139,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     refs = list(args.profile)
     if args.facts is not None and args.python:
         raise InputError("--python", None, "has no effect with --facts (the snapshot names the Python it inspected)")
-    if args.bench_timeout <= 0:
-        raise InputError("--bench-timeout", None, f"is {args.bench_timeout:g}; expected a positive number of seconds")
     if args.facts is None:
         target = select(args.python)
         run, profile = _probe(target, args, refs)
@@ -213,7 +213,7 @@ def cmd_facts(args: argparse.Namespace) -> int:
     write_output(facts_mod.dump(snapshot), args.output)
     failed = {k: v for k, v in snapshot["probes"].items() if v["status"] != "ok"}
     for name, record in failed.items():
-        print(f"doctor: probe '{name}' {record['status']}: {record['message']}", file=sys.stderr)
+        print(printable(f"doctor: probe '{name}' {record['status']}: {record['message']}"), file=sys.stderr)
     return int(ExitCode.UNDECIDED if failed else ExitCode.READY)
 
 
@@ -271,9 +271,10 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         import yaml
 
         profile = load([args.name], discover())
-        print(f"# {profile.name} ({profile.kind}): {profile.description}")
-        print(f"# resolved from: {', '.join(profile.sources)}")
-        print(yaml.safe_dump(profile.data, sort_keys=False, allow_unicode=True), end="")
+        print(printable(f"# {profile.name} ({profile.kind}): {profile.description}"))
+        print(printable(f"# resolved from: {', '.join(profile.sources)}"))
+        dump = yaml.safe_dump(profile.data, sort_keys=False, allow_unicode=True)
+        print("\n".join(printable(line) for line in dump.splitlines()))
         return int(ExitCode.READY)
     rows = []
     for name, path in sorted(available().items()):
@@ -281,7 +282,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         rows.append((name, data.get("kind", "machine"), data.get("description", "")))
     width = max(len(r[0]) for r in rows)
     for name, kind, desc in rows:
-        print(f"{name:{width}}  {kind:7}  {desc}")
+        print(printable(f"{name:{width}}  {kind:7}  {desc}"))
     return int(ExitCode.READY)
 
 

@@ -121,3 +121,35 @@ def validate(data: Any, source: str) -> None:
     gpu = data.get("gpu")
     if isinstance(gpu, dict) and not isinstance(gpu.get("devices", []), list):
         raise InputError(source, "gpu.devices", "expected a list")
+    _check_types(data, source)
+
+
+def _types_only(node: Any) -> Any:
+    """The facts schema without `required` and closed objects: a snapshot may lack any fact (then the checks
+    that need it cannot decide) or carry facts a newer doctor added, but what it has must have its type."""
+    if isinstance(node, dict):
+        out = {k: _types_only(v) for k, v in node.items() if k != "required"}
+        if out.get("additionalProperties") is False:
+            out.pop("additionalProperties")
+        return out
+    if isinstance(node, list):
+        return [_types_only(v) for v in node]
+    return node
+
+
+def _check_types(data: dict[str, Any], source: str) -> None:
+    """Every fact present has the type the checks read it as (doctor/schemas/facts.schema.json); the first one
+    that does not is bad input, named by its key path."""
+    from importlib import resources
+
+    import jsonschema
+
+    schema = _types_only(json.loads(resources.files("doctor").joinpath("schemas", "facts.schema.json")
+                                    .read_text(encoding="utf-8")))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or None
+        shown = repr(error.instance)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        expected = error.validator_value if error.validator in ("type", "enum", "const") else error.validator
+        raise InputError(source, where, f"is {shown}; expected {expected} (doctor's facts schema)")

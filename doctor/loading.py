@@ -105,6 +105,11 @@ def load_json(text: str, source: str) -> Any:
         data = json.loads(text, parse_constant=constant)
     except RecursionError:
         raise InputError(source, None, f"invalid JSON (nested more than {MAX_DEPTH} levels)") from None
+    except json.JSONDecodeError as exc:
+        line = text.splitlines()[exc.lineno - 1] if 0 < exc.lineno <= len(text.splitlines()) else ""
+        hint = "; JSON has no comments: remove the # or // notes" if ("#" in line or "//" in line) else ""
+        raise InputError(source, None, f"invalid JSON at line {exc.lineno}, column {exc.colno} "
+                                       f"({excerpt(exc.msg, 80)[1:-1]}){hint}") from None
     except ValueError as exc:
         raise InputError(source, None, f"invalid JSON ({excerpt(str(exc), 120)[1:-1]})") from None
     check_shape(data, source)

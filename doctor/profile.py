@@ -80,7 +80,28 @@ def read(path: Path) -> dict[str, Any]:
         raise InputError(str(path), "(top level)", f"expected a mapping of profile keys, got {type(data).__name__}")
     validate(data, SCHEMA, str(path))
     _check_gpu_models(data, str(path))
+    _check_workload(data, str(path))
     return data
+
+
+def _check_workload(data: dict[str, Any], source: str) -> None:
+    """Knobs of job.workload that cannot hold together (the same rules as `doctor estimate`'s flags)."""
+    from .vram.estimator import Workload
+    from .vram.workload import PROFILE_KEYS, contradictions, workload_from_job
+
+    found, job = lookup(data, "job")
+    if not found or not isinstance(job, dict) or not job.get("workload"):
+        return
+    _, fields = workload_from_job(job)
+    try:
+        wl = Workload(**fields)
+    except TypeError:
+        return
+    for flag, value, problem in contradictions(wl):
+        key = PROFILE_KEYS.get(flag, flag.lstrip("-").replace("-", "_"))
+        raise InputError(source, f"job.workload.{key}", f"{value}: " + problem.replace("--method ", "method ")
+                         .replace("--quant ", "quantization ").replace("--seq", "sequence").replace("--dtype", "dtype")
+                         .replace("--amp", "mixed_precision"))
 
 
 def _check_gpu_models(data: dict[str, Any], source: str) -> None:
@@ -175,6 +196,11 @@ def _attach_deepspeed_config(data: dict[str, Any], path: Path) -> None:
         raise InputError(str(path), "job.deepspeed.config", f"{file} is not a file; expected a path to a DeepSpeed "
                                                             "JSON config, relative to this profile")
     text = read_text(file, CONFIG_BYTES, "DeepSpeed JSON config")
+    from .loading import load_json
+
+    config = load_json(text, str(file))   # not JSON, or past the bounds: bad input, exit 2
+    if not isinstance(config, dict):
+        raise InputError(str(file), None, "expected a JSON object (a DeepSpeed config)")
     data["job"]["deepspeed"]["loaded"] = {"path": str(file), "text": text}
 
 

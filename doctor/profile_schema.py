@@ -1,6 +1,8 @@
 """The shape of a profile, and a validator whose errors name the file and key path."""
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,39 @@ class MapOf:
     value: Any
 
 
+@dataclass(frozen=True)
+class Num:
+    """A number (an integer where `integer`) from `low` to `high`; `above` excludes `low` itself."""
+
+    low: float
+    high: float
+    integer: bool = False
+    above: bool = False
+
+
+@dataclass(frozen=True)
+class Matching:
+    """A string matching `pattern` (described by `what`)."""
+
+    pattern: str
+    what: str
+
+
+@dataclass(frozen=True)
+class Required:
+    """A mapping whose `keys` must all be present."""
+
+    spec: dict[str, Any]
+    keys: tuple[str, ...]
+
+
+class Specifier:
+    """A PEP 440 version specifier ('>=4.57', '' for any version), checked with `packaging`."""
+
+
 NUMBER = (int, float)
+COUNT = Num(1, 1_000_000, integer=True)
+SIZE_GIB = Num(0, 1_000_000, above=True)
 CHECK_ENTRY = {"id": str, "params": MapOf(object), "severity": Choice(("warn", "fail")), "enabled": bool}
 
 SCHEMA: dict[str, Any] = {
@@ -32,11 +66,12 @@ SCHEMA: dict[str, Any] = {
     "machine": {
         "provider": str,
         "gpu": {
-            "required": bool, "count": int, "models": ListOf(str), "name": str, "memory_gib": NUMBER,
-            "memory_tolerance_pct": NUMBER, "compute_capability": str, "arch": str,
+            "required": bool, "count": Num(1, 4096, integer=True), "models": ListOf(str), "name": str,
+            "memory_gib": SIZE_GIB, "memory_tolerance_pct": Num(0, 100),
+            "compute_capability": Matching(r"\d{1,2}\.\d", "a compute capability such as \"8.0\""), "arch": str,
         },
-        "ram_gib": NUMBER,
-        "disk_gib": NUMBER,
+        "ram_gib": SIZE_GIB,
+        "disk_gib": SIZE_GIB,
     },
     "job": {
         "name": str,
@@ -45,14 +80,17 @@ SCHEMA: dict[str, Any] = {
             "method": Choice(("inference", "full", "lora", "qlora", "hessian")),
             "dtype": Choice(("fp32", "fp16", "bf16")),
             "quantization": Choice(("none", "nf4", "int8", "awq", "gptq")),
-            "batch": int, "sequence": int, "grad_accum": int, "gradient_checkpointing": bool,
-            "images_per_sample": int, "world_size": int, "total_batch_size": int, "dataloader_workers": int,
+            "batch": COUNT, "sequence": Num(1, 100_000_000, integer=True), "grad_accum": COUNT,
+            "gradient_checkpointing": bool, "images_per_sample": Num(0, 10_000, integer=True), "world_size": COUNT,
+            "total_batch_size": Num(1, 10**12, integer=True), "dataloader_workers": Num(0, 4096, integer=True),
             "attn_implementation": Choice(("eager", "sdpa", "flash_attention_2", "flash_attention_3")),
-            "depth": int, "optimizer": str, "lora_rank": int, "lora_targets": str, "double_quant": bool,
-            "image_size": int, "mixed_precision": bool, "context": int,
+            "depth": Num(1, 10_000, integer=True), "optimizer": str, "lora_rank": Num(1, 1 << 16, integer=True),
+            "lora_targets": str, "double_quant": bool, "image_size": Num(1, 100_000, integer=True),
+            "mixed_precision": bool, "context": Num(1, 100_000_000, integer=True),
         },
-        "software": {"python": str, "packages": MapOf(str), "build_extensions": bool},
-        "storage": MapOf({"path": str, "gib": NUMBER, "count": int, "repo": str, "note": str}),
+        "software": {"python": Specifier, "packages": MapOf(Specifier), "build_extensions": bool},
+        "storage": MapOf(Required({"path": str, "gib": Num(0, 1_000_000), "count": COUNT, "repo": str, "note": str},
+                                  ("path",))),
         "deepspeed": {"config": str},
         "notes": ListOf(str),
     },
@@ -63,8 +101,15 @@ TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", NUMBER:
 
 
 def describe(spec: Any) -> str:
-    if isinstance(spec, dict):
+    if isinstance(spec, (dict, Required)):
         return "a mapping"
+    if isinstance(spec, Num):
+        kind = "a whole number" if spec.integer else "a number"
+        return f"{kind} {'above' if spec.above else 'from'} {spec.low:g}" + (f" to {spec.high:g}" if spec.high else "")
+    if isinstance(spec, Matching):
+        return spec.what
+    if spec is Specifier:
+        return "a version specifier such as '>=4.57' (PEP 440)"
     if isinstance(spec, Choice):
         return "one of " + ", ".join(spec.options)
     if isinstance(spec, ListOf):
@@ -86,10 +131,40 @@ def unknown_key(source: str, path: str, key: Any, allowed: list[str]) -> InputEr
     return InputError(source, path, f"unknown key; {did_you_mean(key, allowed)}expected one of: {', '.join(allowed)}")
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def validate(value: Any, spec: Any, source: str, path: str = "") -> None:
-    """Raise InputError for the first unknown key or wrong type under `path`."""
+    """Raise InputError for the first unknown key, missing required key, wrong type or value out of range."""
     where = path or "(top level)"
-    if isinstance(spec, dict):
+    if isinstance(spec, Required):
+        if not isinstance(value, dict):
+            raise InputError(source, where, f"expected a mapping, got {type(value).__name__}")
+        for key in spec.keys:
+            if key not in value:
+                raise InputError(source, f"{path}.{key}" if path else key, f"missing; expected {describe(spec.spec[key])}")
+        validate(value, spec.spec, source, path)
+    elif isinstance(spec, Num):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not spec.integer or isinstance(value, int))
+        if ok:
+            ok = math.isfinite(value) and (value > spec.low if spec.above else value >= spec.low) and value <= spec.high
+        if not ok:
+            raise InputError(source, where, f"is {_short(value)}; expected {describe(spec)}")
+    elif isinstance(spec, Matching):
+        if not isinstance(value, str) or not re.fullmatch(spec.pattern, value):
+            raise InputError(source, where, f"is {_short(value)}; expected {spec.what}")
+    elif spec is Specifier:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            SpecifierSet(value) if isinstance(value, str) else None
+        except InvalidSpecifier:
+            raise InputError(source, where, f"is {_short(value)}; expected {describe(spec)}") from None
+        if not isinstance(value, str):
+            raise InputError(source, where, f"is {_short(value)}; expected {describe(spec)}")
+    elif isinstance(spec, dict):
         if not isinstance(value, dict):
             raise InputError(source, where, f"expected a mapping, got {type(value).__name__}")
         for key, sub in value.items():
@@ -98,8 +173,8 @@ def validate(value: Any, spec: Any, source: str, path: str = "") -> None:
                 raise unknown_key(source, child, key, sorted(spec))
             validate(sub, spec[key], source, child)
     elif isinstance(spec, Choice):
-        if value not in spec.options:
-            raise InputError(source, where, f"is {value!r}; expected {describe(spec)}")
+        if not isinstance(value, (str, int, float, bool)) or value not in spec.options:
+            raise InputError(source, where, f"is {_short(value)}; expected {describe(spec)}")
     elif isinstance(spec, ListOf):
         if not isinstance(value, list):
             raise InputError(source, where, f"expected a list, got {type(value).__name__}")
@@ -113,7 +188,7 @@ def validate(value: Any, spec: Any, source: str, path: str = "") -> None:
                 raise InputError(source, f"{path}.{key}", "keys must be strings")
             validate(sub, spec.value, source, f"{path}.{key}")
     elif not _is(value, spec):
-        raise InputError(source, where, f"expected {describe(spec)}, got {type(value).__name__} {value!r}")
+        raise InputError(source, where, f"expected {describe(spec)}, got {type(value).__name__} {_short(value)}")
 
 
 def lookup(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:

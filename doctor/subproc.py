@@ -24,6 +24,7 @@ class Completed:
     stderr: str
     timed_out: bool
     duration_s: float
+    cpu_s: float | None = None    # CPU seconds the process tree had used when it was killed (busy, or blocked?)
 
 
 class Running:
@@ -36,6 +37,7 @@ class Running:
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
                  on_line: Callable[[str], None] | None = None):
         self._start = time.monotonic()
+        self.cpu_s: float | None = None
         self._proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True, env=env, start_new_session=True,
@@ -61,6 +63,7 @@ class Running:
             self._forget()
         except subprocess.TimeoutExpired:
             timed_out = True
+            self.cpu_s = cpu_seconds(self._proc.pid)
             self.kill()
             try:
                 self._proc.wait(timeout=5.0)
@@ -70,7 +73,7 @@ class Running:
             thread.join(timeout=1.0 if timed_out else 10.0)
         (_, out), (_, err) = self._readers
         return Completed(None if timed_out else self._proc.returncode, "".join(out), "".join(err), timed_out,
-                         time.monotonic() - self._start)
+                         time.monotonic() - self._start, self.cpu_s if timed_out else None)
 
     def _forget(self) -> None:
         with _LOCK:
@@ -91,6 +94,22 @@ class Running:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its descendants (psutil), or None if it cannot be read."""
+    try:
+        import psutil
+
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+        total = 0.0
+        for p in procs:
+            t = p.cpu_times()
+            total += t.user + t.system
+        return round(total, 2)
+    except Exception:
+        return None
 
 
 def descendants(pid: int) -> list[int]:

@@ -90,8 +90,8 @@ def test_auto_pick_machine_profile_never_a_job():
 
 @pytest.mark.parametrize("text,key,expected", [
     ("machine:\n  gpu:\n    cout: 2\n", "machine.gpu.cout", "did you mean 'count'"),
-    ("machine: {gpu: {count: two}}\n", "machine.gpu.count", "expected an integer"),
-    ("machine: {gpu: {count: true}}\n", "machine.gpu.count", "expected an integer"),
+    ("machine: {gpu: {count: two}}\n", "machine.gpu.count", "expected a whole number"),
+    ("machine: {gpu: {count: true}}\n", "machine.gpu.count", "expected a whole number"),
     ("job: {workload: {dtype: bf17}}\n", "job.workload.dtype", "expected one of fp32, fp16, bf16"),
     ("checks: [{id: gpu.modle}]\n", "checks[0].id", "did you mean 'gpu.model'"),
     ("checks: [{id: gpu.model, params: {modls: x}}]\n", "checks[0].params.modls", "did you mean 'models'"),

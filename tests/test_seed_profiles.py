@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import factsbuilder as fb
+import pytest
 from factsbuilder import autodl_box, edit
 
+from doctor.errors import InputError
 from doctor.model import ExitCode, Status
 from doctor.profile import load
 from doctor.runner import evaluate
@@ -130,11 +132,12 @@ def _ds_job(tmp_path, config_text: str) -> str:
     return str(job)
 
 
-def test_seed_001_config_as_written_with_comments_fails(tmp_path, registry):
+def test_seed_001_config_as_written_with_comments_is_bad_input(tmp_path, registry):
+    """The seed's DeepSpeed config carries # comments: not JSON. Bad input: exit 2, one line, naming the file."""
     text = '{\n    "train_batch_size": 16,           # 较大的batch size\n    "train_micro_batch_size_per_gpu": 4\n}\n'
-    r = by_id(report(_mamba_facts(), registry, "a800-80g", _ds_job(tmp_path, text)))["deepspeed.config"]
-    assert r.status is Status.FAIL
-    assert "not valid JSON at line 2" in r.summary and "JSON has no comments" in r.summary
+    with pytest.raises(InputError) as err:
+        report(_mamba_facts(), registry, "a800-80g", _ds_job(tmp_path, text))
+    assert "invalid JSON at line 2" in str(err.value) and "JSON has no comments" in str(err.value)
 
 
 def test_seed_001_ultra_config_breaks_the_batch_identity(tmp_path, registry):

@@ -181,7 +181,7 @@ def test_cli_model_path_and_bad_input(tmp_path, capsys):
     for argv, needle in ((["--model", str(bad)], "invalid JSON"), (["--model", "opt-1.3"], "did you mean"),
                          (["--model", "opt-125m", "--gpu-memory", "80"], "with its unit"),
                          (["--model", "opt-125m", "--gpu", "Z9000"], "names no single GPU"),
-                         (["--model", "opt-125m", "--batch", "0"], "positive integer"),
+                         (["--model", "opt-125m", "--batch", "0"], "expected a whole number from 1"),
                          (["--model", "no-such-org/no-such-model", "--offline"], "not in the Hugging Face cache")):
         assert main(["estimate", *argv]) == 2
         err = capsys.readouterr().err

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from ..args import seconds
 from ..errors import InputError
 from ..model import ExitCode, Report
 from . import runner
@@ -24,7 +25,7 @@ def add_parser(sub: Any) -> None:
                    + ", ".join(runner.STAGES))
     p.add_argument("--format", choices=("console", "json"), default="console")
     p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
-    p.add_argument("--timeout", type=float, default=runner.DEFAULT_TIMEOUT_S, metavar="S",
+    p.add_argument("--timeout", type=seconds, default=runner.DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds per device before its benchmark counts as hung and is killed "
                         f"(default {runner.DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--python", metavar="PATH", help="interpreter (or environment) of the job: its torch runs the bench")
@@ -46,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from ..runner import evaluate, run_check
     from .display import progress
 
-    if args.timeout <= 0:
-        raise InputError("--timeout", None, f"is {args.timeout:g}; expected a positive number of seconds")
     stages = _stages(args.stages)
     target = select(args.python)
     registry = discover()
@@ -66,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         gates = [run_check(registry.checks[c], {"id": c}, facts, profile) for c in runner.GATE_CHECKS
                  if c in registry.checks]
         reason = runner.gate(facts, gates)
+        undecided = [r for r in gates if r.status.value == "error"]
+        if reason is not None and undecided:   # a probe hung or failed: whether there is a GPU is not known
+            print(f"doctor: could not decide whether a GPU can be benchmarked: {undecided[0].check_id}: "
+                  f"{undecided[0].summary}", file=sys.stderr)
+            return int(ExitCode.UNDECIDED)
         if reason is None:
             targets = runner.gpu_targets(facts)
             with progress(targets, show) as on_event:

@@ -27,14 +27,20 @@ HEADER = ["device", "run", "matmul TFLOPS (of peak)", "copy GB/s (of spec)",
 
 def table(section: dict[str, Any], stream: IO[str], color: bool | None = None) -> None:
     if section.get("status") == "skipped":
-        stream.write(f"benchmarks skipped: {section.get('reason')}\n\n")
+        from ..output import printable
+
+        stream.write(f"benchmarks skipped: {printable(str(section.get('reason')))}\n\n")
         return
     from rich.console import Console
     from rich.table import Table
 
     isatty = getattr(stream, "isatty", lambda: False)()
     grid = Table(*HEADER, title=f"doctor bench ({section.get('device_type')}, {section.get('duration_s', 0):.1f} s)")
-    for row in rows(section):
-        grid.add_row(*row)
+    from rich.text import Text
+
+    from ..output import printable
+
+    for row in rows(section):   # device names come from the driver: plain text, control characters escaped
+        grid.add_row(*(Text(printable(str(cell))) for cell in row))
     Console(file=stream, force_terminal=isatty if color is None else color, width=160 if not isatty else None,
             highlight=False).print(grid)

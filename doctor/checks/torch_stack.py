@@ -14,6 +14,9 @@ from .common import (PYTORCH_URL, compute_capability, describe, device_name, dev
                      torch_label, wheel_remedy)
 
 
+SLOW_CPU_S = 2.0   # CPU seconds a killed `import torch` must have used to count as slow rather than blocked
+
+
 def _install_remedy(facts: dict[str, Any]) -> Remediation:
     gpu = facts.get("gpu") or {}
     if devices(gpu):
@@ -29,6 +32,10 @@ def _torch_problem(torch: dict[str, Any], gpu: dict[str, Any], facts: dict[str, 
     """torch missing, unimportable, hung or crashed: the result that says so."""
     hang = torch.get("hang") or {}
     if hang and (hang.get("stage") == "import torch" or ("stage" not in hang and not torch.get("version"))):
+        if (hang.get("cpu_s") or 0) >= SLOW_CPU_S:   # it was working, not blocked: a loaded machine or slow disk
+            return errored(f"could not decide: `import torch` was still working when it was stopped after "
+                           f"{hang.get('timeout_s')} s ({hang['cpu_s']:g} s of CPU used): the machine is loaded or "
+                           "its filesystem slow; rerun with a longer --timeout")
         return failed(f"`import torch` hung: {torch['hang']['message']}",
                       Remediation("A hang at import usually means a stalled filesystem (NFS/overlay) or a broken "
                                   "install; reinstall torch in this environment and retry.",

@@ -10,6 +10,7 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
+from ..args import whole
 from ..errors import InputError
 from ..model import ExitCode
 from ..units import human_bytes, parse_duration, parse_size
@@ -39,7 +40,7 @@ def add_parser(sub: Any) -> None:
                    help="keep the job's models (job.workload.model, storage repos); its checkpoint folder is inventoried")
     p.add_argument("--checkpoints", action="append", default=[], metavar="DIR",
                    help="folder of checkpoint-N / global_stepN folders; needs --keep-last")
-    p.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N checkpoints (and the best one)")
+    p.add_argument("--keep-last", type=whole(0, 10**6), metavar="N", help="keep the newest N checkpoints (and the best one)")
     p.add_argument("--best", metavar="NAME", help="checkpoint folder to keep as the best one "
                                                   "(default: the Trainer's best_model_checkpoint)")
     p.add_argument("--include", action="append", default=[], metavar="KIND",

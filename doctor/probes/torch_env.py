@@ -37,7 +37,7 @@ def facts_from_run(done: subproc.Completed, timeout_s: float) -> dict[str, Any]:
         data["extensions"] = stages["extensions"]
     if done.timed_out:
         where = "CUDA initialisation" if "import" in stages else "import torch"
-        data["hang"] = {"stage": where, "timeout_s": timeout_s,
+        data["hang"] = {"stage": where, "timeout_s": timeout_s, "cpu_s": done.cpu_s,
                         "message": f"{where} did not finish within {timeout_s:g} s; the process was killed"}
     else:
         message = None

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..args import seconds, whole
 from .. import __version__
 from ..errors import InputError
 from ..model import ExitCode
@@ -39,10 +40,10 @@ def add_parser(sub: Any) -> None:
                         "auto: cuda where torch can use a GPU, else cpu (default)")
     p.add_argument("--output", "-o", metavar="DIR", default="doctor-validate",
                    help="parent folder; the run writes DIR/<gpu>-<date>/ (default ./doctor-validate)")
-    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="S",
+    p.add_argument("--budget", type=seconds, default=DEFAULT_BUDGET_S, metavar="S",
                    help=f"seconds for the whole run, first CUDA init included (default {DEFAULT_BUDGET_S:g}); "
                         "phases that no longer fit are skipped with the reason")
-    p.add_argument("--runs", type=int, metavar="N", help="runs of `doctor bench` (default 5 on a GPU, 2 on the CPU)")
+    p.add_argument("--runs", type=whole(1, 50), metavar="N", help="runs of `doctor bench` (default 5 on a GPU, 2 on the CPU)")
     p.add_argument("--python", metavar="PATH", help="interpreter (or environment) of the job: its torch runs everything")
     p.add_argument("--source", metavar="TEXT",
                    help="provenance of this doctor when it runs from a copy without git, e.g. 'git 1a2b3c4d'")
@@ -51,10 +52,6 @@ def add_parser(sub: Any) -> None:
 
 
 def _args(args: argparse.Namespace) -> None:
-    if not args.budget > 0:
-        raise InputError("--budget", str(args.budget), "expected a positive number of seconds")
-    if args.runs is not None and not 1 <= args.runs <= 50:
-        raise InputError("--runs", str(args.runs), "expected a whole number from 1 to 50")
     parent = Path(args.output)
     if parent.exists() and not parent.is_dir():
         raise InputError("--output", args.output, "is a file; expected a folder to write the results folder into")

@@ -8,10 +8,11 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from ..args import whole
 from ..errors import InputError
 from ..units import parse_size
 from .estimator import ATTENTION, DTYPES, METHODS, OPTIMIZERS, QUANT, Workload, estimate, fits
-from .workload import ATTN_ALIASES, workload_from_job
+from .workload import ATTN_ALIASES, contradictions, workload_from_job
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("estimate", help="estimate a job's peak GPU memory; does it fit, and what would make it fit")
@@ -25,36 +26,27 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--amp", action="store_true", default=None,
                    help="mixed precision: fp32 master weights + autocast to --dtype (HF Trainer fp16/bf16=True)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="weights in --dtype itself (no fp32 master copy)")
-    p.add_argument("--batch", type=int, metavar="N", help="micro-batch size per GPU")
-    p.add_argument("--seq", type=int, metavar="N", help="text tokens per sample")
-    p.add_argument("--grad-accum", type=int, metavar="N")
+    p.add_argument("--batch", type=whole(1), metavar="N", help="micro-batch size per GPU")
+    p.add_argument("--seq", type=whole(1), metavar="N", help="text tokens per sample")
+    p.add_argument("--grad-accum", type=whole(1), metavar="N")
     p.add_argument("--grad-checkpointing", action="store_true", default=None)
     p.add_argument("--attention", choices=ATTENTION + tuple(ATTN_ALIASES))
     p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="adamw = PyTorch's default foreach AdamW; adamw_loop = per-parameter (HF adamw_hf)")
-    p.add_argument("--lora-rank", type=int, metavar="R")
+    p.add_argument("--lora-rank", type=whole(1, 1 << 16), metavar="R")
     p.add_argument("--lora-targets", metavar="default|all-linear|a,b,c")
     p.add_argument("--adapter-dtype", choices=sorted(DTYPES), help="LoRA adapter dtype (PEFT default fp32)")
     p.add_argument("--quant", choices=QUANT, help="weight quantization (qlora implies nf4)")
     p.add_argument("--double-quant", action="store_true", default=None, help="NF4 double quantization")
-    p.add_argument("--images", type=int, metavar="N", help="images per sample (vision-language models)")
-    p.add_argument("--image-size", type=int, metavar="PX", help="image side in pixels after resizing")
-    p.add_argument("--context", type=int, metavar="N", help="inference: KV-cache length (prompt + new tokens)")
+    p.add_argument("--images", type=whole(0, 10_000), metavar="N", help="images per sample (vision-language models)")
+    p.add_argument("--image-size", type=whole(1, 100_000), metavar="PX", help="image side in pixels after resizing")
+    p.add_argument("--context", type=whole(1), metavar="N", help="inference: KV-cache length (prompt + new tokens)")
     p.add_argument("--gpu", metavar="NAME", help="judge against this GPU of doctor's table (`doctor gpus`), e.g. "
                                                   "'A800 80GB' or 'NVIDIA H100 80GB HBM3'")
     p.add_argument("--gpu-memory", metavar="SIZE", help="judge against this capacity, e.g. 80GiB or 24GB")
     p.add_argument("--facts", metavar="FILE", help="judge against GPU 0 of a `doctor facts` snapshot")
     p.add_argument("--offline", action="store_true", help="read Hub configs from the cache only")
     p.add_argument("--format", choices=("console", "json"), default="console")
-
-
-def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("batch", "seq", "grad_accum", "lora_rank", "context", "image_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError("--" + name.replace("_", "-"), str(value), "expected a positive integer")
-    if args.images is not None and args.images < 0:
-        raise InputError("--images", str(args.images), "expected 0 or more")
 
 
 def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
@@ -72,28 +64,6 @@ def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
     for flag, value, problem in contradictions(wl):
         raise InputError(flag, value, problem)
     return wl
-
-
-def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
-    """(flag, value, what is expected) for knobs that cannot hold together; the profile keys map to the
-    same flags (job.workload.quantization = --quant, sequence = --seq, attn_implementation = --attention)."""
-    out = []
-    if wl.method == "qlora" and wl.quant not in ("none", "nf4"):
-        out.append(("--quant", wl.quant, "QLoRA trains on an NF4 base; expected nf4"))
-    if wl.quant in ("awq", "gptq") and wl.method != "inference":
-        out.append(("--quant", wl.quant, "AWQ/GPTQ kernels serve inference; expected --method inference"))
-    if wl.double_quant and wl.quant not in ("nf4",) and wl.method != "qlora":
-        out.append(("--double-quant", str(wl.quant), "double quantization applies to NF4 (bitsandbytes 4-bit) "
-                                                    "weights only; expected --quant nf4 or --method qlora"))
-    if wl.attention == "flash" and wl.dtype == "fp32" and not wl.amp:
-        out.append(("--attention", "flash", "FlashAttention runs in fp16/bf16 only; with --dtype fp32 use sdpa "
-                                            "or eager, or train with --amp"))
-    if wl.context is not None and wl.context < wl.seq:
-        out.append(("--context", str(wl.context), f"is shorter than the prompt (--seq {wl.seq}); expected the "
-                                                  "KV-cache length, prompt plus generated tokens"))
-    if wl.context is not None and wl.method != "inference":
-        out.append(("--context", str(wl.context), "sets the KV cache of generation; expected --method inference"))
-    return out
 
 
 def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -> tuple[int | None, str, float | None]:
@@ -152,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
     from .catalogue import resolve
     from .whatif import what_ifs
 
-    _check_positive(args)
     model, base, profile_gpu = None, {}, None
     if args.profile:
         from ..profile import load

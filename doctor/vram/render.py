@@ -38,6 +38,11 @@ def render(model: str, arch: Arch, wl: Workload, est: Estimate, capacity: int | 
     from rich.console import Console
     from rich.table import Table
 
+    from rich.markup import escape
+
+    from ..output import printable
+
+    model = escape(printable(model))   # a path or a Hub id the user typed: no markup, no control characters
     con = Console(highlight=False)
     con.print(f"[bold]{model}[/]: {arch.params / 1e9:.2f}B parameters ({arch.family}), "
               f"{est.trainable / 1e6:,.1f}M trainable")
@@ -53,7 +58,7 @@ def render(model: str, arch: Arch, wl: Workload, est: Estimate, capacity: int | 
     con.print(f"range {gib(est.low_bytes)} .. {gib(est.high_bytes)} (CUDA context and allocator rounding measured "
               "elsewhere; see doctor/data/vram.yaml)")
     for note in est.notes:
-        con.print(f"  - {note}")
+        con.print(f"  - {escape(printable(note))}")
     if capacity:
         width = 50
         used = min(width, round(width * est.peak_bytes / capacity))

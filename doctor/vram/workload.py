@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .estimator import OPTIMIZERS
+from .estimator import OPTIMIZERS, Workload
 
 ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
 # Workload field -> the estimate flag that sets it (booleans: the flag that turns them on, and off where needed)
@@ -14,6 +14,8 @@ FLAGS = {"method": "--method", "dtype": "--dtype", "batch": "--batch", "seq": "-
          "attention": "--attention", "optimizer": "--optimizer", "lora_rank": "--lora-rank",
          "lora_targets": "--lora-targets", "adapter_dtype": "--adapter-dtype", "quant": "--quant",
          "images": "--images", "image_size": "--image-size", "context": "--context"}
+PROFILE_KEYS = {"--quant": "quantization", "--double-quant": "double_quant", "--attention": "attn_implementation",
+                "--context": "context", "--method": "method"}
 SWITCHES = {"checkpointing": ("--grad-checkpointing", None), "double_quant": ("--double-quant", None),
             "amp": ("--amp", "--no-amp")}
 
@@ -61,3 +63,25 @@ def to_flags(model: str, fields: dict[str, Any]) -> str:
             if flag:
                 parts.append(flag)
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
+    """(flag, value, what is expected) for knobs that cannot hold together; PROFILE_KEYS names the profile key
+    of each flag (job.workload.quantization = --quant, sequence = --seq, attn_implementation = --attention)."""
+    out = []
+    if wl.method == "qlora" and wl.quant not in ("none", "nf4"):
+        out.append(("--quant", wl.quant, "QLoRA trains on an NF4 base; expected nf4"))
+    if wl.quant in ("awq", "gptq") and wl.method != "inference":
+        out.append(("--quant", wl.quant, "AWQ/GPTQ kernels serve inference; expected --method inference"))
+    if wl.double_quant and wl.quant not in ("nf4",) and wl.method != "qlora":
+        out.append(("--double-quant", str(wl.quant), "double quantization applies to NF4 (bitsandbytes 4-bit) "
+                                                    "weights only; expected --quant nf4 or --method qlora"))
+    if wl.attention == "flash" and wl.dtype == "fp32" and not wl.amp:
+        out.append(("--attention", "flash", "FlashAttention runs in fp16/bf16 only; with --dtype fp32 use sdpa "
+                                            "or eager, or train with --amp"))
+    if wl.context is not None and wl.context < wl.seq:
+        out.append(("--context", str(wl.context), f"is shorter than the prompt (--seq {wl.seq}); expected the "
+                                                  "KV-cache length, prompt plus generated tokens"))
+    if wl.context is not None and wl.method != "inference":
+        out.append(("--context", str(wl.context), "sets the KV cache of generation; expected --method inference"))
+    return out
