@@ -16,9 +16,11 @@ class NotReady(RuntimeError):
 
 
 def preflight(*profiles: str, facts: str | dict[str, Any] | None = None, python: str | None = None,
-              strict: bool = False, timeout_s: float = 60.0, bench: bool = True,
+              strict: bool = False, timeout_s: float = 60.0, offline: bool = False, bench: bool = True,
               bench_timeout_s: float = 180.0) -> Report:
-    """Judge this machine (or `facts`, a snapshot path or dict) against `profiles`.
+    """Judge this machine (or `facts`, a snapshot path or dict) against `profiles`, exactly as `doctor check`
+    does with the same arguments (doctor.session runs both): without profiles, the machine profile matching
+    the detected GPUs, else `base`.
 
     When probing, usable GPUs are then benchmarked (matmul, bandwidth, HVP) unless `bench=False`;
     a saved snapshot is judged as it is.
@@ -26,28 +28,9 @@ def preflight(*profiles: str, facts: str | dict[str, Any] | None = None, python:
     Returns the Report when ready; raises NotReady(report) otherwise (exit code 1 or 3 on the CLI),
     and doctor.errors.InputError for a bad profile or facts file.
     """
-    from . import facts as facts_mod
-    from .bench.phase import bench_section, wanted
-    from .interpreter import select
-    from .profile import load
-    from .registry import discover
-    from .runner import evaluate
+    from .session import Request, check
 
-    registry = discover()
-    profile = load(list(profiles) or ["base"], registry)
-    target = select(python) if facts is None else None
-    if target is not None:
-        data = facts_mod.collect(target, {"torch": timeout_s}, paths=profile.storage_paths())
-    elif isinstance(facts, str):
-        data = facts_mod.load(facts)
-    else:
-        facts_mod.validate(facts, "facts")
-        data = facts
-    report = evaluate(data, profile, registry, strict=strict)
-    if target is not None and wanted(profile):
-        data["bench"] = bench_section(data, report.results, target.executable, enabled=bench,
-                                      timeout_s=bench_timeout_s)
-        report = evaluate(data, profile, registry, strict=strict)
+    report = check(Request(tuple(profiles), facts, python, timeout_s, offline, strict, bench, bench_timeout_s))
     if report.exit_code is not ExitCode.READY:
         raise NotReady(report)
     return report

@@ -12,9 +12,6 @@ from .model import ExitCode
 from .output import printable, write as write_output
 from .secrets import ScrubbingStream
 
-DEFAULT_PROFILE = "base"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="doctor", description="GPU pre-flight checks for ML jobs.")
     parser.add_argument("--version", action="version", version=f"doctor {__version__}")
@@ -106,76 +103,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(ExitCode.UNDECIDED)
 
 
-def _timeouts(args: argparse.Namespace) -> dict[str, float]:
-    t = args.timeout
-    return {"torch": t, "python": min(t, 30.0), "gpu": min(t, 15.0), "host": min(t, 10.0), "hf": min(t, 20.0),
-            "disk": min(t, 10.0), "resources": min(t, 10.0), "toolchain": min(t, 10.0), "network": min(t, 8.0),
-            "kernel": min(t, 5.0), "env": min(t, 5.0)}
-
-
-def _probe(target: Any, args: argparse.Namespace, refs: list[str]) -> tuple[Any, Any]:
-    """Start torch first (the long pole), then read the profiles, then the probes that need their paths."""
-    from . import facts as facts_mod
-    from .probing import BUILTIN
-
-    timeouts = _timeouts(args)
-    run = facts_mod.start(target, timeouts, names=["torch"], offline=args.offline)
-    profile = None
-    if refs:
-        from .profile import load
-        from .registry import discover
-
-        profile = load(refs, discover())  # validated before anything is judged
-    rest = sorted(n for n in BUILTIN if n != "torch")
-    run.start(facts_mod.context(target, profile.storage_paths() if profile else {}, args.offline), rest)
-    return run, profile
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import facts as facts_mod
-    from .interpreter import select
+    from .session import Request, check
 
-    run = target = profile = None
-    refs = list(args.profile)
-    if args.facts is not None and args.python:
-        raise InputError("--python", None, "has no effect with --facts (the snapshot names the Python it inspected)")
-    if args.facts is None:
-        target = select(args.python)
-        run, profile = _probe(target, args, refs)
-    from .bench.phase import bench_section, wanted
-    from .profile import load, pick_machine_profile
-    from .registry import discover
-    from .runner import evaluate
-
-    registry = discover()
-    if refs and profile is None:
-        profile = load(refs, registry)
-    facts = facts_mod.load(args.facts) if run is None else facts_mod.assemble(target, *run.collect())
-    notes = [f"inspected Python: {_inspected(facts)}"]
-    if not refs:
-        names = [d.get("name") or "" for d in (facts.get("gpu") or {}).get("devices", [])]
-        picked = pick_machine_profile(names)
-        refs = [picked or DEFAULT_PROFILE]
-        notes.append(f"no --profile given: using '{refs[0]}', "
-                     + (f"the machine profile matching {names[0]}" if picked else
-                        "the generic profile (no shipped machine profile matches this machine)"))
-        profile = load(refs, registry)
-    found, job_notes = profile.value("job.notes")
-    notes.extend(job_notes if found else [])
-    if args.verbose:
-        notes.append("probes: " + ", ".join(f"{name} {rec['status']} in {rec['duration_s']:.2f} s"
-                                            for name, rec in (facts.get("probes") or {}).items()))
-    report = evaluate(facts, profile, registry, strict=args.strict, notes=notes)
-    if run is not None and wanted(profile):  # the bench phase: after the passive checks, which gate it
-        facts["bench"] = bench_section(facts, report.results, target.executable, enabled=not args.no_bench,
-                                       timeout_s=args.bench_timeout, show_progress=args.format == "console")
-        report = evaluate(facts, profile, registry, strict=args.strict, notes=notes)
+    report = check(Request(tuple(args.profile), args.facts, args.python, args.timeout, args.offline, args.strict,
+                           not args.no_bench, args.bench_timeout, progress=args.format == "console",
+                           verbose=args.verbose))
     return _emit(report, args)
-
-
-def _inspected(facts: dict[str, Any]) -> str:
-    info = (facts.get("provenance") or {}).get("inspected_python") or {}
-    return f"{info.get('executable', '?')} ({info.get('reason', 'unknown')})"
 
 
 def _emit(report: Any, args: argparse.Namespace) -> int:
@@ -205,8 +139,11 @@ def cmd_facts(args: argparse.Namespace) -> int:
     from . import facts as facts_mod
     from .interpreter import select
 
+    from .registry import discover
+    from .session import probe
+
     target = select(args.python)
-    run, _ = _probe(target, args, list(args.profile))
+    run, _ = probe(target, list(args.profile), args.timeout, args.offline, discover())
     snapshot = facts_mod.assemble(target, *run.collect())
     if args.redact:
         snapshot = facts_mod.redacted(snapshot)
@@ -270,10 +207,10 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             raise InputError("profiles show", None, "expected a profile name: doctor profiles show NAME")
         import yaml
 
-        profile = load([args.name], discover())
+        profile = load([args.name], discover(), offline=None)   # as written: no model config read in
         print(printable(f"# {profile.name} ({profile.kind}): {profile.description}"))
         print(printable(f"# resolved from: {', '.join(profile.sources)}"))
-        dump = yaml.safe_dump(profile.data, sort_keys=False, allow_unicode=True)
+        dump = yaml.safe_dump(_as_written(profile.data), sort_keys=False, allow_unicode=True)
         print("\n".join(printable(line) for line in dump.splitlines()))
         return int(ExitCode.READY)
     rows = []
@@ -284,6 +221,17 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     for name, kind, desc in rows:
         print(printable(f"{name:{width}}  {kind:7}  {desc}"))
     return int(ExitCode.READY)
+
+
+def _as_written(data: Any) -> Any:
+    """The profile without what loading attached (file contents such as a DeepSpeed config's text)."""
+    from .profile import ATTACHED
+
+    if isinstance(data, dict):
+        return {k: _as_written(v) for k, v in data.items() if k not in ATTACHED}
+    if isinstance(data, list):
+        return [_as_written(v) for v in data]
+    return data
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

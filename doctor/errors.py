@@ -10,9 +10,15 @@ class InputError(Exception):
 
     def __init__(self, source: str, key: str | None, expected: str):
         self.source, self.key, self.expected = source, key, expected
-        where = f"{source}: {key}" if key else source
+        where = f"{_cut(source, 200)}: {_cut(key, 120)}" if key else _cut(source, 200)
         # one line, always: keys and values from YAML may carry newlines or control characters
-        super().__init__(" ".join(_printable(f"{where}: {expected}").splitlines()))
+        super().__init__(" ".join(_printable(f"{where}: {_cut(expected, 800)}").splitlines()))
+
+
+def _cut(text: str, limit: int) -> str:
+    """A user's value as a message quotes it: at most `limit` characters (a 3000-character name is not repeated)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _printable(text: str) -> str:

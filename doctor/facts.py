@@ -76,6 +76,19 @@ def section(facts: dict[str, Any], name: str) -> dict[str, Any]:
     raise MissingSection(name, f"could not decide: the facts snapshot has no '{name}' section", True)
 
 
+def gpu_absence(facts: dict[str, Any]) -> tuple[bool, str] | None:
+    """Is there no GPU to judge? None when there is one (NVML lists it, or CUDA sees one through torch);
+    (True, NVML's reason) when NVML says there is none and CUDA sees none; (False, why) when NVML lists no
+    device but does not say there is none: then whether there is a GPU is unknown."""
+    gpu = facts.get("gpu") if isinstance(facts.get("gpu"), dict) else {}
+    runtime = ((facts.get("torch") or {}).get("runtime") or {})
+    if gpu.get("devices") or (runtime.get("is_available") and runtime.get("device_count")):
+        return None
+    if gpu.get("available") is False:
+        return True, str(gpu.get("reason") or "NVML reports no device")
+    return False, "the facts list no GPU device and no reason NVML found none"
+
+
 def redacted(facts: dict[str, Any], ids: Any = None) -> dict[str, Any]:
     """A copy without host and user names, IP addresses or GPU identifiers (`ids`: a shared redact.Ids)."""
     from .redact import Ids, redact

@@ -18,22 +18,37 @@ MAX_DEPTH = 64
 MAX_VALUES = 200_000             # strings, numbers and containers after alias expansion
 MAX_STRING = 100_000
 MAX_ALIASES = 200
+MAX_INT = 2**63                  # every count and byte size doctor reads fits in 64 bits
 
 
 def excerpt(value: Any, limit: int = 60) -> str:
     """A value as an error message may quote it: repr, cut to `limit` characters."""
-    text = repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT:
+        return f"an integer of {value.bit_length()} bits"   # repr of a 5000-digit int raises
+    text = repr(value[: limit + 1] if isinstance(value, (str, bytes)) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_text(path: str | os.PathLike[str], limit: int, what: str) -> str:
-    """The file's text, refusing more than `limit` bytes (a FIFO or /dev/zero included) and non-UTF-8."""
-    label = str(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+    """The file's text, refusing more than `limit` bytes, anything but a regular file (a FIFO would block,
+    /dev/zero never ends) and non-UTF-8."""
+    import stat
+
+    label = excerpt(str(path), 200)[1:-1]
+    try:   # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise InputError(label, None, f"cannot read {what} ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+            raise InputError(label, None, f"is {kind}; expected a {what} file")
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise InputError(label, None, f"cannot read {what} ({exc.strerror or exc})") from None
     if len(data) > limit:
         raise InputError(label, None, f"is larger than {limit >> 20} MiB; expected a {what}")
     try:
@@ -66,6 +81,8 @@ def check_shape(value: Any, source: str) -> None:
                                             f"{MAX_STRING:,}")
         elif isinstance(node, float) and not math.isfinite(node):
             raise InputError(source, where, f"is {node!r}; expected a finite number")
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) >= MAX_INT:
+            raise InputError(source, where, f"is {excerpt(node)}; expected a number below 2**63")
 
 
 def load_yaml(text: str, source: str) -> Any:
@@ -92,6 +109,8 @@ def load_yaml(text: str, source: str) -> Any:
         raise InputError(source, None, f"invalid YAML ({where}{excerpt(problem, 120)[1:-1]})") from None
     except RecursionError:
         raise InputError(source, None, f"invalid YAML (nested more than {MAX_DEPTH} levels)") from None
+    except ValueError as exc:   # e.g. an integer of more digits than Python converts (4300)
+        raise InputError(source, None, f"invalid YAML ({excerpt(str(exc), 120)[1:-1]})") from None
     check_shape(data, source)
     return data
 

@@ -3,17 +3,34 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 
 class Status(str, enum.Enum):
-    """Outcome of one check. ERROR means doctor could not decide."""
+    """Outcome of one check. ERROR means doctor could not decide. Ordered by how much it matters to the
+    user: `severity` ranks FAIL > ERROR > WARN > PASS > SKIP (a skip decides nothing)."""
 
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"
     SKIP = "skip"
     ERROR = "error"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Status.SKIP: 0, Status.PASS: 1, Status.WARN: 2, Status.ERROR: 3, Status.FAIL: 4}
+
+
+def fold(statuses: Iterable[Status], empty: Status = Status.SKIP) -> Status:
+    """The status that stands for several: the most severe (`empty` when there are none)."""
+    return max(statuses, key=lambda s: s.severity, default=empty)
+
+
+NO_GPU = "no NVIDIA GPU"   # the cause of every skip that comes from the machine having no GPU
+NOT_ASKED = "nothing for them to judge in this profile"   # a profile key it does not set, a job that needs none
 
 
 class ExitCode(enum.IntEnum):
@@ -47,9 +64,10 @@ class Result:
     details: tuple[str, ...] = ()
     remediation: Remediation | None = None
     duration_s: float = 0.0
+    cause: str | None = None   # a skip's shared reason ("no NVIDIA GPU"): the report folds skips by it
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.check_id,
             "status": self.status.value,
             "summary": self.summary,
@@ -57,6 +75,9 @@ class Result:
             "remediation": self.remediation.to_dict() if self.remediation else None,
             "duration_s": round(self.duration_s, 6),
         }
+        if self.cause:
+            out["cause"] = self.cause
+        return out
 
 
 def passed(summary: str, *details: str) -> Result:
@@ -72,8 +93,9 @@ def failed(summary: str, remedy: Remediation | None = None, *details: str) -> Re
     return Result("", Status.FAIL, summary, tuple(details), remedy)
 
 
-def skipped(summary: str, *details: str) -> Result:
-    return Result("", Status.SKIP, summary, tuple(details))
+def skipped(summary: str, *details: str, cause: str | None = None) -> Result:
+    """A skip; `cause` names a reason shared by other skips (the report folds them into one line)."""
+    return Result("", Status.SKIP, summary, tuple(details), cause=cause)
 
 
 def errored(summary: str, *details: str) -> Result:

@@ -63,8 +63,14 @@ def available() -> dict[str, Path]:
 def locate(ref: str) -> Path:
     if ref.endswith((".yaml", ".yml")) or os.sep in ref or "/" in ref:
         path = Path(ref).expanduser()
-        if not path.is_file():
+        try:
+            exists, regular = path.exists(), path.is_file()
+        except OSError as exc:   # a name too long for the filesystem, a loop of symlinks
+            raise InputError(ref, None, f"cannot open the profile file ({exc.strerror or exc})") from None
+        if not exists:
             raise InputError(ref, None, "profile file not found")
+        if not regular:
+            raise InputError(ref, None, "is not a regular file; expected a YAML profile")
         return path
     names = available()
     if ref in names:
@@ -165,24 +171,41 @@ def merge_checks(base: list[dict[str, Any]], top: list[dict[str, Any]]) -> list[
     return [by_id[c] for c in order]
 
 
-def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list[str]
+MAX_EXTENDS = 32   # parents of one profile, and profiles in one chain of `extends`
+
+
+def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list[str], offline: bool | None = True,
+             memo: dict[str, tuple[dict[str, Any], dict[str, Any]]] | None = None
              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the profile merged over everything it extends, the file's own data)."""
+    """(the profile merged over everything it extends, the file's own data). Each file is read and resolved
+    once per load (`memo`), so a diamond of `extends` costs its number of files, not 2**depth."""
+    memo = {} if memo is None else memo
     path = locate(ref)
     key = str(path.resolve())
     if key in stack:
         raise InputError(str(path), "extends", f"cycle: {' -> '.join(Path(s).stem for s in stack + (key,))}")
+    if key in memo:
+        return memo[key]
+    if len(stack) >= MAX_EXTENDS:
+        raise InputError(str(path), "extends", f"a chain of more than {MAX_EXTENDS} profiles; expected a shallow one")
     data = read(path)
+    parents = data.get("extends", [])
+    if len(parents) > MAX_EXTENDS:
+        raise InputError(str(path), "extends", f"lists {len(parents)} profiles; expected at most {MAX_EXTENDS}")
     validate_checks(data, str(path), registry)
     _attach_deepspeed_config(data, path)
+    if offline is not None:
+        _attach_model_config(data, path, offline)
     merged: dict[str, Any] = {}
-    for parent in data.get("extends", []):
+    for parent in dict.fromkeys(parents):   # a parent named twice adds nothing the second time
         if not re.fullmatch(r"[\w.\-/~]+", parent):
             raise InputError(str(path), "extends", f"{parent!r} is not a profile name")
-        merged = merge(merged, _resolve(parent, registry, stack + (key,), sources)[0])
-    sources.append(str(path))
+        merged = merge(merged, _resolve(parent, registry, stack + (key,), sources, offline, memo)[0])
+    if str(path) not in sources:
+        sources.append(str(path))
     own = {k: v for k, v in data.items() if k not in ("kind", "description")}
-    return merge(merged, own), data
+    memo[key] = (merge(merged, own), data)
+    return memo[key]
 
 
 def _attach_deepspeed_config(data: dict[str, Any], path: Path) -> None:
@@ -204,13 +227,48 @@ def _attach_deepspeed_config(data: dict[str, Any], path: Path) -> None:
     data["job"]["deepspeed"]["loaded"] = {"path": str(file), "text": text}
 
 
-def load(refs: list[str], registry: Registry) -> Profile:
-    """Resolve and compose profiles in order (e.g. a machine profile, then a job profile)."""
+ATTACHED = ("loaded", "resolved_config")   # what loading adds to a profile (file contents), never written by hand
+
+
+def _attach_model_config(data: dict[str, Any], path: Path, offline: bool) -> None:
+    """Read the config.json of the model a job names (a built-in name, a path relative to this profile, or a Hub
+    id from the Hugging Face cache, downloaded unless offline) into the profile, so the VRAM check stays pure.
+    A name or path that cannot be a model is bad input; a Hub config that is not here is recorded, and the
+    check that needs it says it could not decide."""
+    from .vram.catalogue import load_config
+    from .vram.workload import workload_from_job
+
+    found, job = lookup(data, "job")
+    if not found or not isinstance(job, dict) or not isinstance(job.get("workload"), dict):
+        return
+    model, _ = workload_from_job(job)
+    if not model:
+        return
+    where = model
+    local = (path.parent / Path(model).expanduser())
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", model) or local.exists():
+        where = str(local) if (model.endswith(".json") or local.exists()) else model
+    try:
+        cfg, source = load_config(where, offline)
+        attached: dict[str, Any] = {"model": model, "config": cfg, "source": source}
+    except InputError as exc:
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not local.exists():   # a Hub id whose config is not here
+            attached = {"model": model, "error": exc.expected}
+        else:
+            raise InputError(str(path), "job.workload.model", f"{model!r}: {exc.expected}") from None
+    job["workload"]["resolved_config"] = attached
+
+
+def load(refs: list[str], registry: Registry, offline: bool | None = True) -> Profile:
+    """Resolve and compose profiles in order (e.g. a machine profile, then a job profile). A job's model
+    config is read now (from the Hub too, unless `offline`; not at all when `offline` is None, for commands
+    that judge nothing about the model), so that judging reads no file."""
     sources: list[str] = []
     merged: dict[str, Any] = {}
     kinds, descriptions = [], []
+    memo: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for ref in refs:
-        resolved, head = _resolve(ref, registry, (), sources)
+        resolved, head = _resolve(ref, registry, (), sources, offline, memo)
         merged = merge(merged, resolved)
         kinds.append(head.get("kind", "machine"))
         descriptions.append(head.get("description", ""))

@@ -132,8 +132,9 @@ def unknown_key(source: str, path: str, key: Any, allowed: list[str]) -> InputEr
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    from .loading import excerpt
+
+    return excerpt(value)
 
 
 def validate(value: Any, spec: Any, source: str, path: str = "") -> None:
@@ -149,7 +150,7 @@ def validate(value: Any, spec: Any, source: str, path: str = "") -> None:
     elif isinstance(spec, Num):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not spec.integer or isinstance(value, int))
         if ok:
-            ok = math.isfinite(value) and (value > spec.low if spec.above else value >= spec.low) and value <= spec.high
+            ok = (isinstance(value, int) or math.isfinite(value)) and (value > spec.low if spec.above else value >= spec.low) and value <= spec.high
         if not ok:
             raise InputError(source, where, f"is {_short(value)}; expected {describe(spec)}")
     elif isinstance(spec, Matching):

@@ -61,6 +61,8 @@ def matches(value: Any, tp: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:   # dict[str, Any] and other parameterised generics: the container type
+        return isinstance(value, origin)
     return isinstance(value, tp)
 
 
@@ -74,6 +76,7 @@ class CheckSpec:
     binds: dict[str, str]
     params: dict[str, Param] = field(default_factory=dict)
     origin: str = ""
+    needs_gpu: bool = False   # judged only where a GPU is known: the runner skips it (one cause) when there is none
 
     @property
     def doc(self) -> dict[str, str]:
@@ -90,12 +93,15 @@ def parse_doc(doc: str) -> dict[str, str]:
     return out
 
 
-def check(check_id: str, needs: tuple[str, ...] = (), binds: dict[str, str] | None = None
+def check(check_id: str, needs: tuple[str, ...] = (), binds: dict[str, str] | None = None, needs_gpu: bool = False
           ) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
     """Mark `func(facts, *, params...)` as check `check_id`.
 
+    `needs` names the facts sections it reads (a missing one makes it undecided, or skipped when optional).
     `binds` maps a parameter to a profile key path (e.g. "machine.gpu.model") that supplies
-    its value unless the profile's check entry sets it explicitly.
+    its value unless the profile's check entry sets it explicitly. `needs_gpu`: the check judges GPUs; where
+    NVML found none (and CUDA sees none) the runner skips it with the cause "no NVIDIA GPU", so the body
+    only meets machines that have one, or where whether they have one is unknown.
     """
 
     def mark(func: Callable[..., Result]) -> Callable[..., Result]:
@@ -108,8 +114,9 @@ def check(check_id: str, needs: tuple[str, ...] = (), binds: dict[str, str] | No
         for name in binds or {}:
             if name not in params:
                 raise TypeError(f"{check_id}: binds unknown parameter {name!r}")
-        func.__doctor_check__ = CheckSpec(check_id, func, tuple(needs), dict(binds or {}), params,  # type: ignore[attr-defined]
-                                          f"{func.__module__}.{func.__qualname__}")
+        wanted = tuple(needs) + (("gpu",) if needs_gpu and "gpu" not in needs else ())
+        func.__doctor_check__ = CheckSpec(check_id, func, wanted, dict(binds or {}), params,  # type: ignore[attr-defined]
+                                          f"{func.__module__}.{func.__qualname__}", needs_gpu)
         return func
 
     return mark

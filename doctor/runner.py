@@ -1,15 +1,14 @@
-"""Judge a facts snapshot against a profile: run checks in profile order, purely."""
+"""Judge a facts snapshot against a profile: run checks in profile order, purely (no file, no probe)."""
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
-from .facts import MissingSection, section
-from .model import Report, Result, Status, errored, skipped
+from .facts import MissingSection, gpu_absence, section
+from .model import NO_GPU, NOT_ASKED, Report, Result, errored, skipped
 from .profile import Profile
 from .registry import CheckSpec, Registry
-
 
 def params_for(spec: CheckSpec, entry: dict[str, Any], profile: Profile) -> tuple[dict[str, Any], list[str]]:
     """Parameter values: the check entry's params, else the bound profile keys, else defaults.
@@ -30,16 +29,27 @@ def params_for(spec: CheckSpec, entry: dict[str, Any], profile: Profile) -> tupl
     return values, missing
 
 
+def _no_gpu(facts: dict[str, Any]) -> Result | None:
+    """The declared "needs a GPU": skip where there is none; undecided where that is not known."""
+    absent = gpu_absence(facts)
+    if absent is None:
+        return None
+    known, why = absent
+    if known:
+        return skipped(f"{NO_GPU} ({why}); see gpu.present", cause=NO_GPU)
+    return errored(f"could not decide: {why}; see gpu.present")
+
+
 def run_check(spec: CheckSpec, entry: dict[str, Any], facts: dict[str, Any], profile: Profile) -> Result:
     t0 = time.perf_counter()
     values, missing = params_for(spec, entry, profile)
     if missing:
-        result = skipped(f"profile '{profile.name}' sets no {', '.join(missing)}")
+        result = skipped(f"profile '{profile.name}' sets no {', '.join(missing)}", cause=NOT_ASKED)
     else:
         try:
             for name in spec.needs:
                 section(facts, name)  # raises MissingSection: skip, or error if its probe failed
-            result = spec.func(facts, **values)
+            result = (_no_gpu(facts) if spec.needs_gpu else None) or spec.func(facts, **values)
         except MissingSection as exc:
             result = errored(exc.reason) if exc.is_error else skipped(exc.reason)
         except Exception as exc:  # a check bug must not pass silently
@@ -49,6 +59,8 @@ def run_check(spec: CheckSpec, entry: dict[str, Any], facts: dict[str, Any], pro
 
 
 def _apply_severity(result: Result, severity: str | None) -> Result:
+    from .model import Status
+
     if severity == "warn" and result.status is Status.FAIL:
         return dataclasses.replace(result, status=Status.WARN, summary=result.summary + " (severity lowered to warn by the profile)")
     if severity == "fail" and result.status is Status.WARN:
@@ -69,17 +81,31 @@ def _scrubbed(result: Result, secrets: list[str]) -> Result:
                                details=tuple(scrub(d, secrets) for d in result.details), remediation=rem)
 
 
-def evaluate(facts: dict[str, Any], profile: Profile, registry: Registry, strict: bool = False,
-             notes: list[str] | None = None) -> Report:
-    results = []
-    for err in registry.load_errors:
-        results.append(dataclasses.replace(
-            errored(f"plugin entry point '{err.entry_point}' from package '{err.package}' failed to import: {err.message}"),
-            check_id=f"plugin.{err.entry_point}"))
-    for entry in profile.checks:
-        results.append(run_check(registry.checks[entry["id"]], entry, facts, profile))
-    from .secrets import env_secrets, scrub, scrub_obj
+def judge(facts: dict[str, Any], profile: Profile, registry: Registry,
+          keep: Callable[[str], bool] = lambda _id: True) -> dict[str, Result]:
+    """Each check of the profile that `keep` accepts, judged once: check id -> Result (secrets scrubbed)."""
+    from .secrets import env_secrets
 
     secrets = env_secrets()
-    return Report(profile.name, profile.refs, [_scrubbed(r, secrets) for r in results], scrub_obj(facts, secrets),
+    return {entry["id"]: _scrubbed(run_check(registry.checks[entry["id"]], entry, facts, profile), secrets)
+            for entry in profile.checks if keep(entry["id"])}
+
+
+def report(facts: dict[str, Any], profile: Profile, registry: Registry, judged: dict[str, Result],
+           strict: bool = False, notes: list[str] | None = None) -> Report:
+    """The Report: plugin load errors first, then the judged checks in profile order."""
+    from .secrets import env_secrets, scrub, scrub_obj
+
+    results = [dataclasses.replace(
+        errored(f"plugin entry point '{err.entry_point}' from package '{err.package}' failed to import: {err.message}"),
+        check_id=f"plugin.{err.entry_point}") for err in registry.load_errors]
+    results += [judged[entry["id"]] for entry in profile.checks if entry["id"] in judged]
+    secrets = env_secrets()
+    return Report(profile.name, profile.refs, results, scrub_obj(facts, secrets),
                   [scrub(n, secrets) for n in notes or []], strict)
+
+
+def evaluate(facts: dict[str, Any], profile: Profile, registry: Registry, strict: bool = False,
+             notes: list[str] | None = None) -> Report:
+    """Judge every check of the profile and report."""
+    return report(facts, profile, registry, judge(facts, profile, registry), strict, notes)

@@ -24,9 +24,12 @@ SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "HF_AP
                "GOOGLE_API_KEY", "MODELSCOPE_API_TOKEN", "KAGGLE_KEY", "PIP_PASSWORD", "TWINE_PASSWORD",
                "NGC_API_KEY", "DOCKER_PASSWORD")
 # user-info in a URL: scheme://user[:password]@ — the password part always goes; so does a user name that is a token
-USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^\s/@:?#]*)(?::(?P<pw>[^\s/@?#]*))?@")
-QUERY = re.compile(r"(?P<key>[?&;](?:[\w.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|auth|sig|signature|"
-                   r"credential|session)[\w.-]*|key|code))=(?P<value>[^&#\s\"']+)", re.I)
+# Every repeat before a literal is bounded ({0,64}): an unbounded one is re-tried from each word boundary of a long
+# run such as "a.a.a...", which made scrubbing a 100k-character string quadratic (seconds).
+USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s/@:?#]*)"
+                      r"(?::(?P<pw>[^\s/@?#]*))?@")
+QUERY = re.compile(r"(?P<key>[?&;](?:[\w.-]{0,64}(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|auth|sig|"
+                   r"signature|credential|session)[\w.-]{0,64}|key|code))=(?P<value>[^&#\s\"']+)", re.I)
 AUTH_HEADER = re.compile(r"(?P<head>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic|token|digest)?\s*)"
                          r"(?P<value>[^\s\"',;]+)", re.I)
 TOKEN_SHAPES = re.compile(

@@ -16,7 +16,10 @@ def parse_size(text: str, what: str = "--gpu-memory") -> int:
     m = SIZE.match(text)
     if not m:
         raise InputError(what, text, "expected a size with its unit, e.g. 80GiB (binary) or 85.9GB (decimal)")
-    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+    value = float(m.group(1)) * UNITS[m.group(2).lower()]
+    if not value < 2**63:   # 400 digits parse as a float of infinity
+        raise InputError(what, text[:40] + ("..." if len(text) > 40 else ""), "expected a size below 8 EiB")
+    return int(value)
 
 
 def parse_duration(text: str, what: str) -> float:
@@ -24,7 +27,10 @@ def parse_duration(text: str, what: str) -> float:
     m = DURATION.match(text)
     if not m:
         raise InputError(what, text, "expected a duration with its unit, e.g. 30d, 12h, 90min or 2w")
-    return float(m.group(1)) * SECONDS[m.group(2).lower()]
+    value = float(m.group(1)) * SECONDS[m.group(2).lower()]
+    if not value < 1e12:
+        raise InputError(what, text[:40] + ("..." if len(text) > 40 else ""), "expected a duration below 30,000 years")
+    return value
 
 
 def human_bytes(n: float) -> str:

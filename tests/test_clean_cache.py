@@ -348,7 +348,7 @@ def test_without_a_tty_or_yes_it_refuses_in_one_line(env, tmp_path):
     (("--checkpoints", "."), "needs --keep-last"),
     (("--older-than", "30"), "expected a duration with its unit"),
     (("--free-target", "100"), "expected a size with its unit"),
-    (("--keep-last", "-1", "--checkpoints", "."), "expected 0 or more"),
+    (("--keep-last", "-1", "--checkpoints", "."), "expected a whole number from 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(env, cli, args, expect):
     code, out, err = cli("clean-cache", *args)

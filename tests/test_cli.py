@@ -134,7 +134,7 @@ def test_python_api_gate(recorded):
 def test_internal_error_is_one_line_not_a_traceback(cli, recorded, facts_file, monkeypatch):
     import doctor.runner
 
-    monkeypatch.setattr(doctor.runner, "evaluate", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(doctor.runner, "judge", lambda *a, **k: 1 / 0)
     code, out, err = cli("check", "-p", "cpu-ci", "--facts", facts_file(recorded))
     assert code == 3 and "internal error: ZeroDivisionError" in err and "Traceback" not in err
 

@@ -39,6 +39,8 @@ def test_json_report_validates_and_embeds_the_facts(report_json, validator, reco
     assert report_json["verdict"] == {"ready": False, "exit_code": 1, "strict": False,
                                       "summary": "2 failed, 1 warning — not ready for autodl-a800.",
                                       "counts": {"pass": 10, "warn": 1, "fail": 2, "skip": 32, "error": 0}}
+    folded = [r for r in report_json["results"] if r.get("cause") == "no NVIDIA GPU"]
+    assert len(folded) == 18 and all(r["status"] == "skip" for r in folded)
 
 
 def test_recorded_and_literal_facts_validate_against_facts_schema(recorded):
@@ -81,17 +83,32 @@ FIXED = Report("autodl-a800", ["autodl-a800"], [
 
 GOLDEN = """\
 inspected Python: /x/python (doctor's own interpreter)
-[✓] gpu.present: found 1× NVIDIA A800-SXM4-80GB (driver 570.124.06, NVML)
-[!] gpu.memory: short
-      GPU 0: 40960 MiB
-    → Use bigger GPUs.
-      $ nvidia-smi
 [✗] torch.cuda_build: CPU-only build
     → Install CUDA torch.
       $ pip install torch
-      https://pytorch.org
-[-] gpu.bf16: no workload
 [?] torch.arch_coverage: no arch list
+[!] gpu.memory: short
+    → Use bigger GPUs.
+      $ nvidia-smi
+[✓] 1 check passed (-v lists every check)
+[-] gpu.bf16: no workload
+
+1 failed, 1 could not be decided, 1 warning — not ready for autodl-a800.
+"""
+
+GOLDEN_VERBOSE = """\
+inspected Python: /x/python (doctor's own interpreter)
+[✓] gpu.present: found 1× NVIDIA A800-SXM4-80GB (driver 570.124.06, NVML)  (1.0 ms)
+[!] gpu.memory: short  (0.0 ms)
+      GPU 0: 40960 MiB
+    → Use bigger GPUs.
+      $ nvidia-smi
+[✗] torch.cuda_build: CPU-only build  (0.0 ms)
+    → Install CUDA torch.
+      $ pip install torch
+      https://pytorch.org
+[-] gpu.bf16: no workload  (0.0 ms)
+[?] torch.arch_coverage: no arch list  (0.0 ms)
 
 1 failed, 1 could not be decided, 1 warning — not ready for autodl-a800.
 """
@@ -103,6 +120,31 @@ def test_console_golden_plain_text():
     buf = io.StringIO()
     console.render(FIXED, buf)
     assert buf.getvalue() == GOLDEN
+
+
+def test_console_verbose_lists_every_check_in_profile_order():
+    import io
+
+    buf = io.StringIO()
+    console.render(FIXED, buf, verbose=True)
+    assert buf.getvalue() == GOLDEN_VERBOSE
+
+
+def test_console_folds_skips_by_cause_and_passes_into_one_line():
+    import io
+
+    from doctor.model import skipped
+
+    results = [Result(f"gpu.c{i}", Status.SKIP, f"no NVIDIA GPU (reason {i})", cause="no NVIDIA GPU") for i in range(7)]
+    results += [Result("x.a", Status.PASS, "ok"), Result("x.b", Status.PASS, "ok"),
+                Result("x.c", Status.SKIP, "offline"), Result("x.d", Status.SKIP, "offline"),
+                Result("x.e", Status.SKIP, "own reason"), Result("x.f", Status.FAIL, "bad")]
+    buf = io.StringIO()
+    console.render(Report("p", ["p"], results, {}), buf)
+    assert buf.getvalue().splitlines() == [
+        "[✗] x.f: bad", "[✓] 2 checks passed (-v lists every check)", "[-] 7 checks skipped: no NVIDIA GPU",
+        "[-] 2 checks skipped: offline", "[-] x.e: own reason", "", "1 failed — not ready for p."]
+    assert skipped("s", cause="c").cause == "c"
 
 
 def test_console_colour_keeps_the_text():
@@ -161,3 +203,15 @@ def test_live_run_on_this_machine_validates(validator):
         assert done.returncode == 1
         present = next(r for r in report["results"] if r["id"] == "gpu.present")
         assert present["status"] == "fail" and present["summary"].startswith("no NVIDIA driver/GPU found")
+
+
+def test_readme_example_report_is_a_fresh_run():
+    """README.md's report block is what scripts/readme_report.py prints now (regenerate it when this fails)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "scripts" / "readme_report.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

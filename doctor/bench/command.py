@@ -9,6 +9,7 @@ from typing import Any
 from ..args import seconds
 from ..errors import InputError
 from ..model import ExitCode, Report
+from ..output import printable
 from . import runner
 
 SCHEMA = "doctor.bench/1"
@@ -40,51 +41,19 @@ def _stages(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import facts as facts_mod
-    from ..interpreter import select
-    from ..profile import load
-    from ..registry import discover
-    from ..runner import evaluate, run_check
-    from .display import progress
+    from ..session import Request, bench
 
     stages = _stages(args.stages)
-    target = select(args.python)
-    registry = discover()
-    profile = load(args.profile or ["base"], registry)
     show = args.format == "console" and not args.output
-    notes = [f"inspected Python: {target.executable} ({target.reason})"]
-    if args.device == "cpu":
-        facts: dict[str, Any] = {}
-        targets = [runner.cpu_target()]
-        with progress(targets, show) as on_event:
-            section = runner.run(target.executable, targets, "cpu", args.timeout, on_event, stages=stages)
-        notes.append("--device cpu: the CPU path at small sizes; its figures say nothing about a GPU")
-    else:
-        facts = facts_mod.collect(target, {"torch": min(args.timeout, 60.0), "gpu": 15.0},
-                                  names=["torch", "gpu", "host"])
-        gates = [run_check(registry.checks[c], {"id": c}, facts, profile) for c in runner.GATE_CHECKS
-                 if c in registry.checks]
-        reason = runner.gate(facts, gates)
-        undecided = [r for r in gates if r.status.value == "error"]
-        if reason is not None and undecided:   # a probe hung or failed: whether there is a GPU is not known
-            print(f"doctor: could not decide whether a GPU can be benchmarked: {undecided[0].check_id}: "
-                  f"{undecided[0].summary}", file=sys.stderr)
-            return int(ExitCode.UNDECIDED)
-        if reason is None:
-            targets = runner.gpu_targets(facts)
-            with progress(targets, show) as on_event:
-                section = runner.run(target.executable, targets, "cuda", args.timeout, on_event, stages=stages)
-        elif args.device == "cuda":
-            why = next((f": {r.summary}" for r in gates if r.status.value in ("fail", "error")), "")
-            print(f"doctor: --device cuda: {reason}{why}", file=sys.stderr)
-            return int(ExitCode.NOT_READY)
-        else:
-            section = runner.skipped(f"{reason}; `doctor bench --device cpu` exercises the CPU path")
-    facts["bench"] = section
-    facts.setdefault("schema_version", facts_mod.SCHEMA_VERSION)
-    bench_profile = profile.only(lambda cid: cid.startswith("bench."))
-    report = evaluate(facts, bench_profile, registry, notes=notes)
-    return _emit(report, section, args)
+    out = bench(Request(tuple(args.profile), python=args.python, bench_timeout_s=args.timeout, progress=show),
+                args.device, stages)
+    if out.undecided:
+        print(printable(f"doctor: could not decide whether a GPU can be benchmarked: {out.undecided}"), file=sys.stderr)
+        return int(ExitCode.UNDECIDED)
+    if out.refused or out.report is None:
+        print(printable(f"doctor: --device cuda: {out.refused}"), file=sys.stderr)
+        return int(ExitCode.NOT_READY)
+    return _emit(out.report, out.section, args)
 
 
 def _emit(report: Report, section: dict[str, Any], args: argparse.Namespace) -> int:

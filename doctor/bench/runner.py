@@ -41,6 +41,12 @@ def skipped(reason: str) -> dict[str, Any]:
 
 def gate(facts: dict[str, Any], results: list[Result]) -> str | None:
     """Why the GPUs must not be benchmarked (a passive check failed, or CUDA is unusable), or None."""
+    from ..facts import gpu_absence
+    from ..model import NO_GPU
+
+    absent = gpu_absence(facts)
+    if absent is not None and absent[0]:
+        return NO_GPU
     bad = [r for r in results if r.check_id in GATE_CHECKS and r.status in (Status.FAIL, Status.ERROR)]
     if bad:
         return f"no usable GPU: {bad[0].check_id} {bad[0].status.value}ed"

@@ -6,11 +6,10 @@ import statistics
 from typing import Any, Callable
 
 from doctor.bench.reference import gpu_reference, level, tolerance
-from doctor.model import Remediation, Result, Status, failed, passed, skipped, warned
+from doctor.model import NO_GPU, Remediation, Result, Status, failed, passed, skipped, warned
 from doctor.registry import check
 
 Outcome = tuple[Status, str, "Remediation | None"]
-ORDER = {Status.SKIP: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
 GIB = 2**30
 
 
@@ -36,12 +35,14 @@ def slow_gpu(dev: dict[str, Any], what: str) -> Remediation:
         (f"nvidia-smi -q -d PERFORMANCE,CLOCK,POWER,TEMPERATURE -i {i}", "nvidia-smi"))
 
 
-def _devices(facts: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+def _devices(facts: dict[str, Any]) -> tuple[list[dict[str, Any]], Result | None]:
+    """The benchmarked devices, or the skip every bench check reports (one cause: the phase's reason)."""
     bench = facts["bench"]
     if bench.get("status") == "skipped":
-        return [], f"benchmarks skipped: {bench.get('reason')}"
+        reason = str(bench.get("reason"))
+        return [], skipped(f"benchmarks skipped: {reason}", cause=reason if reason == NO_GPU else f"benchmarks skipped: {reason}")
     devs = list(bench.get("devices") or [])
-    return devs, None if devs else "the bench section lists no device"
+    return devs, None if devs else skipped("the bench section lists no device")
 
 
 def _stage(dev: dict[str, Any], stage: str, first: bool) -> tuple[dict[str, Any] | None, Outcome | None]:
@@ -79,9 +80,9 @@ def _stage(dev: dict[str, Any], stage: str, first: bool) -> tuple[dict[str, Any]
 
 def _judge(facts: dict[str, Any], stage: str, first: bool,
            judge_one: Callable[[dict[str, Any], dict[str, Any]], list[Outcome]]) -> Result:
-    devs, why = _devices(facts)
-    if why:
-        return skipped(why)
+    devs, skip = _devices(facts)
+    if skip:
+        return skip
     outcomes: list[Outcome] = []
     for dev in devs:
         data, blocked = _stage(dev, stage, first)
@@ -91,7 +92,7 @@ def _judge(facts: dict[str, Any], stage: str, first: bool,
 
 def merge(parts: list[Outcome], label: str) -> Outcome:
     """One device's outcomes as one line: the worst status, every part, the worst part's remedy."""
-    worst = max(parts, key=lambda o: ORDER[o[0]])
+    worst = max(parts, key=lambda o: o[0].severity)
     prefix = f"{label}: "
     text = "; ".join(p[1][len(prefix):] if p[1].startswith(prefix) else p[1] for p in parts)
     return worst[0], prefix + text, worst[2]
@@ -99,7 +100,7 @@ def merge(parts: list[Outcome], label: str) -> Outcome:
 
 def combine(outcomes: list[Outcome], what: str) -> Result:
     """The worst line as the summary, every line in the details, the worst line's remedy."""
-    worst = max(outcomes, key=lambda o: ORDER[o[0]])
+    worst = max(outcomes, key=lambda o: o[0].severity)
     lines = tuple(o[1] for o in outcomes)
     extra = f" (worst of {len(outcomes)} {what}; all in details)" if len(outcomes) > 1 else ""
     status, summary, remedy = worst
@@ -265,9 +266,9 @@ def bench_siblings(facts: dict[str, Any], *, warn_fraction: float | None = None,
     Fix: check the slow GPU's clocks, throttle reasons, temperature and PCIe link; ask for another node.
     """
     warn, fail = _fractions("siblings", warn_fraction, fail_fraction)
-    devs, why = _devices(facts)
-    if why:
-        return skipped(why)
+    devs, skip = _devices(facts)
+    if skip:
+        return skip
     groups: dict[str, list[dict[str, Any]]] = {}
     for dev in devs:
         if dev.get("key") != "cpu" and dev.get("status") == "ok":

@@ -66,7 +66,7 @@ def resolve_visible(value: str, devs: list[dict[str, Any]]) -> tuple[list[dict[s
     return seen, None
 
 
-@check("env.cuda_visible_devices", needs=("gpu",), binds={"count": "machine.gpu.count"})
+@check("env.cuda_visible_devices", needs_gpu=True, binds={"count": "machine.gpu.count"})
 def env_cuda_visible_devices(facts: dict[str, Any], *, count: int | None = None) -> Result:
     """CUDA_VISIBLE_DEVICES (indices, UUIDs or MIG ids) resolves to GPUs that exist; CUDA_DEVICE_ORDER
     is PCI_BUS_ID when GPUs of different models share the machine.

@@ -15,7 +15,7 @@ DRIVER_GUIDE = "https://docs.nvidia.com/datacenter/tesla/driver-installation-gui
 
 def _need_gpus(gpu: dict[str, Any]) -> Result | list[dict[str, Any]]:
     devs = devices(gpu)
-    return devs if devs else skipped("no NVIDIA GPU to judge; see gpu.present")
+    return devs if devs else errored("could not decide: NVML lists no GPU although CUDA sees one; see gpu.present")
 
 
 @check("gpu.present", needs=("gpu",), binds={"required": "machine.gpu.required"})
@@ -72,7 +72,7 @@ def _present_remedy(reason: str, container: bool) -> Remediation:
                        ("nvidia-smi",), DRIVER_GUIDE)
 
 
-@check("gpu.count", needs=("gpu",), binds={"count": "machine.gpu.count"})
+@check("gpu.count", needs_gpu=True, binds={"count": "machine.gpu.count"})
 def gpu_count(facts: dict[str, Any], *, count: int) -> Result:
     """The machine has at least as many GPUs as the profile expects.
 
@@ -90,7 +90,7 @@ def gpu_count(facts: dict[str, Any], *, count: int) -> Result:
                               f"--nproc-per-node={found}.", ("nvidia-smi -L",)))
 
 
-@check("gpu.model", needs=("gpu",), binds={"models": "machine.gpu.models", "label": "machine.gpu.name"})
+@check("gpu.model", needs_gpu=True, binds={"models": "machine.gpu.models", "label": "machine.gpu.name"})
 def gpu_model(facts: dict[str, Any], *, models: list[str], label: str | None = None) -> Result:
     """Every GPU is one of the models the profile expects, identified in doctor's GPU table by its exact NVML
     name (never a pattern: GH200 is not H200, a laptop RTX 4090 is not an RTX 4090, V100S is not V100).
@@ -131,7 +131,7 @@ def gpu_model(facts: dict[str, Any], *, models: list[str], label: str | None = N
     return passed(f"found {describe(devs)}; profile expects {want}")
 
 
-@check("gpu.memory", needs=("gpu",), binds={"memory_gib": "machine.gpu.memory_gib",
+@check("gpu.memory", needs_gpu=True, binds={"memory_gib": "machine.gpu.memory_gib",
                                              "tolerance_pct": "machine.gpu.memory_tolerance_pct"})
 def gpu_memory(facts: dict[str, Any], *, memory_gib: float, tolerance_pct: float = 3.0) -> Result:
     """Each GPU's total memory, as NVML reports it, is at least the profile's figure (within a tolerance).
@@ -174,7 +174,7 @@ def _ccs(facts: dict[str, Any], devs: list[dict[str, Any]]) -> list[tuple[dict[s
     return [(d, *compute_capability(facts, d)) for d in devs]
 
 
-@check("gpu.compute_capability", needs=("gpu",), binds={"minimum": "machine.gpu.compute_capability"})
+@check("gpu.compute_capability", needs_gpu=True, binds={"minimum": "machine.gpu.compute_capability"})
 def gpu_compute_capability(facts: dict[str, Any], *, minimum: str) -> Result:
     """Every GPU's compute capability (NVML, else torch for the same GPU) is at least the profile's minimum.
 
@@ -204,7 +204,7 @@ def gpu_compute_capability(facts: dict[str, Any], *, minimum: str) -> Result:
     return passed(f"compute capability {found}; profile needs >= {minimum}")
 
 
-@check("gpu.arch", needs=("gpu",), binds={"expected": "machine.gpu.arch"})
+@check("gpu.arch", needs_gpu=True, binds={"expected": "machine.gpu.arch"})
 def gpu_arch(facts: dict[str, Any], *, expected: str) -> Result:
     """Each GPU's architecture, named from its compute capability, is the one the profile states.
 
@@ -245,7 +245,7 @@ def gpu_arch(facts: dict[str, Any], *, expected: str) -> Result:
     return passed(lines[0].split(": ", 1)[1] + (f" (all {len(devs)})" if len(devs) > 1 else ""), *lines)
 
 
-@check("gpu.bf16", needs=("gpu",), binds={"dtype": "job.workload.dtype"})
+@check("gpu.bf16", needs_gpu=True, binds={"dtype": "job.workload.dtype"})
 def gpu_bf16(facts: dict[str, Any], *, dtype: str) -> Result:
     """When the workload computes in bf16, every GPU supports bf16 in hardware (CC >= 8.0).
 

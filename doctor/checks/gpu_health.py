@@ -27,8 +27,8 @@ def _health(facts: dict[str, Any]) -> tuple[list[dict[str, Any]], Result | None]
     if not devs and runtime.get("is_available") and runtime.get("device_count"):
         return [], errored("could not decide: NVML is unavailable, so GPU health is not readable, although CUDA "
                            f"sees {runtime['device_count']} GPU(s); see gpu.present")
-    if not devs:
-        return [], skipped("no NVIDIA GPU; see gpu.present")
+    if not devs:   # the registry skipped the machines known to have none (needs_gpu)
+        return [], errored("could not decide: NVML lists no GPU; see gpu.present")
     return devs, None
 
 
@@ -75,7 +75,7 @@ def _reset(devs: list[dict[str, Any]], text: str, url: str = MEM_ERRORS_URL) -> 
     return Remediation(text, tuple(RESET.format(i=d.get("nvml_index")) for d in devs), url)
 
 
-@check("gpu.ecc", needs=("gpu",))
+@check("gpu.ecc", needs_gpu=True)
 def gpu_ecc(facts: dict[str, Any]) -> Result:
     """No uncorrected ECC errors since the last reset (volatile); lifetime (aggregate) errors are a warning.
 
@@ -104,7 +104,7 @@ def gpu_ecc(facts: dict[str, Any]) -> Result:
                                                  "back, have the GPU replaced."))
 
 
-@check("gpu.memory_remap", needs=("gpu",))
+@check("gpu.memory_remap", needs_gpu=True)
 def gpu_memory_remap(facts: dict[str, Any]) -> Result:
     """No pending page retirement or row remap, and no remapping failure.
 
@@ -135,7 +135,7 @@ def gpu_memory_remap(facts: dict[str, Any]) -> Result:
                                                  "remapping failure needs an RMA."))
 
 
-@check("gpu.clocks", needs=("gpu",))
+@check("gpu.clocks", needs_gpu=True)
 def gpu_clocks(facts: dict[str, Any]) -> Result:
     """No clock-event reason that means hardware slowdown, thermal or power-brake throttling. Idle, power
     cap and application-clock reasons are ignored: an idle GPU lowers its clocks by design.
@@ -160,7 +160,7 @@ def gpu_clocks(facts: dict[str, Any]) -> Result:
                                                 ("nvidia-smi -q -d PERFORMANCE,TEMPERATURE,POWER",)))
 
 
-@check("gpu.pcie", needs=("gpu",))
+@check("gpu.pcie", needs_gpu=True)
 def gpu_pcie(facts: dict[str, Any]) -> Result:
     """Each GPU's PCIe link runs at its full width. The generation is not judged: an idle GPU drops its
     link generation by design and raises it under load.
@@ -184,7 +184,7 @@ def gpu_pcie(facts: dict[str, Any]) -> Result:
                                                 "report the node.", ("nvidia-smi -q -d PCIE",)))
 
 
-@check("gpu.nvlink", needs=("gpu",))
+@check("gpu.nvlink", needs_gpu=True)
 def gpu_nvlink(facts: dict[str, Any]) -> Result:
     """Every NVLink link of each GPU is up (a GPU with some links down is a fault; with none up, a
     PCIe card without a bridge, which is a warning).
@@ -212,7 +212,7 @@ def gpu_nvlink(facts: dict[str, Any]) -> Result:
 FABRIC_STATES = {0: "not supported", 1: "not started", 2: "in progress", 3: "completed"}
 
 
-@check("gpu.fabric", needs=("gpu",))
+@check("gpu.fabric", needs_gpu=True)
 def gpu_fabric(facts: dict[str, Any]) -> Result:
     """On NVSwitch systems, the fabric manager has registered each GPU with the fabric.
 
@@ -313,7 +313,7 @@ def gpu_xid(facts: dict[str, Any]) -> Result:
     return (failed if worst == "fail" else warned)(summary, remedy, *lines, f"source: {kernel.get('source')}")
 
 
-@check("gpu.persistence", needs=("gpu",))
+@check("gpu.persistence", needs_gpu=True)
 def gpu_persistence(facts: dict[str, Any]) -> Result:
     """Persistence mode is on (Linux), so the driver stays initialised between processes.
 
@@ -330,7 +330,7 @@ def gpu_persistence(facts: dict[str, Any]) -> Result:
                                                 ("systemctl enable --now nvidia-persistenced", "nvidia-smi -pm 1")))
 
 
-@check("gpu.processes", needs=("gpu",))
+@check("gpu.processes", needs_gpu=True)
 def gpu_processes(facts: dict[str, Any], *, max_used_pct: float = 10.0) -> Result:
     """No other process holds a meaningful share of GPU memory before the job starts.
 

@@ -55,9 +55,22 @@ def deepspeed_config(facts: dict[str, Any], *, deepspeed: dict[str, Any], world_
                                                 "gradient_accumulation_steps"))
     details = [f"train_batch_size={config.get('train_batch_size')}, micro={config.get('train_micro_batch_size_per_gpu')}, "
                f"grad_accum={config.get('gradient_accumulation_steps')}, world_size={world_size}"]
+    bad = [k for k, v in (("train_batch_size", tb), ("train_micro_batch_size_per_gpu", mb),
+                          ("gradient_accumulation_steps", ga)) if v is not None and v <= 0]
+    if bad:   # DeepSpeed's _batch_assertion: each must be > 0
+        return failed(f"{', '.join(bad)} must be a positive integer; DeepSpeed asserts it at initialize",
+                      Remediation("Set each batch value to a whole number of at least 1 (or \"auto\" under the HF "
+                                  "Trainer).", (), DS_CONFIG_URL), *details)
     zero = config.get("zero_optimization") or {}
+    offload = zero.get("offload_optimizer") if isinstance(zero, dict) else None
+    if not isinstance(zero, dict) or not isinstance(offload or {}, dict):
+        key = "zero_optimization" if not isinstance(zero, dict) else "zero_optimization.offload_optimizer"
+        return failed(f"{path}: {key} is a {type(zero if key == 'zero_optimization' else offload).__name__}; "
+                      "DeepSpeed expects a JSON object there",
+                      Remediation(f"Make {key} an object, e.g. {{\"stage\": 2}}.", (), "https://www.deepspeed.ai/docs/config-json/"),
+                      *details)
     if zero:
-        off = (zero.get("offload_optimizer") or {}).get("device")
+        off = (offload or {}).get("device")
         details.append(f"ZeRO stage {zero.get('stage')}" + (f", optimizer offload to {off}" if off else ""))
     if tb is not None and mb is not None and ga is not None and tb != mb * ga * world_size:
         fixed = mb * ga * world_size

@@ -6,7 +6,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
+from doctor.model import NOT_ASKED, Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
 from .packages import installed, requirements
@@ -84,7 +84,7 @@ def network_pypi(facts: dict[str, Any], *, packages: dict[str, str] | None = Non
     index = net.get("index") or {}
     todo = _to_install(facts, packages)
     if not todo:
-        return skipped("nothing to install: the job's packages and torch are present")
+        return skipped("nothing to install: the job's packages and torch are present", cause=NOT_ASKED)
     if index.get("outcome") == "skipped":
         return skipped(f"offline mode; {', '.join(todo)} must be installed from a local wheel cache")
     if not index.get("outcome"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
+from doctor.model import NOT_ASKED, Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
 NVCC_INSTALL = "conda install -y -c nvidia cuda-nvcc={cuda}"  # the nvcc matching torch's CUDA build
@@ -61,7 +61,7 @@ def toolchain_cuda(facts: dict[str, Any], *, build_extensions: bool = False,
     tc = facts["toolchain"]
     jit = _jit_ops(facts, deepspeed)
     if not build_extensions and not jit:
-        return skipped("the job builds no CUDA extension (no job.software.build_extensions, "
+        return skipped(cause=NOT_ASKED, summary="the job builds no CUDA extension (no job.software.build_extensions, "
                        "no DeepSpeed op left to JIT-compile)")
     why = (f"DeepSpeed will JIT-compile {', '.join(jit)} at first use" if jit
            else "the job builds CUDA extensions (job.software.build_extensions)")

@@ -82,7 +82,7 @@ def torch_installed(facts: dict[str, Any]) -> Result:
                   f"interpreter: {torch.get('interpreter')}", f"location: {torch.get('location')}")
 
 
-@check("torch.cuda_build", needs=("torch", "gpu"))
+@check("torch.cuda_build", needs=("torch",), needs_gpu=True)
 def torch_cuda_build(facts: dict[str, Any]) -> Result:
     """torch is a CUDA build on a machine with an NVIDIA GPU (ROCm and MPS builds are named as such).
 
@@ -109,7 +109,7 @@ def torch_cuda_build(facts: dict[str, Any]) -> Result:
                   wheel_remedy(facts, "Install a CUDA build of torch."))
 
 
-@check("torch.cuda_available", needs=("torch", "gpu"))
+@check("torch.cuda_available", needs=("torch",), needs_gpu=True)
 def torch_cuda_available(facts: dict[str, Any]) -> Result:
     """torch initialises CUDA, sees every GPU NVML sees, and runs a tiny kernel on GPU 0.
 
@@ -160,7 +160,7 @@ def torch_cuda_available(facts: dict[str, Any]) -> Result:
     return passed(head, *details)
 
 
-@check("driver.torch_cuda", needs=("gpu", "torch"))
+@check("driver.torch_cuda", needs=("torch",), needs_gpu=True)
 def driver_torch_cuda(facts: dict[str, Any]) -> Result:
     """The NVIDIA driver is new enough for the CUDA version torch was built with (NVIDIA's tables).
 
@@ -234,7 +234,7 @@ def _data_center(facts: dict[str, Any]) -> bool:
     return bool(specs) and all(s is not None and s.get("segment") == "data-center" for s in specs)
 
 
-@check("torch.arch_coverage", needs=("gpu", "torch"))
+@check("torch.arch_coverage", needs=("torch",), needs_gpu=True)
 def torch_arch_coverage(facts: dict[str, Any]) -> Result:
     """torch's compiled arch list covers every GPU, by NVIDIA's rule.
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 from typing import Any
 
 from doctor.errors import InputError
-from doctor.model import Remediation, Result, failed, passed, skipped, warned
+from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
 from .common import devices
@@ -13,7 +13,7 @@ from .common import devices
 GIB = 2**30
 
 
-@check("vram.budget", needs=("gpu",), binds={"workload": "job.workload"})
+@check("vram.budget", needs_gpu=True, binds={"workload": "job.workload"})
 def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct: float = 10.0) -> Result:
     """The job's estimated peak GPU memory (doctor estimate's model: weights, gradients, optimizer state,
     activations, logits, KV cache, CUDA context) fits the smallest GPU's memory minus what is already in use.
@@ -22,42 +22,46 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     the arithmetic that predicts it takes milliseconds.
     Fix: apply one of the what-ifs listed (each is re-estimated by the model), or run on a larger GPU.
     """
-    from doctor.vram.catalogue import resolve
-    from doctor.vram.workload import to_flags, workload_from_job
-    from doctor.vram.estimator import Workload, estimate, gib
-    from doctor.vram.render import describe
+    from doctor.vram.arch import from_config
+    from doctor.vram.estimator import Workload, estimate, fits, gib
     from doctor.vram.whatif import what_ifs
+    from doctor.vram.workload import describe, to_flags, workload_from_job
 
     model, fields = workload_from_job({"workload": workload})
     if not model:
         return skipped("the profile's job names no model (job.workload.model)")
+    resolved = workload.get("resolved_config") or {}
+    if resolved.get("error") or not isinstance(resolved.get("config"), dict):
+        why = resolved.get("error") or "the profile was loaded without the model's config.json"
+        return errored(f"could not decide: no config.json for {model}: {why}")
     try:
-        arch = resolve(model, offline=True)
+        arch = from_config(resolved["config"], name=model, source=str(resolved.get("source")))
         wl = Workload(**fields)
     except (InputError, TypeError) as exc:
-        return skipped(f"cannot estimate {model}: {exc}")
+        return errored(f"could not decide: cannot estimate {model}: {exc}")
     devs = [d for d in devices(facts.get("gpu") or {}) if (d.get("memory") or {}).get("total_bytes")]
-    cc = devs[0].get("compute_capability") if devs else None
+    if not devs:
+        return errored(f"could not decide: NVML reported no memory size for the GPUs, so {model}'s peak cannot be "
+                       "compared")
+    cc = devs[0].get("compute_capability")
     wl = replace(wl, sm=float(cc) if cc else None)
     est = estimate(arch, wl)
     details = [f"workload: {describe(wl)}"] + [f"{k}: {gib(v)}" for k, v in est.breakdown.items()] + [
         f"range {gib(est.low_bytes)} .. {gib(est.high_bytes)}"] + est.notes
-    if not devs:
-        return skipped(f"{model} needs ~{gib(est.peak_bytes)} at peak; no NVIDIA GPU to compare (see gpu.present)",
-                       *details)
     dev = min(devs, key=lambda d: d["memory"]["total_bytes"] - (d["memory"].get("used_mib") or 0) * 2**20)
     used = (dev["memory"].get("used_mib") or 0) * 2**20
     free = dev["memory"]["total_bytes"] - used
     where = f"{dev.get('name')} ({gib(dev['memory']['total_bytes'])}, {gib(used)} in use)"
     summary = f"{model}: estimated peak {gib(est.peak_bytes)} ({est.phase}) vs {gib(free)} free on {where}"
-    if est.peak_bytes <= free and free - est.peak_bytes >= free * headroom_pct / 100:
+    verdict = fits(est, free, headroom_pct)   # the same verdict `doctor estimate` prints
+    if verdict == "fits":
         return passed(summary, *details)
     options = what_ifs(arch, wl, free, est)
     fixes = [f"{w.change} -> {gib(w.estimate.peak_bytes)}" + (" (fits)" if w.estimate.peak_bytes <= free else "")
              for w in options[:5]]
-    remedy = Remediation(("Make it fit: " if est.peak_bytes > free else "Gain headroom: ") + "; ".join(fixes)
+    remedy = Remediation(("Make it fit: " if verdict == "does not fit" else "Gain headroom: ") + "; ".join(fixes)
                          if fixes else "No single change fits; use a larger GPU or shard the model (FSDP/ZeRO-3).",
                          tuple(f"doctor estimate {to_flags(model, fields)} {w.flag}" for w in options[:3]))
-    if est.peak_bytes > free:
+    if verdict == "does not fit":
         return failed(summary + " - does not fit", remedy, *details)
     return warned(summary + f" - under {headroom_pct:g}% headroom", remedy, *details)

@@ -70,7 +70,7 @@ def _profile(refs: list[str]) -> tuple[tuple[str, ...], list[str]]:
     from ..profile import load
     from ..registry import discover
 
-    profile = load(refs, discover())
+    profile = load(refs, discover(), offline=None)   # no model config needed to clean
     models: list[str] = []
     found, model = profile.value("job.workload.model")
     if found and isinstance(model, str):

@@ -8,7 +8,7 @@ from typing import Any
 from .. import __version__
 from ..model import Report, Status
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
 
 
 def to_dict(report: Report) -> dict[str, Any]:

@@ -143,7 +143,12 @@ def from_config(cfg: dict[str, Any], name: str = "", source: str = "config.json"
     if family not in FAMILIES:
         raise InputError(source, "model_type", f"is {family!r}; doctor estimate models {', '.join(FAMILIES)}")
     builder = {"opt": _opt, "bert": _bert, "nanochat": _nanochat, "qwen3_vl": _qwen3_vl}.get(family, _llama)
-    return builder(cfg, name or str(cfg.get("_name_or_path") or family), source)
+    try:
+        return builder(cfg, name or str(cfg.get("_name_or_path") or family), source)
+    except (TypeError, AttributeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+        # a field of the wrong shape ("text_config": 1, a list where a number goes): bad input, named
+        raise InputError(source, None, f"is not a {family} config doctor can read ({type(exc).__name__}: "
+                                       f"{str(exc)[:120]})") from None
 
 
 def _opt(cfg: dict[str, Any], name: str, source: str) -> Arch:
@@ -213,8 +218,11 @@ def _nanochat(cfg: dict[str, Any], name: str, source: str) -> Arch:
 
 
 def _qwen3_vl(cfg: dict[str, Any], name: str, source: str) -> Arch:
-    text = dict(cfg.get("text_config") or {})
+    text = cfg.get("text_config") or {}
     vis = cfg.get("vision_config") or {}
+    if not isinstance(text, dict) or not isinstance(vis, dict):
+        raise InputError(source, "text_config" if not isinstance(text, dict) else "vision_config", "expected a mapping")
+    text = dict(text)
     if not text or not vis:
         raise InputError(source, "text_config" if not text else "vision_config", "missing; expected a mapping")
     text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", False))

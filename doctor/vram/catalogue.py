@@ -50,7 +50,12 @@ def _from_hub_cache(repo: str, offline: bool) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(repo, "config.json", local_files_only=offline))
+        try:   # the cached copy first: no request to the Hub when the config is already here
+            return Path(hf_hub_download(repo, "config.json", local_files_only=True))
+        except LocalEntryNotFoundError:
+            if offline:
+                raise
+        return Path(hf_hub_download(repo, "config.json"))
     except LocalEntryNotFoundError:
         how = ("it is not in the Hugging Face cache and --offline forbids downloading it"
                if offline else "it is not in the cache and the Hub could not be reached")
@@ -61,20 +66,30 @@ def _from_hub_cache(repo: str, offline: bool) -> Path:
                          "pass --model PATH/TO/config.json") from None
 
 
-def resolve(model: str, offline: bool = False) -> Arch:
-    """The Arch for `model`; bad names and unreadable configs are InputError (exit 2)."""
+def load_config(model: str, offline: bool = False) -> tuple[dict[str, Any], str]:
+    """(config.json as a dict, where it came from) for `model`; bad names and unreadable configs are InputError."""
     cfg = _builtin(model)
     if cfg is not None:
-        return from_config(cfg, name=model, source=f"doctor/data/models ({model})")
+        return cfg, f"doctor/data/models ({model})"
     path = Path(model).expanduser()
-    if path.is_dir():
-        path = path / "config.json"
-    if path.suffix == ".json" or path.exists():
-        if not path.exists():
+    try:
+        if path.is_dir():
+            path = path / "config.json"
+        exists = path.exists()
+    except OSError:   # a name too long to be a path: not a file, so a model name or nothing
+        exists = False
+    if path.suffix == ".json" or exists:
+        if not exists:
             raise InputError(str(path), None, "no such file; expected a Hugging Face config.json")
-        return from_config(_read(path, str(path)), name=model, source=str(path))
+        return _read(path, str(path)), str(path)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model):
         path = _from_hub_cache(model, offline)
-        return from_config(_read(path, str(path)), name=model, source=f"{model} (Hugging Face cache: {path})")
+        return _read(path, str(path)), f"{model} (Hugging Face cache: {path})"
     raise InputError("--model", model, f"unknown model; {did_you_mean(model, HUB_IDS)}expected one of "
                      f"{', '.join(builtin_names())}, a path to a config.json, or a Hub id such as org/name")
+
+
+def resolve(model: str, offline: bool = False) -> Arch:
+    """The Arch for `model`; bad names and unreadable configs are InputError (exit 2)."""
+    cfg, source = load_config(model, offline)
+    return from_config(cfg, name=model, source=source)

@@ -119,23 +119,32 @@ def spec_for(name: str) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .arch import from_config
     from .catalogue import resolve
     from .whatif import what_ifs
 
-    model, base, profile_gpu = None, {}, None
+    model, base, profile_gpu, resolved, headroom = None, {}, None, {}, 10.0
     if args.profile:
         from ..profile import load
         from ..registry import discover
 
-        prof = load(list(args.profile), discover())
+        prof = load(list(args.profile), discover(), offline=args.offline)
         found, job = prof.value("job")
         if found:
             model, base = workload_from_job(job)
+            resolved = (job.get("workload") or {}).get("resolved_config") or {}
         profile_gpu = prof.value("machine.gpu")[1]
-    model = args.model or model
-    if not model:
-        raise InputError("--model", None, "missing; give --model NAME|PATH|ORG/NAME or a job --profile naming one")
-    arch = resolve(model, offline=args.offline)
+        headroom = next((float(c["params"]["headroom_pct"]) for c in prof.checks if c["id"] == "vram.budget"
+                         and "headroom_pct" in (c.get("params") or {})), headroom)
+    if args.model or not model:
+        model = args.model
+        if not model:
+            raise InputError("--model", None, "missing; give --model NAME|PATH|ORG/NAME or a job --profile naming one")
+        arch = resolve(model, offline=args.offline)
+    elif resolved.get("error") or "config" not in resolved:   # the profile's model, read when it was loaded
+        raise InputError(" + ".join(args.profile), "job.workload.model", f"{model!r}: {resolved.get('error')}")
+    else:
+        arch = from_config(resolved["config"], name=model, source=str(resolved.get("source")))
     wl = _workload(args, base)
     capacity, label, cc = gpu_capacity(args, profile_gpu)
     wl = replace(wl, sm=cc)
@@ -146,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                          f"names among {', '.join(names)}, or all-linear")
     if wl.images and arch.vision is None:
         raise InputError("--images", str(wl.images), f"{model} has no vision tower; expected 0 for a text model")
-    verdict = fits(est, capacity) if capacity else None
+    verdict = fits(est, capacity, headroom) if capacity else None
     options = what_ifs(arch, wl, capacity, est) if verdict in ("does not fit", "tight") or capacity is None else []
     if args.format == "json":
         out = {"schema": "doctor.estimate/1", "model": model, "model_source": arch.source,

@@ -284,11 +284,12 @@ def _finish(arch: Arch, wl: Workload, parts: dict[str, float], overhead: dict[st
     return Estimate(peak, breakdown, low, high, phase, arch.params, trainable, tokens, notes)
 
 
-def fits(est: Estimate, capacity: int) -> str:
-    """'fits', 'tight' (< 10% headroom) or 'does not fit'."""
+def fits(est: Estimate, capacity: int, headroom_pct: float = 10.0) -> str:
+    """'fits', 'tight' (under `headroom_pct`% of `capacity` left) or 'does not fit': the verdict of both
+    `doctor estimate` and the vram.budget check."""
     if est.peak_bytes > capacity:
         return "does not fit"
-    return "tight" if capacity - est.peak_bytes < 0.10 * capacity else "fits"
+    return "tight" if capacity - est.peak_bytes < headroom_pct / 100 * capacity else "fits"
 
 
 def gib(n: float) -> str:

@@ -5,6 +5,7 @@ from typing import Any
 
 from .arch import Arch
 from .estimator import Estimate, Workload, gib
+from .workload import describe
 
 LABELS = {
     "weights": "weights", "lora_adapters": "LoRA adapters", "gradients": "gradients",
@@ -13,24 +14,6 @@ LABELS = {
     "allocator_rounding": "allocator rounding (2 MiB blocks)", "cuda_context": "CUDA context",
     "cublas_workspace": "cuBLAS workspace",
 }
-
-
-def describe(wl: Workload) -> str:
-    parts = [wl.method, wl.dtype + (" AMP" if wl.amp else ""), f"batch {wl.batch}", f"seq {wl.seq}"]
-    if wl.grad_accum > 1:
-        parts.append(f"accum {wl.grad_accum}")
-    if wl.checkpointing:
-        parts.append("grad checkpointing")
-    if wl.method != "inference":
-        parts.append(wl.optimizer)
-    if wl.method in ("lora", "qlora"):
-        parts.append(f"LoRA r={wl.lora_rank} ({wl.lora_targets})")
-    if wl.quant != "none" or wl.method == "qlora":
-        parts.append((wl.quant if wl.quant != "none" else "nf4") + (" + double quant" if wl.double_quant else ""))
-    parts.append(f"attention {wl.attention}")
-    if wl.images:
-        parts.append(f"{wl.images} image(s) {wl.image_size}px")
-    return ", ".join(parts)
 
 
 def render(model: str, arch: Arch, wl: Workload, est: Estimate, capacity: int | None, label: str,

@@ -85,3 +85,22 @@ def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
     if wl.context is not None and wl.method != "inference":
         out.append(("--context", str(wl.context), "sets the KV cache of generation; expected --method inference"))
     return out
+
+
+def describe(wl: Workload) -> str:
+    """One line naming the workload: method, dtype, batch, sequence and what else is set."""
+    parts = [wl.method, wl.dtype + (" AMP" if wl.amp else ""), f"batch {wl.batch}", f"seq {wl.seq}"]
+    if wl.grad_accum > 1:
+        parts.append(f"accum {wl.grad_accum}")
+    if wl.checkpointing:
+        parts.append("grad checkpointing")
+    if wl.method != "inference":
+        parts.append(wl.optimizer)
+    if wl.method in ("lora", "qlora"):
+        parts.append(f"LoRA r={wl.lora_rank} ({wl.lora_targets})")
+    if wl.quant != "none" or wl.method == "qlora":
+        parts.append((wl.quant if wl.quant != "none" else "nf4") + (" + double quant" if wl.double_quant else ""))
+    parts.append(f"attention {wl.attention}")
+    if wl.images:
+        parts.append(f"{wl.images} image(s) {wl.image_size}px")
+    return ", ".join(parts)
