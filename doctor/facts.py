@@ -137,11 +137,13 @@ def validate(data: Any, source: str) -> None:
     _check_types(data, source)
 
 
-def _types_only(node: Any) -> Any:
+def _types_only(node: Any, record: bool = False) -> Any:
     """The facts schema without `required` and closed objects: a snapshot may lack any fact (then the checks
-    that need it cannot decide) or carry facts a newer doctor added, but what it has must have its type."""
+    that need it cannot decide) or carry facts a newer doctor added, but what it has must have its type. The
+    items of an array are records (an Xid event, a mount): those keep their required keys, since a record
+    without its key is garbage rather than an unknown."""
     if isinstance(node, dict):
-        out = {k: _types_only(v) for k, v in node.items() if k != "required"}
+        out = {k: _types_only(v, record=k == "items") for k, v in node.items() if k != "required" or record}
         if out.get("additionalProperties") is False:
             out.pop("additionalProperties")
         return out

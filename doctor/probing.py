@@ -62,17 +62,36 @@ def builtin_probes(names: list[str] | None = None) -> dict[str, ProbeSpec]:
     return {n: PROBES[n] for n in (names or BUILTIN)}
 
 
+# Probes that only wait on the network and need no job paths: when the torch probe is started alone ahead of
+# the others (`doctor check` starts torch, reads the profiles, then starts the rest), these start with it,
+# so their waits (up to their timeouts when the network drops packets) overlap the torch import instead of
+# following the profile read; a later `start` that names them adopts the running thread.
+EARLY = ("network",)
+
+
 class ProbeRun:
     """Probes started together, each in a daemon thread; `collect` joins each with its own deadline."""
 
     def __init__(self, ctx: ProbeContext, names: list[str] | None = None,
                  timeouts: dict[str, float] | None = None):
-        self._threads: list[tuple[ProbeSpec, threading.Thread, float, float, dict[str, Any]]] = []
+        self._threads: dict[str, tuple[ProbeSpec, threading.Thread, float, float, dict[str, Any], bool]] = {}
+        self._wanted: list[str] = []
         self.timeouts = dict(timeouts or {})
-        self.start(ctx, names or sorted(BUILTIN, key=_start_order))
+        first = names or sorted(BUILTIN, key=_start_order)
+        self.start(ctx, first)
+        if first == ["torch"]:
+            self._launch(ctx, [n for n in EARLY if n in BUILTIN], wanted=False)
 
     def start(self, ctx: ProbeContext, names: list[str]) -> None:
         """Start more probes (e.g. those that need the job's paths, once the profile is read)."""
+        for name in names:
+            running = self._threads.get(name)
+            if running is not None and running[5] != ctx.offline:  # started early under another offline mode
+                del self._threads[name]
+        self._launch(ctx, [n for n in names if n not in self._threads], wanted=True)
+        self._wanted += [n for n in names if n not in self._wanted]
+
+    def _launch(self, ctx: ProbeContext, names: list[str], wanted: bool) -> None:
         specs = builtin_probes(names)
         for spec in (specs[n] for n in names):
             box: dict[str, Any] = {}
@@ -81,13 +100,15 @@ class ProbeRun:
                                       name=f"probe-{spec.name}", daemon=True)
             started = time.monotonic()
             thread.start()
-            self._threads.append((spec, thread, started, limit, box))
+            self._threads[spec.name] = (spec, thread, started, limit, box, ctx.offline)
 
     def collect(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(sections, probe records). A probe that overruns is recorded as a timeout and abandoned."""
+        """(sections, probe records) of the probes asked for. A probe that overruns is recorded as a timeout
+        and abandoned."""
         sections: dict[str, Any] = {}
         records: dict[str, Any] = {}
-        for spec, thread, started, limit, box in self._threads:
+        for name in self._wanted:
+            spec, thread, started, limit, box, _ = self._threads[name]
             thread.join(max(0.0, started + limit - time.monotonic()))
             if thread.is_alive():
                 records[spec.name] = {"status": "timeout", "duration_s": round(time.monotonic() - started, 3),

@@ -215,3 +215,13 @@ def test_readme_example_report_is_a_fresh_run():
     done = subprocess.run([sys.executable, str(root / "scripts" / "readme_report.py"), "--check"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_status_order_and_the_one_fold():
+    from doctor.model import fold
+
+    order = sorted(Status, key=lambda s: s.severity)
+    assert order == [Status.SKIP, Status.PASS, Status.WARN, Status.ERROR, Status.FAIL]
+    assert fold([Status.PASS, Status.WARN, Status.SKIP]) is Status.WARN
+    assert fold([Status.ERROR, Status.FAIL, Status.PASS]) is Status.FAIL
+    assert fold([]) is Status.SKIP and fold([Status.SKIP, Status.PASS]) is Status.PASS

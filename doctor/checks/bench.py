@@ -6,7 +6,7 @@ import statistics
 from typing import Any, Callable
 
 from doctor.bench.reference import gpu_reference, level, tolerance
-from doctor.model import NO_GPU, Remediation, Result, Status, failed, passed, skipped, warned
+from doctor.model import NO_GPU, Remediation, Result, Status, failed, fold, passed, skipped, warned
 from doctor.registry import check
 
 Outcome = tuple[Status, str, "Remediation | None"]
@@ -90,9 +90,15 @@ def _judge(facts: dict[str, Any], stage: str, first: bool,
     return combine(outcomes, "devices")
 
 
+def _worst(outcomes: list[Outcome]) -> Outcome:
+    """The first outcome with the status that stands for them all (model.fold)."""
+    status = fold(o[0] for o in outcomes)
+    return next(o for o in outcomes if o[0] is status)
+
+
 def merge(parts: list[Outcome], label: str) -> Outcome:
     """One device's outcomes as one line: the worst status, every part, the worst part's remedy."""
-    worst = max(parts, key=lambda o: o[0].severity)
+    worst = _worst(parts)
     prefix = f"{label}: "
     text = "; ".join(p[1][len(prefix):] if p[1].startswith(prefix) else p[1] for p in parts)
     return worst[0], prefix + text, worst[2]
@@ -100,7 +106,7 @@ def merge(parts: list[Outcome], label: str) -> Outcome:
 
 def combine(outcomes: list[Outcome], what: str) -> Result:
     """The worst line as the summary, every line in the details, the worst line's remedy."""
-    worst = max(outcomes, key=lambda o: o[0].severity)
+    worst = _worst(outcomes)
     lines = tuple(o[1] for o in outcomes)
     extra = f" (worst of {len(outcomes)} {what}; all in details)" if len(outcomes) > 1 else ""
     status, summary, remedy = worst

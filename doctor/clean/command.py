@@ -120,7 +120,7 @@ def _confirm(plan: dict[str, Any], stream: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..probes.hf import locations
+    from ..hf_locations import locations
     from . import execute, render
     from .inventory import take
     from .plan import make_plan

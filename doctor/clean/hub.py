@@ -77,6 +77,28 @@ def foreign(repo_path: Path) -> list[str]:
     return sorted(n for n in names if n not in HUB_WRITES and n not in IGNORED)
 
 
+def layout(repo_path: str) -> tuple[str | None, list[str], set[str]]:
+    """(`not_hub`, `foreign`, the names in blobs/ that are symlinks) of a repo folder from one listing of it
+    and one of its blobs/ (the same answers as those functions, without a system call per question)."""
+    name = os.path.basename(repo_path)
+    if not REPO_DIR.match(name):
+        return "its name is not <type>s--<owner>--<name>", [], set()
+    if not _is_dir(Path(repo_path)):
+        return "it is not a plain folder (a symlink or a file)", [], set()
+    try:
+        with os.scandir(repo_path) as it:
+            kinds = {e.name: e.is_dir(follow_symlinks=False) for e in it}
+    except OSError:
+        kinds = {}
+    for sub in ("blobs", "snapshots"):
+        if not kinds.get(sub):
+            return f"it has no {sub}/ folder (huggingface_hub writes one in every repo folder)", [], set()
+    if "refs" in kinds and not kinds["refs"]:
+        return "its refs/ is not a plain folder", [], set()
+    extra = sorted(n for n in kinds if n not in HUB_WRITES and n not in IGNORED)
+    return None, extra, _links(repo_path)
+
+
 def cache_dir_problem(path: str) -> str | None:
     """Why a folder does not look like a hub cache (it holds entries huggingface_hub never writes in one),
     or None. A hub cache holds `<type>s--<id>` repo folders, .locks/, the marked shared blobs/ store,
@@ -119,54 +141,193 @@ def freed(info: Any, selection: dict[str, list[str]]) -> int:
     return sum(strategy(info, repos[p], cs).expected_freed_size for p, cs in selection.items() if p in repos)
 
 
-def _missing_shards(snapshot: Path, names: set[str]) -> list[str]:
+def _missing_shards(snapshot: str, names: set[str]) -> list[str]:
     """Shards a `*.index.json` in the snapshot names that the snapshot lacks (an interrupted download)."""
     missing: set[str] = set()
     for index in [n for n in names if n.endswith(".index.json")]:
         try:
-            weight_map = json.loads((snapshot / index).read_text()).get("weight_map") or {}
+            with open(os.path.join(snapshot, index), encoding="utf-8") as f:
+                weight_map = json.loads(f.read(64 << 20)).get("weight_map") or {}
         except (OSError, ValueError, AttributeError):
             missing.add(f"{index} (unreadable)")
             continue
-        missing.update(f for f in set(weight_map.values()) if f not in names)
+        try:
+            missing.update(f for f in set(weight_map.values()) if f not in names)
+        except (TypeError, AttributeError):  # not a {tensor: file} map
+            missing.add(f"{index} (unreadable)")
     return sorted(missing)
 
 
-def _shared_target(blob: Path, root: str) -> Path | None:
+def _shared_target(blob: Path | str, root: str) -> Path | None:
     try:
         from huggingface_hub.utils._shared_blobs import shared_blob_target
     except ImportError:  # huggingface_hub 1.x: no shared store
         return None
-    return shared_blob_target(blob, root)
+    return shared_blob_target(Path(blob), root)
 
 
-def _outside(repo: Any, root: str) -> list[str]:
+# ---- the hub section of the facts, from huggingface_hub's scan or from one filesystem pass (walk.py) ----
+
+@dataclass
+class Revision:
+    """One revision as huggingface_hub's scan describes it, in plain strings: each snapshot file with the path
+    its symlink's first hop names (the repo's blob entry; the file itself when it is not a symlink), that
+    blob's size and last access."""
+
+    commit: str
+    snapshot: str
+    refs: list[str]
+    files: list[tuple[str, str, int, float]]  # (name relative to the snapshot, blob path, bytes, last access)
+    last_modified: float
+
+
+@dataclass
+class RepoView:
+    repo_id: str
+    repo_type: str
+    path: str
+    size: int  # the library's size_on_disk: each blob the revisions reference, once
+    last_access: float  # the library's last_accessed
+    revisions: list[Revision]
+    links: set[str] | None = None  # names in blobs/ that are symlinks (None: list blobs/ to find out)
+
+
+def view(repo: Any) -> RepoView:
+    """A CachedRepoInfo of huggingface_hub's scan as a RepoView."""
+    revisions = []
+    for rev in repo.revisions:
+        cut = len(str(rev.snapshot_path)) + 1
+        revisions.append(Revision(rev.commit_hash, str(rev.snapshot_path), sorted(rev.refs),
+                                  [(str(f.file_path)[cut:], str(f.blob_path), f.size_on_disk, f.blob_last_accessed)
+                                   for f in rev.files], rev.last_modified))
+    return RepoView(repo.repo_id, repo.repo_type, str(repo.repo_path), repo.size_on_disk, repo.last_accessed,
+                    sorted(revisions, key=lambda r: r.commit))
+
+
+class Accounting:
+    """huggingface_hub's `expected_freed_size` (`HFCacheInfo.delete_revisions`), computed for every revision
+    alone and every repo whole in one pass over the files: a revision frees the blobs no other revision of
+    its repo references (and files that live in its snapshot); a repo frees every blob its revisions
+    reference; a blob that links into the 2.x shared store counts its payload once, and only when every
+    reference the store's manifest lists goes too. Manifests are read once per payload, not once per
+    revision."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.marked = False
+        self._targets: dict[str, str | None] = {}
+        self._refs: dict[str, frozenset[str] | None] = {}
+        self._payload: dict[str, int] = {}
+        if os.path.isfile(os.path.join(root, "blobs", STORE_MARKER)):
+            try:
+                from huggingface_hub.utils import _shared_blobs
+            except ImportError:
+                _shared_blobs = None
+            self.marked = _shared_blobs is not None and _shared_blobs.is_shared_blobs_dir(
+                _shared_blobs.shared_blobs_dir(root))
+
+    def target(self, blob: str) -> str | None:
+        """The store payload a blob entry links to (the library's `shared_blob_target`), or None."""
+        if blob not in self._targets:
+            found = _shared_target(blob, self.root)
+            self._targets[blob] = str(found) if found is not None else None
+        return self._targets[blob]
+
+    def _references(self, payload: str) -> frozenset[str] | None:
+        if payload not in self._refs:
+            from huggingface_hub.utils._shared_blobs import _read_valid_manifest_references
+
+            refs = _read_valid_manifest_references(Path(payload), self.root)
+            self._refs[payload] = frozenset(str(p) for p in refs) if refs is not None else None
+        return self._refs[payload]
+
+    def _payload_size(self, payload: str) -> int:
+        if payload not in self._payload:
+            try:
+                st = os.lstat(payload)
+                self._payload[payload] = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            except OSError:
+                self._payload[payload] = 0
+        return self._payload[payload]
+
+    def size(self, unlinked: dict[str, int]) -> int:
+        """Bytes freed by unlinking these blob entries ({path: scanned bytes}), as the library counts them."""
+        if not self.marked:
+            return sum(unlinked.values())
+        total, payloads = 0, set()
+        for blob, size in unlinked.items():
+            payload = self.target(blob)
+            if payload is None:
+                total += size
+            else:
+                payloads.add(payload)
+        for payload in payloads:
+            refs = self._references(payload)
+            if refs and refs <= unlinked.keys():
+                total += self._payload_size(payload)
+        return total
+
+    def repo(self, revisions: list[Revision]) -> tuple[dict[str, int], int]:
+        """({commit: bytes deleting that revision alone frees}, bytes deleting the whole repo frees)."""
+        whole: dict[str, int] = {}
+        users: dict[str, int] = {}  # blob -> how many revisions reference it
+        for rev in revisions:
+            mine = {blob: size for _, blob, size, _ in rev.files}
+            whole.update(mine)
+            for blob in mine:
+                users[blob] = users.get(blob, 0) + 1
+        total = self.size(whole)
+        if len(revisions) == 1:  # its only revision: the library deletes the whole repo
+            return {revisions[0].commit: total}, total
+        alone = {}
+        for rev in revisions:
+            inner = rev.snapshot + "/"
+            alone[rev.commit] = self.size({blob: size for _, blob, size, _ in rev.files
+                                           if users[blob] == 1 or blob.startswith(inner)})
+        return alone, total
+
+
+def _links(path: str) -> set[str]:
+    try:
+        with os.scandir(os.path.join(path, "blobs")) as entries:
+            return {e.name for e in entries if e.is_symlink()}
+    except OSError:
+        return set()
+
+
+def outside_paths(repo: RepoView, root: str, accounting: Accounting | None = None) -> list[str]:
     """Paths a deletion of this repo would touch that huggingface_hub did not write there: outside the cache,
     outside the repo's own blobs/ (a crafted link into another repo), or a blob symlink that does not lead to
     the shared store."""
-    if not inside(str(repo.repo_path), root) or repo.repo_path.is_symlink():
-        return [str(repo.repo_path)]
-    blobs_dir = repo.repo_path / "blobs"
+    direct = os.path.dirname(repo.path) == root  # `root` is a real path: a folder directly in it is inside
+    if not (direct or inside(repo.path, root)) or os.path.islink(repo.path):
+        return [repo.path]
+    blobs_dir = repo.path + "/blobs"
+    links = repo.links if repo.links is not None else _links(repo.path)
     found: list[str] = []
-    checked: set[Path] = set()
+    checked: set[str] = set()
     for rev in repo.revisions:
-        for f in rev.files:
-            blob = f.blob_path
+        inner = rev.snapshot + "/"
+        for _, blob, _, _ in rev.files:
             if blob in checked:
                 continue
             checked.add(blob)
-            if blob.parent == blobs_dir:
-                try:
-                    is_link = stat.S_ISLNK(os.lstat(blob).st_mode)
-                except OSError:
-                    is_link = False
-                if is_link and _shared_target(blob, root) is None:
-                    found.append(f"{blob} -> {os.readlink(blob)}")
-            elif rev.snapshot_path not in blob.parents or not inside(str(blob), root):
-                found.append(str(blob))
+            folder, _, name = blob.rpartition("/")
+            if folder == blobs_dir:
+                if name in links and (accounting.target(blob) if accounting else _shared_target(blob, root)) is None:
+                    try:
+                        found.append(f"{blob} -> {os.readlink(blob)}")
+                    except OSError:
+                        found.append(blob)
+            elif not blob.startswith(inner) or not inside(blob, root):
+                found.append(blob)
             if len(found) >= 5:
                 return found
     return found
+
+
+def _outside(repo: Any, root: str) -> list[str]:
+    return outside_paths(view(repo), root)
 
 
 def held_under(holders: Holders, root: str) -> dict[str, list[str]]:
@@ -180,12 +341,39 @@ def repo_holders(repo: Any, held: dict[str, list[str]]) -> list[str]:
     real paths (a shared-store payload, or a mapped safetensors file seen through its snapshot symlink)."""
     if not held:
         return []
-    prefix = os.path.realpath(repo.repo_path).rstrip("/") + "/"
+    repo = repo if isinstance(repo, RepoView) else view(repo)
+    prefix = os.path.realpath(repo.path).rstrip("/") + "/"
     found = list(dict.fromkeys(w for p, who in held.items() if p.startswith(prefix) for w in who))
     if all(p.startswith(prefix) for p in held):
         return found
-    blobs = {os.path.realpath(f.blob_path) for r in repo.revisions for f in r.files}
+    blobs = {os.path.realpath(blob) for r in repo.revisions for _, blob, _, _ in r.files}
     return found + [w for p in sorted(blobs & held.keys()) for w in held[p] if w not in found]
+
+
+def attach_holders(facts: dict[str, Any], holders: Holders, root: str) -> None:
+    """Set each repo's `in_use` in hub facts from a process scan: held paths under its folder, and held
+    shared-store payloads, through the store's manifest of the repo blobs that link to them."""
+    held = held_under(holders, root)
+    facts["in_use_scan"] = holders.to_dict()
+    by_name = {os.path.basename(r["path"]): r for r in facts.get("repos") or []}
+    found: dict[str, list[str]] = {}
+    base = root.rstrip("/") + "/"
+    for path, who in held.items():
+        first = path[len(base):].split("/", 1)[0]
+        owners = [first] if first in by_name else []
+        if not owners and first == "blobs":
+            try:
+                from huggingface_hub.utils._shared_blobs import _read_valid_manifest_references
+
+                refs = _read_valid_manifest_references(Path(path), root) or set()
+            except (ImportError, OSError):
+                refs = set()
+            owners = sorted({p.parent.parent.name for p in refs} & by_name.keys())
+        for name in owners:
+            mine = found.setdefault(name, [])
+            mine.extend(w for w in who if w not in mine)
+    for name, repo in by_name.items():
+        repo["in_use"] = found.get(name, [])[:10]
 
 
 def units(hub: dict[str, Any], device: int | None) -> list[dict[str, Any]]:
@@ -208,43 +396,57 @@ def units(hub: dict[str, Any], device: int | None) -> list[dict[str, Any]]:
     return out
 
 
-def summarise(info: Any, root: str, holders: Holders | None = None) -> dict[str, Any]:
-    """The hub section of the facts: repos and revisions with what planning needs."""
-    repos = []
+WEIGHTS = (".safetensors", ".bin")
+
+
+def repo_entry(repo: RepoView, root: str, accounting: Accounting, held: dict[str, list[str]]) -> dict[str, Any]:
+    """One repo of the hub facts: its revisions with what checks and plans need."""
+    alone, whole = accounting.repo(repo.revisions)
+    revisions = []
+    for rev in repo.revisions:
+        rel_names = {name for name, _, _, _ in rev.files}
+        names = {n.rsplit("/", 1)[-1] for n in rel_names}
+        sizes = {blob: size for _, blob, size, _ in rev.files}
+        revisions.append({
+            "commit": rev.commit, "refs": rev.refs, "size_bytes": sum(sizes.values()),
+            "freed_bytes": alone[rev.commit],
+            "last_access": max((atime for _, _, _, atime in rev.files), default=rev.last_modified),
+            "files": len(rev.files), "has_config": "config.json" in names,
+            "weights": sorted(n for n in rel_names if n.endswith(WEIGHTS))[:5],
+            "missing_shards": _missing_shards(rev.snapshot, rel_names)})
+    in_use = repo_holders(repo, held)
+    why_not, extra, links = layout(repo.path)
+    if repo.links is None:
+        repo.links = links
+    entry = {"repo_id": repo.repo_id, "repo_type": repo.repo_type, "path": repo.path, "size_bytes": repo.size,
+             "last_access": repo.last_access, "freed_bytes": whole if repo.revisions else 0,
+             "in_use": in_use[:10], "outside": outside_paths(repo, root, accounting), "revisions": revisions}
+    if why_not:
+        entry["not_hub"] = why_not
+    elif extra:
+        entry["foreign"] = extra[:10]
+    return entry
+
+
+def hub_section(root: str, repos: list[RepoView], size: int, incomplete: list[tuple[str, int]], warnings: list[str],
+                holders: Holders | None, accounting: Accounting | None = None, **extra: Any) -> dict[str, Any]:
+    """The hub section of the facts from RepoViews (huggingface_hub's scan, or walk.py's pass)."""
+    accounting = accounting or Accounting(root)
     held = held_under(holders, root) if holders is not None else {}
-    for repo in sorted(info.repos, key=lambda r: (-r.size_on_disk, str(r.repo_path))):
-        revisions = []
-        for rev in sorted(repo.revisions, key=lambda r: r.commit_hash):
-            cut = len(str(rev.snapshot_path)) + 1
-            rel_names = {str(f.file_path)[cut:] for f in rev.files}
-            names = {n.rsplit("/", 1)[-1] for n in rel_names}
-            revisions.append({
-                "commit": rev.commit_hash, "refs": sorted(rev.refs), "size_bytes": rev.size_on_disk,
-                "freed_bytes": strategy(info, repo, [rev.commit_hash]).expected_freed_size,
-                "last_access": max((f.blob_last_accessed for f in rev.files), default=rev.last_modified),
-                "files": len(rev.files), "has_config": "config.json" in names,
-                "weights": sorted(n for n in rel_names if n.endswith((".safetensors", ".bin")))[:5],
-                "missing_shards": _missing_shards(rev.snapshot_path, rel_names)})
-        in_use = repo_holders(repo, held)
-        why_not = not_hub(repo.repo_path)
-        entry = {"repo_id": repo.repo_id, "repo_type": repo.repo_type, "path": str(repo.repo_path),
-                 "size_bytes": repo.size_on_disk, "last_access": repo.last_accessed,
-                 "freed_bytes": revisions[0]["freed_bytes"] if len(revisions) == 1 else
-                 strategy(info, repo, [r.commit_hash for r in repo.revisions]).expected_freed_size
-                 if repo.revisions else 0,
-                 "in_use": in_use[:10], "outside": _outside(repo, root), "revisions": revisions}
-        if why_not:
-            entry["not_hub"] = why_not
-        else:
-            extra = foreign(repo.repo_path)
-            if extra:
-                entry["foreign"] = extra[:10]
-        repos.append(entry)
-    incomplete = sorted(getattr(info, "incomplete_files", ()), key=lambda f: str(f.file_path))
-    return {"exists": True, "path": root, "size_bytes": info.size_on_disk, "repos": repos,
-            "incomplete_files": len(incomplete), "incomplete_bytes": sum(f.size_on_disk for f in incomplete),
-            "warnings": [" ".join(str(w).split()) for w in info.warnings][:10], "warning_count": len(info.warnings),
-            "in_use_scan": holders.to_dict() if holders is not None else None}
+    entries = [repo_entry(r, root, accounting, held) for r in sorted(repos, key=lambda r: (-r.size, r.path))]
+    return {"exists": True, "path": root, "size_bytes": size, "repos": entries,
+            "incomplete_files": len(incomplete), "incomplete_bytes": sum(b for _, b in incomplete),
+            "warnings": [" ".join(str(w).split()) for w in warnings][:10], "warning_count": len(warnings),
+            "in_use_scan": holders.to_dict() if holders is not None else None, **extra}
+
+
+def summarise(info: Any, root: str, holders: Holders | None = None) -> dict[str, Any]:
+    """The hub section of the facts from huggingface_hub's `scan_cache_dir`: repos and revisions with what
+    planning needs."""
+    accounting = Accounting(str(info.cache_dir) if getattr(info, "cache_dir", None) else root)
+    incomplete = [(str(f.file_path), f.size_on_disk) for f in getattr(info, "incomplete_files", ())]
+    return hub_section(root, [view(r) for r in info.repos], info.size_on_disk, incomplete, list(info.warnings),
+                       holders, accounting)
 
 
 def incomplete_problem(path: Path) -> str | None:

@@ -26,7 +26,7 @@ class Inventory:
 
 
 def _filesystem(inv: Inventory, root: str) -> int | None:
-    from ..probes.disk import filesystem
+    from ..filesystems import filesystem
 
     try:
         fs = filesystem(root)

@@ -98,14 +98,34 @@ def estimate(units: list[dict[str, Any]]) -> int:
 
 def _lru(candidates: list[dict[str, Any]], chosen: list[dict[str, Any]], need: int, target: str,
          now: float) -> list[dict[str, Any]]:
-    """Least recently used first until the estimate covers `need` bytes."""
+    """Least recently used first until the estimate covers `need` bytes: `estimate(chosen + added) - estimate(
+    chosen)` kept up to date one unit at a time (a repo's figure switches to its whole-repo bytes when its
+    last revision is added), so the plan is linear in the units, not quadratic."""
     added: list[dict[str, Any]] = []
-    base = estimate(chosen)
+    repos: dict[str, list[int]] = {}  # repo path -> [revisions in the plan, their summed bytes]
+    for u in chosen:
+        if u["kind"] == "hub":
+            entry = repos.setdefault(u["repo_path"], [0, 0])
+            entry[0] += 1
+            entry[1] += u["bytes"]
+
+    def share(u: dict[str, Any], count: int, total: int) -> int:
+        return u["repo_bytes"] if count == u["repo_revisions"] else total
+
+    gained = 0
     for u in sorted(candidates, key=lambda u: (u["last_access"], u["path"])):
-        if estimate(chosen + added) - base >= need:
+        if gained >= need:
             break
         added.append({**u, "reason": f"least recently used (last access {human_age(now - u['last_access'])} ago) "
                                      f"for --free-target {target}"})
+        if u["kind"] != "hub":
+            gained += u["bytes"]
+            continue
+        entry = repos.setdefault(u["repo_path"], [0, 0])
+        before = share(u, *entry) if entry[0] else 0
+        entry[0] += 1
+        entry[1] += u["bytes"]
+        gained += share(u, *entry) - before
     return added
 
 

@@ -26,13 +26,6 @@ def term(value: object) -> str:
     return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
-def _cell(value: object) -> Any:
-    """A table cell: escaped, and plain text (rich would read `[...]` in a folder name as markup)."""
-    from rich.text import Text
-
-    return Text(term(value))
-
-
 def _what(item: dict[str, Any]) -> str:
     if item["kind"] == "hub-repo":
         n = len(item.get("commits") or [])
@@ -45,11 +38,25 @@ def _what(item: dict[str, Any]) -> str:
     return item["path"]
 
 
-def _console(stream: IO[str]) -> Any:
+ROWS = 100  # rows a console table shows: the largest items; --format json lists every one
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]], stream: IO[str]) -> None:
+    """A rich table of at most ROWS rows (cells already escaped by `term`, given to rich as plain Text so a
+    `[...]` in a folder name is not markup); a plan of 10,000 repos is not 10,000 lines a person reads, and
+    rich measures every cell (~1 ms a row)."""
     from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
     isatty = getattr(stream, "isatty", lambda: False)()
-    return Console(file=stream, force_terminal=isatty, width=None if isatty else 200, highlight=False)
+    console = Console(file=stream, force_terminal=isatty, width=None if isatty else 200, highlight=False)
+    grid = Table(*header, title=title)
+    for row in rows[:ROWS]:
+        grid.add_row(*(Text(c) for c in row))
+    console.print(grid)
+    if len(rows) > ROWS:
+        stream.write(f"… and {len(rows) - ROWS} more (the largest {ROWS} are shown; --format json lists every one)\n")
 
 
 def inventory_text(inv: Any, stream: IO[str]) -> None:
@@ -70,23 +77,17 @@ def inventory_text(inv: Any, stream: IO[str]) -> None:
 
 
 def plan_table(plan: dict[str, Any], stream: IO[str], now: float | None = None) -> None:
-    from rich.table import Table
-
     now = time.time() if now is None else now
-    console = _console(stream)
     if plan["items"]:
-        grid = Table("kind", "what", "size", "last access", "why", title="doctor clean-cache: the plan")
-        for item in sorted(plan["items"], key=lambda i: -i["bytes"]):
-            grid.add_row(KIND_LABEL.get(item["kind"], item["kind"]), _cell(_what(item)), human_bytes(item["bytes"]),
-                         f"{human_age(now - item['last_access'])} ago" if item.get("last_access") else "?",
-                         _cell(item["reason"]))
-        console.print(grid)
+        rows = [(KIND_LABEL.get(item["kind"], item["kind"]), term(_what(item)), human_bytes(item["bytes"]),
+                 f"{human_age(now - item['last_access'])} ago" if item.get("last_access") else "?",
+                 term(item["reason"]))
+                for item in sorted(plan["items"], key=lambda i: -i["bytes"])]
+        _table("doctor clean-cache: the plan", ("kind", "what", "size", "last access", "why"), rows, stream)
     if plan["kept"]:
-        grid = Table("kind", "what", "size", "kept because", title="selected but kept")
-        for item in plan["kept"]:
-            grid.add_row(KIND_LABEL.get(item["kind"], item["kind"]), _cell(_what(item)), human_bytes(item["bytes"]),
-                         _cell(item["reason"]))
-        console.print(grid)
+        rows = [(KIND_LABEL.get(item["kind"], item["kind"]), term(_what(item)), human_bytes(item["bytes"]),
+                 term(item["reason"])) for item in sorted(plan["kept"], key=lambda i: -i["bytes"])]
+        _table("selected but kept", ("kind", "what", "size", "kept because"), rows, stream)
     for fs in plan["filesystems"]:
         held = (f"; {human_bytes(fs['held_deleted_bytes'])} more is held by deleted files still open"
                 if fs.get("held_deleted_bytes") else "")

@@ -26,7 +26,7 @@ def inside(path: str, root: str) -> bool:
 
 def cache_roots(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Where each library puts its cache, by its documented precedence."""
-    from ..probes.hf import locations
+    from ..hf_locations import locations
 
     env = os.environ if environ is None else environ
     xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
+from ..filesystems import filesystem
+from ..hf_locations import locations
 from ..probing import ProbeContext, probe
-from .hf import locations
 
 SKIP_FSTYPES = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "squashfs", "nsfs",
                 "tracefs", "debugfs", "securityfs", "pstore", "bpf", "configfs", "fusectl", "autofs"}
@@ -21,30 +21,6 @@ def expand(path: str, where: dict[str, str]) -> str:
     except (KeyError, IndexError, ValueError):
         pass
     return os.path.abspath(os.path.expanduser(path))
-
-
-def _existing(path: str) -> str:
-    """The path itself or its nearest existing ancestor (where the data will land)."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return str(p)
-
-
-def _mountpoint(path: str) -> str:
-    p = os.path.realpath(path)
-    while not os.path.ismount(p) and p != os.path.dirname(p):
-        p = os.path.dirname(p)
-    return p
-
-
-def filesystem(path: str) -> dict[str, Any]:
-    """Free space and inodes of the filesystem holding `path` (or its nearest existing ancestor)."""
-    probe_path = _existing(path)
-    st = os.statvfs(probe_path)
-    return {"probe_path": probe_path, "mountpoint": _mountpoint(probe_path), "device": os.stat(probe_path).st_dev,
-            "total_bytes": st.f_blocks * st.f_frsize, "free_bytes": st.f_bavail * st.f_frsize,
-            "inodes_total": st.f_files, "inodes_free": st.f_favail}
 
 
 def collect(extra: dict[str, str] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:

@@ -57,5 +57,24 @@ def main():
     print(json.dumps(collect()))
 
 
+def exit_now(code):
+    """Leave without interpreter teardown once the output is flushed (the listing is in the pipe already)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        exit_now(1)
+    exit_now(0)

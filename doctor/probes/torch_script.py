@@ -4,6 +4,7 @@ Standalone (imports nothing of doctor): the inspected environment need not have 
 Prints one JSON line per stage, so a hang in CUDA init still leaves the import facts.
 """
 import json
+import os
 import sys
 import time
 
@@ -111,5 +112,26 @@ def main():
     emit("extensions", extensions())
 
 
+def exit_now(code):
+    """Leave without interpreter teardown once the output is flushed: unloading torch (and a CUDA context)
+    costs 0.4-0.7 s that the check would wait for, and the kernel releases the process's memory, files and
+    GPU context at exit anyway. Nothing this script writes lives in a buffer os._exit would lose."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        exit_now(1)
+    exit_now(0)

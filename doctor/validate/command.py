@@ -13,16 +13,16 @@ import platform
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..args import seconds, whole
 from .. import __version__
+from ..args import seconds, whole
 from ..errors import InputError
 from ..model import ExitCode
-from . import phases
-from .analysis import analyse
-from .flow import Clock, Run
-from .summary import render
+
+if TYPE_CHECKING:  # the phases import the VRAM model and NVML: only `doctor validate` itself pays for them
+    from . import phases
+    from .flow import Run
 
 DEFAULT_BUDGET_S = 480.0
 # The phases in order, each with the least time it needs: a phase may use its own cap only as far as this
@@ -82,6 +82,10 @@ def _source() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..interpreter import select
+    from . import phases
+    from .analysis import analyse
+    from .flow import Clock, Run
+    from .summary import render
 
     _args(args)
     target = select(args.python)
