@@ -44,7 +44,8 @@ def test_autodl_qwen_qlora_ready_once_hf_home_is_on_the_data_disk(registry):
     rep = report(facts, registry, "autodl-a800", "qwen3-vl-32b-qlora")
     assert not_ok(rep) == {}, not_ok(rep)
     r = by_id(rep)
-    assert "storage plan of 94.0 GiB fits on 1 filesystem(s)" == r["disk.space"].summary
+    # base model 62 + dataset 5 + 5 computed QLoRA checkpoints of 6.4 GiB (tests/test_storage_checkpoints.py)
+    assert "storage plan of 99.0 GiB fits on 1 filesystem(s)" == r["disk.space"].summary
     assert rep.exit_code is ExitCode.READY
     # the report states the seed's wrong figures right
     profile = load(["autodl-a800", "qwen3-vl-32b-qlora"], registry)
@@ -109,9 +110,11 @@ def _mamba_facts(nvcc: str = "12.8", cpu_adam_prebuilt: bool = False):
     return facts
 
 
-def test_a800_mamba_zero2_ready_with_matching_nvcc(registry):
+def test_a800_mamba_zero2_toolchain_ready_but_cpu_ram_short(registry):
     rep = report(_mamba_facts(), registry, "a800-80g", "mamba-7b-zero2")
-    assert not_ok(rep) == {}, not_ok(rep)
+    # the gpu_box snapshot has 23.5 GiB of RAM; ZeRO-2 with optimizer offload of 7B fp32 needs ~160 GiB per node
+    # (tests/test_vram_distributed.py holds the figure): memory.ram is the one check that must fail here
+    assert not_ok(rep) == {"memory.ram": Status.FAIL}, not_ok(rep)
     r = by_id(rep)
     assert r["deepspeed.config"].summary == "valid JSON; batch sizes agree"
     assert "DeepSpeed will JIT-compile cpu_adam" in r["toolchain.cuda"].summary

@@ -1,15 +1,57 @@
-"""RAM (judged on the container's effective limit), CPU quota, /dev/shm and ulimits."""
+"""RAM (judged on the container's effective limit, and against a distributed job's CPU RAM per node), CPU
+quota, /dev/shm and ulimits. Malformed facts make a check undecided ("could not decide: ..."), never a crash."""
 from __future__ import annotations
 
-from typing import Any
+import functools
+import math
+from dataclasses import replace
+from typing import Any, Callable
 
-from doctor.model import Remediation, Result, failed, passed, skipped, warned
+from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
 from .common import devices
 
 GIB = 2**30
 NCCL_DOCKER_URL = "https://docs.nvidia.com/deeplearning/nccl/user-guide/docs/troubleshooting.html#docker"
+DS_MEMORY_URL = "https://deepspeed.readthedocs.io/en/latest/memory.html"
+
+
+class Undecided(Exception):
+    """A fact the check needs is missing or malformed."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _map(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    raise Undecided(f"{where} is missing" if value is None else f"{where} is {_shown(value)}; expected a mapping")
+
+
+def _num(value: Any, where: str, optional: bool = False) -> float | None:
+    """A non-negative finite number; None where `optional` and absent."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise Undecided(f"{where} is missing" if value is None else f"{where} is {_shown(value)}; expected a number")
+    return value
+
+
+def decides(func: Callable[..., Result]) -> Callable[..., Result]:
+    """Turn a missing or malformed fact (Undecided) into an undecided result naming it."""
+
+    @functools.wraps(func)
+    def judged(facts: dict[str, Any], **params: Any) -> Result:
+        try:
+            return func(facts, **params)
+        except Undecided as exc:
+            return errored(f"could not decide: {exc}")
+
+    return judged
 
 
 def gib(n: float | None) -> str:
@@ -17,51 +59,236 @@ def gib(n: float | None) -> str:
 
 
 def effective_memory(res: dict[str, Any]) -> tuple[int, int | None, int]:
-    """(effective limit, cgroup limit or None, available under that limit)."""
-    mem = res["memory"]
-    cg = mem.get("cgroup") or {}
-    limit = cg.get("limit_bytes")
-    total = mem["host_total_bytes"]
+    """(effective limit, cgroup limit or None, available under that limit); Undecided when a figure is missing."""
+    mem = _map(_map(res, "resources").get("memory"), "resources.memory")
+    cg = _map(mem.get("cgroup") or {}, "resources.memory.cgroup")
+    limit = _num(cg.get("limit_bytes"), "resources.memory.cgroup.limit_bytes", optional=True)
+    total = _num(mem.get("host_total_bytes"), "resources.memory.host_total_bytes")
+    avail = _num(mem.get("host_available_bytes"), "resources.memory.host_available_bytes")
     if limit is not None and limit < total:
-        used = cg.get("usage_bytes") or 0
-        return limit, limit, max(0, min(limit - used, mem["host_available_bytes"]))
-    return total, limit, mem["host_available_bytes"]
+        used = _num(cg.get("usage_bytes"), "resources.memory.cgroup.usage_bytes", optional=True) or 0
+        return int(limit), int(limit), int(max(0, min(limit - used, avail)))
+    return int(total), None if limit is None else int(limit), int(avail)
 
 
-@check("memory.ram", needs=("resources",), binds={"ram_gib": "machine.ram_gib"})
-def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance_pct: float = 10.0) -> Result:
+@check("memory.ram", needs=("resources",), binds={"ram_gib": "machine.ram_gib", "workload": "job.workload",
+                                                  "deepspeed": "job.deepspeed"})
+@decides
+def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance_pct: float = 10.0,
+               workload: dict[str, Any] | None = None, deepspeed: dict[str, Any] | None = None,
+               process_allowance_gib: float = 4.0) -> Result:
     """RAM as the job gets it: the smaller of the host's RAM and the container's cgroup memory limit,
-    against the profile's machine.ram_gib; both views are shown.
+    against the profile's machine.ram_gib, and, for a distributed job (DeepSpeed ZeRO, FSDP, data parallel),
+    against the CPU RAM one node needs: offloaded optimizer state and parameters, pinned staging buffers, the
+    model as each rank loads it (doctor/vram/distributed.py), plus `process_allowance_gib` per rank for the rest
+    of each process (doctor's assumption, not a measurement: Python, torch and CUDA libraries, host-side CUDA
+    state, a DataLoader's prefetch; set it to the RSS you measure).
 
     Why: in a container psutil and `free` report the host (e.g. 1 TB) while the cgroup caps the job at
     its share (e.g. 100 GB); loading a checkpoint or a CPU-offloaded optimizer past the cap is an
     OOM kill with no Python traceback.
-    Fix: rent or request the memory the profile states, or lower CPU-side memory (fewer DataLoader
-    workers, no optimizer offload, low_cpu_mem_usage model loading).
+    Fix: rent or request the memory the job needs, or lower its CPU-side memory (ZeRO-3 with parameter
+    offload, fewer bytes per optimizer state, NVMe offload, no offload); each alternative is computed.
     """
-    res = facts["resources"]
+    res = _map(facts.get("resources"), "resources")
     eff, limit, avail = effective_memory(res)
-    host = res["memory"]["host_total_bytes"]
-    source = (res["memory"].get("cgroup") or {}).get("source")
+    mem = res["memory"]
+    host = mem["host_total_bytes"]
+    cgroup = mem.get("cgroup") or {}
+    source = cgroup.get("source")
     details = [f"host RAM (psutil): {gib(host)}",
-               f"cgroup v{(res['memory'].get('cgroup') or {}).get('version')} limit: "
+               f"cgroup v{cgroup.get('version')} limit: "
                + (f"{gib(limit)} ({source})" if limit is not None else "none"),
-               f"swap: {gib(res['memory'].get('swap_total_bytes'))}"]
+               f"swap: {gib(_num(mem.get('swap_total_bytes'), 'resources.memory.swap_total_bytes', optional=True))}"]
     judged = f"{gib(eff)} effective" + (" (the container limit, not the host's RAM)" if limit and limit < host else "")
+    job = _job_ram(facts, workload, deepspeed, eff, process_allowance_gib)
+    if job is not None and job.status.value in ("fail", "error"):
+        extra = ([f"the profile expects {ram_gib:g} GiB of RAM"] if ram_gib is not None else [])
+        return type(job)(job.check_id, job.status, job.summary, tuple(details) + job.details + tuple(extra),
+                         job.remediation)
     if ram_gib is not None and eff < ram_gib * GIB * (1 - tolerance_pct / 100):
         return failed(f"{judged}; the profile expects {ram_gib:g} GiB",
                       Remediation(f"This machine gives the job {gib(eff)} of RAM. Choose an instance with "
                                   f"{ram_gib:g} GiB, raise the container's memory limit, or lower the job's CPU-side "
                                   "memory (fewer DataLoader workers, no optimizer CPU offload)."), *details)
+    job_details = job.details if job is not None else ()
     if avail < eff * 0.10:
         return warned(f"{judged}, but only {gib(avail)} is available now",
                       Remediation("Other processes hold most of the memory; stop them before the job starts.",
-                                  ("ps aux --sort=-rss | head",)), *details)
+                                  ("ps aux --sort=-rss | head",)), *details, *job_details)
+    if job is not None and job.status.value == "warn":
+        return warned(f"{judged}; " + job.summary, job.remediation, *details, *job_details)
     expect = f" (profile expects {ram_gib:g} GiB)" if ram_gib is not None else ""
-    return passed(f"{judged}, {gib(avail)} available{expect}", *details)
+    needs = f"; {job.summary}" if job is not None else ""
+    return passed(f"{judged}, {gib(avail)} available{expect}{needs}", *details, *job_details)
+
+
+def _gpu_free(facts: dict[str, Any]) -> float | None:
+    """The smallest free GPU memory NVML reports, or None where it reports none (malformed facts included)."""
+    gpu = facts.get("gpu")
+    free = []
+    for dev in devices(gpu) if isinstance(gpu, dict) and isinstance(gpu.get("devices"), list) else []:
+        memory = dev.get("memory") if isinstance(dev, dict) else None
+        total = memory.get("total_bytes") if isinstance(memory, dict) else None
+        used = (memory.get("used_mib") or 0) if isinstance(memory, dict) else 0
+        if isinstance(total, (int, float)) and isinstance(used, (int, float)) and not isinstance(total, bool):
+            free.append(total - used * 2**20)
+    return min(free) if free else None
+
+
+def _nvme_free(facts: dict[str, Any], path: str | None) -> tuple[str, float] | None:
+    """(mount point, free bytes) of the filesystem holding `path`, from the disk facts; None where unknown."""
+    disk = facts.get("disk")
+    mounts = disk.get("mounts") if isinstance(disk, dict) else None
+    if not path or not isinstance(mounts, list):
+        return None
+    best = None
+    for m in mounts:
+        point = m.get("mountpoint") if isinstance(m, dict) else None
+        free = m.get("free_bytes") if isinstance(m, dict) else None
+        if not isinstance(point, str) or isinstance(free, bool) or not isinstance(free, (int, float)):
+            continue
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) > len(best[0])):
+            best = (point, float(free))
+    return best
+
+
+def _largest_free(facts: dict[str, Any]) -> tuple[str, float] | None:
+    """(mount point, free bytes) of the filesystem with the most free space, from the disk facts."""
+    disk = facts.get("disk")
+    mounts = disk.get("mounts") if isinstance(disk, dict) else None
+    found = [(m["mountpoint"], float(m["free_bytes"])) for m in mounts or [] if isinstance(m, dict)
+             and isinstance(m.get("mountpoint"), str) and isinstance(m.get("free_bytes"), (int, float))
+             and not isinstance(m.get("free_bytes"), bool)] if isinstance(mounts, list) else []
+    return max(found, key=lambda x: x[1]) if found else None
+
+
+def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: dict[str, Any] | None,
+             eff: float, allowance_gib: float) -> Result | None:
+    """The job's CPU RAM per node against `eff`; None when the job is not distributed (nothing to judge)."""
+    from doctor.errors import InputError
+    from doctor.vram.arch import from_config
+    from doctor.vram.distributed import Counts, deepspeed_figures
+    from doctor.vram.estimator import (
+        Workload,
+        distributed_memory,
+        largest_layer,
+        largest_unit,
+        sharding_of,
+    )
+    from doctor.vram.whatif import cpu_what_ifs
+    from doctor.vram.workload import to_flags, unknown_optimizer, workload_from_job
+
+    if not isinstance(workload, dict):
+        return None
+    model, fields = workload_from_job({"workload": workload, "deepspeed": deepspeed if isinstance(deepspeed, dict)
+                                       else {}})
+    try:
+        wl = Workload(**fields)
+    except (TypeError, ValueError):
+        return None
+    python = facts.get("python")
+    dists = python.get("distributions") if isinstance(python, dict) else None
+    version = dists.get("deepspeed") if isinstance(dists, dict) else None
+    if isinstance(version, str) and isinstance(wl.ds_knobs, dict):   # bit16 staging depends on it (distributed.py)
+        wl = replace(wl, ds_knobs={**wl.ds_knobs, "version": version})
+    sh = sharding_of(wl)
+    if sh is None or wl.method == "inference":
+        return None
+    if unknown_optimizer(workload):
+        return errored(f"could not decide the job's CPU RAM per node: optimizer {unknown_optimizer(workload)!r} "
+                       "(job.workload.optimizer) is not one doctor models the state of (see doctor estimate --help)")
+    resolved = workload.get("resolved_config") or {}
+    arch = None
+    if isinstance(resolved, dict) and isinstance(resolved.get("config"), dict):
+        try:
+            arch = from_config(resolved["config"], name=str(model), source=str(resolved.get("source")))
+        except InputError as exc:
+            return errored(f"could not decide the job's CPU RAM: cannot read {model}'s config: {exc}")
+    count = workload.get("params")
+    params = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
+    mem = distributed_memory(arch, wl, params)
+    if mem is None:
+        what = (f"a model doctor can build (job.workload.model: {model})" if model else "job.workload.model")
+        return errored(f"could not decide the job's CPU RAM per node ({sh.describe()}): it needs the parameter "
+                       f"count, from {what} or job.workload.params" + (
+                           "" if wl.optimizer in ("adamw", "adamw_fused", "adamw_loop", "adamw_8bit", "sgd")
+                           else f", and bytes per state of {wl.optimizer} without a model config"))
+    allowance = allowance_gib * GIB * sh.per_node
+    need = mem.cpu_bytes + allowance
+    counts = (Counts(arch.params, arch.params, largest_layer(arch), largest_unit(arch), largest_layer(arch))
+              if arch is not None else Counts(params or 0, params or 0))
+    ds = deepspeed_figures(counts, sh)
+    peak_is_load = mem.cpu_load > mem.cpu_training
+    terms = mem.load if peak_is_load else mem.cpu
+    what = sh.describe() + (f", from {sh.source}" if sh.source else "")
+    details = [f"job: {what}"]
+    details += [f"CPU per node, {k}: {gib(t.bytes)} = {t.formula} [{t.source}]" for k, t in terms.items()]
+    if not peak_is_load:
+        details += [f"CPU per node while loading the model (freed before training): {gib(mem.cpu_load)}"]
+    else:
+        details += [f"CPU per node during training: {gib(mem.cpu_training)} (the model load is the peak)"]
+    details.append(f"process allowance: {allowance_gib:g} GiB x {sh.per_node} rank(s) = {gib(allowance)} "
+                   "(doctor's assumption for Python, torch/CUDA libraries and host-side CUDA state; not measured)")
+    if mem.pinned_bytes:
+        details.append(f"of which pinned (page-locked): {gib(mem.pinned_bytes)} [{DS_MEMORY_URL} 'Pinned Memory']")
+    if ds:
+        details.append(f"DeepSpeed's estimator ({ds['function']}): {gib(ds['cpu_per_node_bytes'])} per node, "
+                       f"x{ds['buffer_factor']:g} buffer = {gib(ds['cpu_per_node_with_buffer_bytes'])}; "
+                       f"GPU {gib(ds['gpu_per_rank_bytes'])} per rank (model states only)")
+    details += [f"note: {n}" for n in mem.notes]
+    moment = "model load" if peak_is_load else "training state"
+    figure = f"{gib(need)} of CPU RAM per node ({gib(mem.cpu_bytes)} {moment} + {gib(allowance)} allowance)"
+    problems = []
+    if mem.nvme_bytes:
+        path = sh.knob("nvme_path")
+        where = _nvme_free(facts, path)
+        if where is None:
+            details.append(f"NVMe offload needs {gib(mem.nvme_bytes)} per node on {path or '(no nvme_path set)'}; "
+                           "its free space is not in the facts")
+        elif where[1] < mem.nvme_bytes:
+            problems.append(f"NVMe offload needs {gib(mem.nvme_bytes)} on {path} but {where[0]} has "
+                            f"{gib(where[1])} free")
+        else:
+            details.append(f"NVMe offload: {gib(mem.nvme_bytes)} on {path} ({where[0]}: {gib(where[1])} free)")
+    if need <= eff and not problems:
+        return passed(f"the job needs {figure}", *details)
+    gpu_free = _gpu_free(facts)
+    options = cpu_what_ifs(arch, wl, params, eff, allowance_gib * GIB)
+    rank = {"fits": 0, "GPU too small": 1, "NVMe too small": 1, "still too big": 2}
+    judged_options = []
+    for w in options:
+        verdict = "fits" if w.fits else "still too big"
+        if w.fits and w.gpu_bytes is not None and gpu_free is not None and w.gpu_bytes > gpu_free:
+            verdict = "GPU too small"
+        disk = _largest_free(facts) if w.nvme_bytes else None
+        if verdict == "fits" and disk is not None and disk[1] < w.nvme_bytes:
+            verdict = "NVMe too small"
+        judged_options.append((rank[verdict], not w.flag, w.cpu_bytes, verdict, disk, w))
+    judged_options.sort(key=lambda x: x[:3])
+    lines = []
+    for _, _, _, verdict, disk, w in judged_options[:7]:
+        gpu = f", GPU {gib(w.gpu_bytes)} per rank" if w.gpu_bytes is not None else ""
+        nvme = f", NVMe {gib(w.nvme_bytes)}" + (f" (largest free here: {disk[0]}, {gib(disk[1])})" if disk else "") \
+            if w.nvme_bytes else ""
+        config = w.deepspeed.replace("/local_nvme", disk[0].rstrip("/") + "/ds_nvme") if disk else w.deepspeed
+        lines.append(f"{w.change}: {gib(w.cpu_bytes)} CPU per node{gpu}{nvme} ({verdict})"
+                     + (f" [DeepSpeed config: {config}]" if config else ""))
+    options = [x[-1] for x in judged_options]
+    commands = tuple(f"doctor estimate {to_flags(model, fields)} {w.flag}" for w in options
+                     if model and arch is not None and w.flag)[:3]
+    caveat = "" if arch is not None else (" (GPU figures: model states and buffers only; the activations need a "
+                                          "model config)")
+    remedy = Remediation(f"Alternatives, each computed{caveat}: " + "; ".join(lines) + ".", commands, DS_MEMORY_URL)
+    if need > eff:
+        return failed(f"the job needs {figure} but this machine gives it {gib(eff)}", remedy,
+                      *details, *problems)
+    return failed("; ".join(problems), remedy, *details)
 
 
 @check("cpu.quota", needs=("resources",), binds={"workers": "job.workload.dataloader_workers"})
+@decides
 def cpu_quota(facts: dict[str, Any], *, workers: int | None = None) -> Result:
     """CPUs the job may use (cgroup quota, affinity) versus the cores it can see, and its DataLoader workers.
 
@@ -69,19 +296,26 @@ def cpu_quota(facts: dict[str, Any], *, workers: int | None = None) -> Result:
     64-core host that is 16× oversubscription and a data pipeline many times slower.
     Fix: set OMP_NUM_THREADS (and DataLoader num_workers) to the quota.
     """
-    res = facts["resources"]
-    cpu = res["cpu"]
-    quota = (cpu.get("cgroup") or {}).get("quota_cpus")
-    visible = cpu.get("logical") or 0
-    usable = min(x for x in (visible, cpu.get("affinity"), quota) if x)
-    omp = ((facts.get("env") or {}).get("variables") or {}).get("OMP_NUM_THREADS")
-    details = [f"visible cores: {visible}", f"affinity: {cpu.get('affinity')}",
+    res = _map(facts.get("resources"), "resources")
+    cpu = _map(res.get("cpu"), "resources.cpu")
+    quota = _num(_map(cpu.get("cgroup") or {}, "resources.cpu.cgroup").get("quota_cpus"),
+                 "resources.cpu.cgroup.quota_cpus", optional=True)
+    visible = _num(cpu.get("logical"), "resources.cpu.logical", optional=True) or 0
+    affinity = _num(cpu.get("affinity"), "resources.cpu.affinity", optional=True)
+    counts = [x for x in (visible, affinity, quota) if x]
+    if not counts:
+        raise Undecided("resources.cpu reports no CPU count (logical, affinity or cgroup quota)")
+    usable = min(counts)
+    env = facts.get("env")
+    variables = env.get("variables") if isinstance(env, dict) else None
+    omp = variables.get("OMP_NUM_THREADS") if isinstance(variables, dict) else None
+    details = [f"visible cores: {visible:g}", f"affinity: {affinity if affinity is not None else 'none'}",
                f"cgroup quota: {quota if quota is not None else 'none'}", f"OMP_NUM_THREADS: {omp or 'unset'}"]
     n = max(1, int(usable))
     if quota is not None and quota < visible and not omp:
-        return warned(f"the container may use {quota:g} CPUs but sees {visible}; torch will start {visible} threads",
-                      Remediation(f"Export OMP_NUM_THREADS={n} (and keep DataLoader num_workers <= {n}).",
-                                  (f"export OMP_NUM_THREADS={n}",)), *details)
+        return warned(f"the container may use {quota:g} CPUs but sees {visible:g}; torch will start {visible:g} "
+                      "threads", Remediation(f"Export OMP_NUM_THREADS={n} (and keep DataLoader num_workers <= {n}).",
+                                             (f"export OMP_NUM_THREADS={n}",)), *details)
     if workers is not None and workers > usable:
         return warned(f"{workers} DataLoader workers on {usable:g} usable CPUs",
                       Remediation(f"Use num_workers <= {n}."), *details)
@@ -90,6 +324,7 @@ def cpu_quota(facts: dict[str, Any], *, workers: int | None = None) -> Result:
 
 
 @check("shm.size", needs=("resources",), binds={"workers": "job.workload.dataloader_workers"})
+@decides
 def shm_size(facts: dict[str, Any], *, min_gib: float = 1.0, workers: int | None = None) -> Result:
     """/dev/shm is large enough for DataLoader worker batches and NCCL's intra-node buffers.
 
@@ -98,13 +333,16 @@ def shm_size(facts: dict[str, Any], *, min_gib: float = 1.0, workers: int | None
     Fix: start the container with `--ipc=host` or `--shm-size=16g` (Kubernetes: an emptyDir with
     medium Memory mounted at /dev/shm).
     """
-    shm = facts["resources"].get("shm")
+    shm = _map(facts.get("resources"), "resources").get("shm")
     if not shm:
         return skipped("no /dev/shm on this system")
-    size = shm["total_bytes"]
-    multi = len(devices(facts.get("gpu") or {})) > 1
+    shm = _map(shm, "resources.shm")
+    size = _num(shm.get("total_bytes"), "resources.shm.total_bytes")
+    free = _num(shm.get("free_bytes"), "resources.shm.free_bytes", optional=True)
+    gpu = facts.get("gpu")
+    multi = len(devices(gpu)) > 1 if isinstance(gpu, dict) and isinstance(gpu.get("devices"), list) else False
     if size >= min_gib * GIB:
-        return passed(f"/dev/shm is {gib(size)} ({gib(shm['free_bytes'])} free)")
+        return passed(f"/dev/shm is {gib(size)} ({gib(free)} free)")
     remedy = Remediation("PyTorch's DataLoader workers and NCCL use shared memory; the container default is too "
                          "small. Restart the container with a larger /dev/shm.",
                          ("docker run --ipc=host ...  # or: --shm-size=16g",), NCCL_DOCKER_URL)
@@ -115,7 +353,18 @@ def shm_size(facts: dict[str, Any], *, min_gib: float = 1.0, workers: int | None
     return warned(f"{summary}; fatal once the job uses DataLoader workers or several GPUs", remedy)
 
 
+def _soft(lim: dict[str, Any], key: str) -> float | None:
+    """The soft limit of a [soft, hard] pair; None means unlimited."""
+    pair = lim.get(key)
+    if pair is None:
+        return None
+    if not isinstance(pair, (list, tuple)):
+        raise Undecided(f"resources.ulimits.{key} is {_shown(pair)}; expected [soft, hard]")
+    return _num(pair[0] if pair else None, f"resources.ulimits.{key}[0]", optional=True)
+
+
 @check("limits.ulimits", needs=("resources",))
+@decides
 def limits_ulimits(facts: dict[str, Any], *, min_open_files: int = 4096) -> Result:
     """Open-file limit for DataLoader workers, and unlimited locked memory where RDMA devices exist.
 
@@ -123,19 +372,22 @@ def limits_ulimits(facts: dict[str, Any], *, min_open_files: int = 4096) -> Resu
     files". NCCL over InfiniBand pins memory and fails to register it under a small memlock limit.
     Fix: raise the limits (`ulimit -n 65536`; Docker `--ulimit nofile=65536 --ulimit memlock=-1`).
     """
-    res = facts["resources"]
+    res = _map(facts.get("resources"), "resources")
     lim = res.get("ulimits") or {}
     if not lim:
         return skipped("no POSIX resource limits on this platform")
-    nofile = (lim.get("nofile") or [None])[0]
-    memlock = (lim.get("memlock_bytes") or [None])[0]
+    lim = _map(lim, "resources.ulimits")
+    nofile = _soft(lim, "nofile")
+    memlock = _soft(lim, "memlock_bytes")
     rdma = res.get("rdma_devices") or []
-    details = [f"open files (soft): {nofile if nofile is not None else 'unlimited'}",
+    if not isinstance(rdma, list) or not all(isinstance(d, str) for d in rdma):
+        raise Undecided(f"resources.rdma_devices is {_shown(rdma)}; expected a list of device names")
+    details = [f"open files (soft): {f'{nofile:g}' if nofile is not None else 'unlimited'}",
                f"locked memory (soft): {gib(memlock) if memlock is not None else 'unlimited'}",
                f"RDMA devices: {', '.join(rdma) or 'none'}"]
     problems, commands = [], []
     if nofile is not None and nofile < min_open_files:
-        problems.append(f"open files limit {nofile} < {min_open_files}")
+        problems.append(f"open files limit {nofile:g} < {min_open_files}")
         commands.append("ulimit -n 65536")
     if rdma and memlock is not None:
         problems.append(f"locked memory is limited to {gib(memlock)} on a machine with RDMA devices")
@@ -143,4 +395,5 @@ def limits_ulimits(facts: dict[str, Any], *, min_open_files: int = 4096) -> Resu
     if problems:
         return warned("; ".join(problems), Remediation("Raise the limits before launching.", tuple(commands),
                                                          NCCL_DOCKER_URL), *details)
-    return passed(f"open files {nofile or 'unlimited'}" + ("; memlock unlimited for RDMA" if rdma else ""), *details)
+    return passed(f"open files {f'{nofile:g}' if nofile else 'unlimited'}"
+                  + ("; memlock unlimited for RDMA" if rdma else ""), *details)

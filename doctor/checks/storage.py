@@ -110,14 +110,44 @@ def clean_remedy(facts: dict[str, Any], fs: dict[str, Any], target: float, keep:
                      "alone.")
 
 
-def plan(storage: dict[str, Any], facts: dict[str, Any]) -> tuple[dict[Any, dict[str, Any]], list[str]]:
-    """Group the storage plan by filesystem: {device: {fs, need, items}}, plus unplaced entries."""
+def entry_need(label: str, entry: dict[str, Any], workload: dict[str, Any] | None = None,
+               deepspeed: dict[str, Any] | None = None) -> tuple[float | None, str, list[str]]:
+    """(bytes the entry needs at its peak, how that was reached, detail lines) of one storage plan entry: `gib` x
+    `count` as typed, or - where the entry says `contents` and no `gib` - one checkpoint computed from the job's
+    workload (doctor/vram/checkpoint.py) x the copies on disk at once. None where it cannot be computed (the
+    text says why)."""
+    from doctor.vram.checkpoint import Undecided, from_job, peak_count
+
+    count, why = peak_count(entry)
+    copies = f" × {count}" if count != 1 else ""
+    if entry.get("gib") is not None or not entry.get("contents"):
+        gib_ = float(entry.get("gib", 0))
+        how = f"{gib_:g} GiB{copies}" + (" (gib as given; overrides the computed size)" if entry.get("contents")
+                                          else "")
+        return gib_ * count * GIB, how, []
+    try:
+        size = from_job(entry, workload, deepspeed)
+    except Undecided as exc:
+        return None, f"{entry['contents']} checkpoint size unknown: {exc}", []
+    how = f"{_gb(size.bytes)}{copies} ({entry['contents']}, computed; {why})"
+    lines = [f"      {line}" for line in size.lines()] + [f"      note: {n}" for n in size.notes]
+    return size.bytes * count, how, lines
+
+
+def plan(storage: dict[str, Any], facts: dict[str, Any], workload: dict[str, Any] | None = None,
+         deepspeed: dict[str, Any] | None = None) -> tuple[dict[Any, dict[str, Any]], list[str], list[str]]:
+    """Group the storage plan by filesystem: {device: {fs, need, items}}, plus unplaced entries, plus entries
+    whose size cannot be computed (each with why)."""
     groups: dict[Any, dict[str, Any]] = {}
-    unplaced = []
+    unplaced, unsized = [], []
     for label, entry in storage.items():
-        need = float(entry.get("gib", 0)) * int(entry.get("count", 1)) * GIB
+        need, how, lines = entry_need(label, entry, workload, deepspeed)
+        if need is None:
+            unsized.append(f"{label}: {how}")
+            need = 0.0
         repo = entry.get("repo")
-        if repo and complete_revision(cached_repo(facts, repo)):
+        cached = bool(repo and complete_revision(cached_repo(facts, repo)))
+        if cached:
             need = 0.0  # already downloaded
         fs = locate(f"storage.{label}", entry["path"], facts)
         if fs is None:
@@ -126,16 +156,19 @@ def plan(storage: dict[str, Any], facts: dict[str, Any]) -> tuple[dict[Any, dict
         key = fs.get("device", fs.get("mountpoint"))
         group = groups.setdefault(key, {"fs": fs, "need": 0.0, "items": []})
         group["need"] += need
-        count = f" × {entry['count']}" if entry.get("count", 1) != 1 else ""
-        group["items"].append(f"{label} {entry.get('gib', 0):g} GiB{count} at {entry['path']}"
-                              + (" (already in the HF cache)" if repo and need == 0 else ""))
-    return groups, unplaced
+        group["items"].append(f"{label} {how} at {entry['path']}" + (" (already in the HF cache)" if cached else ""))
+        group["items"].extend(lines)
+    return groups, unplaced, unsized
 
 
-@check("disk.space", needs=("disk",), binds={"storage": "job.storage"})
-def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: float = 10.0) -> Result:
+@check("disk.space", needs=("disk",), binds={"storage": "job.storage", "workload": "job.workload",
+                                              "deepspeed": "job.deepspeed"})
+def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: float = 10.0,
+               workload: dict[str, Any] | None = None, deepspeed: dict[str, Any] | None = None) -> Result:
     """Free space for the job's storage plan (base model, quantized model, checkpoints × kept, dataset,
-    HF cache growth), summed per filesystem each path lands on.
+    HF cache growth), summed per filesystem each path lands on. A checkpoint entry that says `contents`
+    (model | model+optimizer) is sized from the job's workload: weights in their saved dtype, plus the
+    optimizer's state (and DeepSpeed's fp32 master partitions) where saved.
 
     Why: the download or the third checkpoint fills the disk hours into the run; two plan entries on
     the same small system disk each "fit" alone but not together.
@@ -143,7 +176,7 @@ def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: fl
     (save_total_limit), or free space: the remedy gives the exact `doctor clean-cache --free-target …`
     command and what it frees when the hub cache shares the filesystem.
     """
-    groups, unplaced = plan(storage, facts)
+    groups, unplaced, unsized = plan(storage, facts, workload, deepspeed)
     details, fails, warns = [], [], []
     for group in groups.values():
         fs, need = group["fs"], group["need"]
@@ -157,6 +190,7 @@ def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: fl
             warns.append(f"{fs['mountpoint']} would be left with {_gb(free - need)} ({_gb(need)} of {_gb(free)})")
     if unplaced:
         details.append(f"no filesystem found for: {', '.join(unplaced)}")
+    details.extend(f"not sized: {u}" for u in unsized)
     total = sum(g["need"] for g in groups.values())
     remedy = Remediation("Put the large entries on a filesystem with room (export HF_HOME=<data disk>/huggingface; "
                          "point output_dir there), keep fewer checkpoints (save_total_limit), or free space.",
@@ -173,6 +207,8 @@ def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: fl
                 break
     if fails:
         return failed("; ".join(fails), remedy, *details)
+    if unsized:
+        return errored("could not decide: " + "; ".join(unsized), *details)
     if unplaced:
         return errored(f"could not decide: no known filesystem for {', '.join(unplaced)} (the snapshot lacks the "
                        "path's location or the mount it lands on)", *details)
@@ -215,9 +251,11 @@ def disk_inodes(facts: dict[str, Any], *, storage: dict[str, Any] | None = None,
     return passed(f"enough free inodes on {len(seen)} filesystem(s)", *details)
 
 
-@check("hf.cache_location", needs=("hf", "disk"), binds={"storage": "job.storage"})
+@check("hf.cache_location", needs=("hf", "disk"), binds={"storage": "job.storage", "workload": "job.workload",
+                                                         "deepspeed": "job.deepspeed"})
 def hf_cache_location(facts: dict[str, Any], *, storage: dict[str, Any] | None = None,
-                      min_free_gib: float = 50.0) -> Result:
+                      min_free_gib: float = 50.0, workload: dict[str, Any] | None = None,
+                      deepspeed: dict[str, Any] | None = None) -> Result:
     """The Hugging Face hub cache (HF_HOME / HF_HUB_CACHE, resolved as huggingface_hub resolves them)
     sits on a filesystem with room, not on a small system disk while a data disk has space.
 
@@ -233,10 +271,10 @@ def hf_cache_location(facts: dict[str, Any], *, storage: dict[str, Any] | None =
                        "snapshot lists")
     hub_facts = hf.get("hub") or {}
     need = 0.0
-    for entry in (storage or {}).values():
+    for label, entry in (storage or {}).items():
         if "{hf_hub_cache}" in entry.get("path", "") or "{hf_home}" in entry.get("path", ""):
             if not (entry.get("repo") and complete_revision(cached_repo(facts, entry["repo"]))):
-                need += float(entry.get("gib", 0)) * int(entry.get("count", 1)) * GIB
+                need += entry_need(label, entry, workload, deepspeed)[0] or 0.0   # unsized: disk.space says so
     want = max(need, min_free_gib * GIB)
     details = [f"HF_HOME: {hf.get('hf_home')}", f"hub cache: {hub} (on {fs['mountpoint']}, {_gb(fs['free_bytes'])} "
                f"free of {_gb(fs['total_bytes'])})",

@@ -13,8 +13,9 @@ from .common import devices
 GIB = 2**30
 
 
-@check("vram.budget", needs_gpu=True, binds={"workload": "job.workload"})
-def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct: float = 10.0) -> Result:
+@check("vram.budget", needs_gpu=True, binds={"workload": "job.workload", "deepspeed": "job.deepspeed"})
+def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct: float = 10.0,
+                deepspeed: dict[str, Any] | None = None) -> Result:
     """The job's estimated peak GPU memory (doctor estimate's model: weights, gradients, optimizer state,
     activations, logits, KV cache, CUDA context) fits the smallest GPU's memory minus what is already in use.
 
@@ -23,13 +24,18 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     Fix: apply one of the what-ifs listed (each is re-estimated by the model), or run on a larger GPU.
     """
     from doctor.vram.arch import from_config
-    from doctor.vram.estimator import Workload, estimate, fits, gib
+    from doctor.vram.estimator import OPTIMIZERS, Workload, estimate, fits, gib
     from doctor.vram.whatif import what_ifs
-    from doctor.vram.workload import describe, to_flags, workload_from_job
+    from doctor.vram.workload import OPTIMIZER_NAMES, describe, to_flags, unknown_optimizer, workload_from_job
 
-    model, fields = workload_from_job({"workload": workload})
+    model, fields = workload_from_job({"workload": workload,
+                                       "deepspeed": deepspeed if isinstance(deepspeed, dict) else {}})
     if not model:
         return skipped("the profile's job names no model (job.workload.model)")
+    if unknown_optimizer(workload):
+        return errored(f"could not decide: optimizer {unknown_optimizer(workload)!r} (job.workload.optimizer) is not "
+                       f"one doctor models its state for; expected one of {', '.join(OPTIMIZERS)} or a Trainer name "
+                       f"({', '.join(OPTIMIZER_NAMES)})")
     resolved = workload.get("resolved_config") or {}
     if resolved.get("error") or not isinstance(resolved.get("config"), dict):
         why = resolved.get("error") or "the profile was loaded without the model's config.json"
@@ -47,7 +53,9 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     wl = replace(wl, sm=float(cc) if cc else None)
     est = estimate(arch, wl)
     details = [f"workload: {describe(wl)}"] + [f"{k}: {gib(v)}" for k, v in est.breakdown.items()] + [
-        f"range {gib(est.low_bytes)} .. {gib(est.high_bytes)}"] + est.notes
+        f"range {gib(est.low_bytes)} .. {gib(est.high_bytes)}"] + est.notes + (
+        [f"CPU RAM per node: {gib(est.cpu['per_node_bytes'])} at the {est.cpu['peak_moment']} (judged by memory.ram)"]
+        if est.cpu else [])
     dev = min(devs, key=lambda d: d["memory"]["total_bytes"] - (d["memory"].get("used_mib") or 0) * 2**20)
     used = (dev["memory"].get("used_mib") or 0) * 2**20
     free = dev["memory"]["total_bytes"] - used
@@ -56,6 +64,11 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     verdict = fits(est, free, headroom_pct)   # the same verdict `doctor estimate` prints
     if verdict == "fits":
         return passed(summary, *details)
+    if verdict == "does not fit" and est.paged_bytes and est.peak_bytes - est.paged_bytes <= free:
+        return warned(summary + f" - fits only by paging {gib(est.peak_bytes - free)} of the paged optimizer's state "
+                      "to CPU RAM (slower steps)", Remediation("Expect slower steps while bitsandbytes pages optimizer "
+                                                               "state, or lower the peak (see doctor estimate's "
+                                                               "what-ifs)."), *details)
     options = what_ifs(arch, wl, free, est)
     fixes = [f"{w.change} -> {gib(w.estimate.peak_bytes)}" + (" (fits)" if w.estimate.peak_bytes <= free else "")
              for w in options[:5]]

@@ -160,7 +160,38 @@ def vit(ctx: Ctx, b: Block) -> float:
     return total
 
 
-LAYER = {"decoder": decoder, "opt": opt, "bert": bert, "vit": vit}
+SCAN_CHUNK = 2048   # selective_scan_fwd (mamba_ssm csrc/selective_scan): one fp32 (dstate x 2) carry per 2048 tokens
+
+
+def mamba(ctx: Ctx, b: Block) -> float:
+    """A Mamba block on mamba_ssm's fused CUDA path (what transformers' MambaMixer / Mamba2Mixer run in training
+    when mamba-ssm and causal-conv1d are installed): the pre-norm (HF RMSNorm: fp32 input copy and rsqrt), in_proj's
+    input, and what the fused function saves for backward.
+
+    Mamba-1, mamba_ssm/ops/selective_scan_interface.py MambaInnerFn.forward (checkpoint_lvl=1: conv1d_out and delta
+    recomputed in backward): save_for_backward(xz, x_dbl, B, C (contiguous copies), scan_intermediates, out, weights)
+    - xz 2*d_inner, x_dbl dt_rank + 2*d_state, B and C d_state each, out d_inner, and scan_intermediates
+    (batch, d_inner, ceil(L/2048), 2*d_state) in fp32.
+    Mamba-2, mamba_ssm/ops/triton/ssd_combined.py MambaSplitConv1dScanCombinedFn.forward: save_for_backward(zxbcdt,
+    out_x, rstd, weights) - in_proj's whole output, the scan output (d_inner) and the gated norm's rstd (fp32, one
+    per group); the chunk states are recomputed in backward."""
+    h, p, ssm = b.hidden, ctx.p, b.ssm
+    assert ssm is not None
+    in_proj = b.linears[0].name   # x_proj, dt_proj, out_proj run inside the fused function (their .weight)
+    total = 4 * h + 4                                            # RMSNorm: fp32 copy of its input, rsqrt
+    if ctx.full:
+        total += h * (4 if ctx.amp else p)                       # weight * normalized, for the weight's gradient
+    total += _linear_input(ctx, (in_proj,), h, 4 if ctx.amp else p)
+    if ssm.version == 1:
+        total += 2 * ssm.d_inner * p + (ssm.dt_rank + 2 * ssm.d_state) * p + 2 * ssm.d_state * p + ssm.d_inner * p
+        chunks = -(-max(1, ctx.seq) // SCAN_CHUNK)
+        total += ssm.d_inner * chunks * 2 * ssm.d_state * 4 / max(1, ctx.seq)
+    else:
+        total += ssm.in_proj_out * p + ssm.d_inner * p + ssm.groups * 4
+    return total
+
+
+LAYER = {"decoder": decoder, "opt": opt, "bert": bert, "vit": vit, "mamba": mamba}
 
 
 def per_token(ctx: Ctx, b: Block) -> float:
@@ -172,6 +203,19 @@ def working_set(ctx: Ctx, b: Block, tokens: int, span: int) -> float:
     """Largest transient of one block's forward or backward (not saved): the score matrix and its gradient
     for eager attention, else the MLP intermediate and its gradient."""
     p = ctx.p
+    if b.ssm is not None:
+        # Mamba-1 backward (MambaInnerFn.backward): dxz (2*d_inner), the recomputed conv1d_out and delta, the scan's
+        # du and ddelta and the recomputed out_z (d_inner each); Mamba-2: d(zxbcdt), the recomputed conv output and
+        # the scan output for out_proj
+        # inference (prefill, nothing trains): in_proj's output, the conv output, delta and the scan output (Mamba-1);
+        # in_proj's output, the conv output and the scan output (Mamba-2)
+        s = b.ssm
+        training = bool(ctx.trainable or ctx.lora)
+        if s.version == 1:
+            width = (7 if training else 5) * s.d_inner
+        else:
+            width = s.in_proj_out + s.conv_dim + (2 if training else 1) * s.d_inner
+        return tokens * width * p + 2 * tokens * b.hidden * 4
     eager = b.heads * span * tokens * (4 + p) * 2 if ctx.attention == "eager" else 0
     mlp = tokens * b.ffn * p * (3 if b.gated else 2)
     return max(eager, mlp) + 2 * tokens * b.hidden * 4

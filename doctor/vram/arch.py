@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import InputError
 
-FAMILIES = ("opt", "llama", "mistral", "qwen2", "qwen3", "qwen3_vl", "bert", "nanochat")
+FAMILIES = ("opt", "llama", "mistral", "qwen2", "qwen3", "qwen3_vl", "bert", "nanochat", "mamba", "mamba2")
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,30 @@ class Linear:
     @property
     def params(self) -> int:
         return self.fan_in * self.fan_out + (self.fan_out if self.bias else 0)
+
+
+@dataclass(frozen=True)
+class SSM:
+    """A selective state-space mixer (Mamba-1 or Mamba-2): the sizes its kernels and its inference state need."""
+
+    version: int                   # 1: selective scan (MambaInnerFn); 2: SSD (mamba_split_conv1d_scan_combined)
+    d_inner: int                   # expand * hidden
+    d_state: int
+    d_conv: int
+    dt_rank: int = 0               # Mamba-1: rank of the delta projection
+    heads: int = 0                 # Mamba-2: SSM heads (one dt, A, D each)
+    head_dim: int = 0              # Mamba-2
+    groups: int = 1                # Mamba-2: B / C groups
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the depthwise causal conv1d."""
+        return self.d_inner if self.version == 1 else self.d_inner + 2 * self.groups * self.d_state
+
+    @property
+    def in_proj_out(self) -> int:
+        """Width of in_proj's output (x and z for Mamba-1; z, xBC and dt for Mamba-2)."""
+        return 2 * self.d_inner if self.version == 1 else self.d_inner + self.conv_dim + self.heads
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,7 @@ class Block:
     norm: str                      # "rms" (HF RMSNorm, fp32 upcast), "layer", "rms_noparam"
     qk_norm: bool = False
     dropout: bool = False          # hidden / attention-probability dropout active in training
+    ssm: SSM | None = None         # kind "mamba": the mixer's sizes (heads, kv_heads, head_dim are 0: no attention)
 
     @property
     def params(self) -> int:
@@ -139,10 +164,13 @@ def _rate(cfg: dict[str, Any], source: str, key: str) -> float:
 
 def from_config(cfg: dict[str, Any], name: str = "", source: str = "config.json") -> Arch:
     """Build an Arch from a config.json mapping; unknown families are bad input (exit 2)."""
+    if "model_type" not in cfg and isinstance(cfg.get("ssm_cfg"), dict):
+        cfg = _from_mamba_ssm(cfg, source)   # a mamba_ssm MambaLMHeadModel config (state-spaces/mamba-*)
     family = cfg.get("model_type")
     if family not in FAMILIES:
         raise InputError(source, "model_type", f"is {family!r}; doctor estimate models {', '.join(FAMILIES)}")
-    builder = {"opt": _opt, "bert": _bert, "nanochat": _nanochat, "qwen3_vl": _qwen3_vl}.get(family, _llama)
+    builder = {"opt": _opt, "bert": _bert, "nanochat": _nanochat, "qwen3_vl": _qwen3_vl, "mamba": _mamba,
+               "mamba2": _mamba}.get(family, _llama)
     try:
         return builder(cfg, name or str(cfg.get("_name_or_path") or family), source)
     except (TypeError, AttributeError, ValueError, ZeroDivisionError, OverflowError) as exc:
@@ -243,3 +271,80 @@ def _qwen3_vl(cfg: dict[str, Any], name: str, source: str) -> Arch:
     vision = Vision(block, depth, patch, tp, merge, embed, merger_lin, merger_norms)
     return Arch(name, "qwen3_vl", lm.layers, lm.block, lm.vocab, lm.embed_params, lm.head, lm.final_params, lm.tied,
                 vision=vision, head_outputs=lm.vocab, source=source)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mamba / SSM. Parameters per layer as the reference implementation holds them (mamba_ssm/modules/mamba_simple.py
+# Mamba, mamba2.py Mamba2; transformers' MambaMixer / Mamba2Mixer are the same modules): tests build transformers'
+# MambaForCausalLM / Mamba2ForCausalLM and compare sum(p.numel()).
+
+
+def _from_mamba_ssm(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    """A mamba_ssm config (d_model, n_layer, ssm_cfg, pad_vocab_size_multiple; mamba_ssm/models/config_mamba.py)
+    as the transformers Mamba / Mamba2 config with the same modules. Hybrid layouts are refused, not guessed."""
+    ssm = cfg["ssm_cfg"]
+    if cfg.get("attn_layer_idx"):
+        raise InputError(source, "attn_layer_idx", "lists attention layers: hybrid Mamba + attention layouts are "
+                                                   "not modelled yet; expected a pure Mamba config")
+    if cfg.get("d_intermediate"):
+        raise InputError(source, "d_intermediate", "adds an MLP to each Mamba block, which doctor does not model "
+                                                   "yet; expected 0")
+    layer = ssm.get("layer", "Mamba1")
+    if layer not in ("Mamba1", "Mamba2"):
+        raise InputError(source, "ssm_cfg.layer", f"is {layer!r}; expected Mamba1 or Mamba2")
+    d = _int(cfg, source, "d_model")
+    vocab = _int(cfg, source, "vocab_size")
+    pad = _int(cfg, source, "pad_vocab_size_multiple", default=8)
+    vocab += (pad - vocab % pad) % pad     # MambaLMHeadModel pads the vocabulary to the multiple
+    expand = _int(ssm, source, "expand", default=2)
+    out = {"model_type": "mamba" if layer == "Mamba1" else "mamba2", "hidden_size": d,
+           "num_hidden_layers": _int(cfg, source, "n_layer"), "vocab_size": vocab,
+           "expand": expand, "conv_kernel": _int(ssm, source, "d_conv", default=4),
+           "state_size": _int(ssm, source, "d_state", default=16 if layer == "Mamba1" else 128),
+           "use_bias": bool(ssm.get("bias", False)), "use_conv_bias": bool(ssm.get("conv_bias", True)),
+           "tie_word_embeddings": bool(cfg.get("tie_embeddings", True)),
+           "layer_norm_bias": not cfg.get("rms_norm", True)}
+    if layer == "Mamba1":
+        rank = ssm.get("dt_rank", "auto")
+        out["time_step_rank"] = -(-d // 16) if rank == "auto" else rank
+    else:
+        head = _int(ssm, source, "headdim", default=64)
+        out.update(head_dim=head, n_groups=_int(ssm, source, "ngroups", default=1),
+                   num_heads=expand * d // head, mamba2_norm=bool(ssm.get("rmsnorm", True)))
+    return out
+
+
+def _mamba(cfg: dict[str, Any], name: str, source: str) -> Arch:
+    """transformers' MambaForCausalLM / Mamba2ForCausalLM (and mamba_ssm's MambaLMHeadModel): embeddings, n_layer
+    pre-norm blocks of one mixer each, a final norm, an LM head tied by default (Mamba-1) or not (Mamba-2)."""
+    family = cfg["model_type"]
+    h, L, V = _int(cfg, source, "hidden_size", "d_model"), _int(cfg, source, "num_hidden_layers", "n_layer"), \
+        _int(cfg, source, "vocab_size")
+    expand = _int(cfg, source, "expand", default=2)
+    d_inner = _int(cfg, source, "intermediate_size", default=expand * h) if family == "mamba" else expand * h
+    d_state = _int(cfg, source, "state_size", "d_state", default=16 if family == "mamba" else 128)
+    d_conv = _int(cfg, source, "conv_kernel", "d_conv", default=4)
+    bias, conv_bias = bool(cfg.get("use_bias", False)), bool(cfg.get("use_conv_bias", True))
+    norm = h * (2 if cfg.get("layer_norm_bias") else 1)          # RMSNorm weight (LayerNorm: weight and bias)
+    if family == "mamba":
+        rank = cfg.get("time_step_rank", "auto")
+        rank = -(-h // 16) if rank == "auto" else _int(cfg, source, "time_step_rank")
+        ssm = SSM(1, d_inner, d_state, d_conv, dt_rank=rank)
+        lin = (Linear("in_proj", h, 2 * d_inner, bias), Linear("x_proj", d_inner, rank + 2 * d_state),
+               Linear("dt_proj", rank, d_inner, True), Linear("out_proj", d_inner, h, bias))
+        # conv1d (depthwise: d_conv taps per channel, + bias), A_log (d_inner x d_state), D (d_inner), the norm
+        other = d_inner * d_conv + (d_inner if conv_bias else 0) + d_inner * d_state + d_inner + norm
+        tied = bool(cfg.get("tie_word_embeddings", True))
+    else:
+        heads = _int(cfg, source, "num_heads", default=d_inner // _int(cfg, source, "head_dim", default=64))
+        head_dim = _int(cfg, source, "head_dim", default=64)
+        groups = _int(cfg, source, "n_groups", "ngroups", default=1)
+        ssm = SSM(2, d_inner, d_state, d_conv, heads=heads, head_dim=head_dim, groups=groups)
+        lin = (Linear("in_proj", h, ssm.in_proj_out, bias), Linear("out_proj", d_inner, h, bias))
+        gated_norm = d_inner if cfg.get("mamba2_norm", True) else 0
+        # conv1d over x, B and C; dt_bias, A_log and D per head; the gated RMSNorm; the block's norm
+        other = ssm.conv_dim * d_conv + (ssm.conv_dim if conv_bias else 0) + 3 * heads + gated_norm + norm
+        tied = bool(cfg.get("tie_word_embeddings", False))
+    block = Block("mamba", lin, other, h, 0, 0, 0, d_inner, False, "rms", ssm=ssm)
+    head = None if tied else Linear("lm_head", h, V)
+    return Arch(name, family, L, block, V, V * h, head, norm, tied, head_outputs=V, source=source)

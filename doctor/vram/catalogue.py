@@ -18,6 +18,7 @@ HUB_IDS = {
     "opt-30b": "facebook/opt-30b", "llama-2-7b": "meta-llama/Llama-2-7b-hf", "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
     "bert-large-uncased": "google-bert/bert-large-uncased",
     "qwen3-vl-32b-instruct": "Qwen/Qwen3-VL-32B-Instruct",
+    "mamba-2.8b": "state-spaces/mamba-2.8b-hf",
 }
 NANOCHAT = re.compile(r"nanochat-d(\d+)$")
 

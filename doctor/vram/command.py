@@ -11,8 +11,19 @@ from typing import Any
 from ..args import whole
 from ..errors import InputError
 from ..units import parse_size
-from .estimator import ATTENTION, DTYPES, METHODS, OPTIMIZERS, QUANT, Workload, estimate, fits
-from .workload import ATTN_ALIASES, contradictions, workload_from_job
+from .distributed import FSDP_STRATEGIES, OFFLOAD
+from .estimator import (
+    ATTENTION,
+    DTYPES,
+    METHODS,
+    OPTIMIZERS,
+    QUANT,
+    Workload,
+    estimate,
+    fits,
+)
+from .workload import ATTN_ALIASES, contradictions, deepspeed_fields, workload_from_job
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("estimate", help="estimate a job's peak GPU memory; does it fit, and what would make it fit")
@@ -32,7 +43,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--grad-checkpointing", action="store_true", default=None)
     p.add_argument("--attention", choices=ATTENTION + tuple(ATTN_ALIASES))
     p.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="adamw = PyTorch's default foreach AdamW; adamw_loop = per-parameter (HF adamw_hf)")
+                   help="adamw = PyTorch's default foreach AdamW; adamw_loop = per-parameter (HF adamw_hf); "
+                        "adamw_8bit / paged_* / lion* = bitsandbytes; muon = Muon + AdamW for embeddings, head, gains")
     p.add_argument("--lora-rank", type=whole(1, 1 << 16), metavar="R")
     p.add_argument("--lora-targets", metavar="default|all-linear|a,b,c")
     p.add_argument("--adapter-dtype", choices=sorted(DTYPES), help="LoRA adapter dtype (PEFT default fp32)")
@@ -41,6 +53,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--images", type=whole(0, 10_000), metavar="N", help="images per sample (vision-language models)")
     p.add_argument("--image-size", type=whole(1, 100_000), metavar="PX", help="image side in pixels after resizing")
     p.add_argument("--context", type=whole(1), metavar="N", help="inference: KV-cache length (prompt + new tokens)")
+    d = p.add_argument_group("distributed training (GPU bytes per rank, CPU RAM per node)")
+    d.add_argument("--zero", "--zero-stage", dest="zero", type=int, choices=(0, 1, 2, 3), help="DeepSpeed ZeRO stage")
+    d.add_argument("--fsdp", choices=FSDP_STRATEGIES, help="PyTorch FSDP sharding strategy (hybrid: shard within a "
+                                                           "node, replicate across nodes)")
+    d.add_argument("--world-size", type=whole(1, 1_000_000), metavar="N", help="GPUs in all")
+    d.add_argument("--gpus-per-node", type=whole(1, 4096), metavar="N", help="GPUs per node (default: all on one)")
+    d.add_argument("--offload-optimizer", choices=OFFLOAD, help="DeepSpeed offload_optimizer.device")
+    d.add_argument("--offload-params", choices=OFFLOAD, help="DeepSpeed ZeRO-3 offload_param.device; FSDP: cpu = "
+                                                             "CPUOffload(offload_params=True)")
+    d.add_argument("--no-zero-init", dest="zero_init", action="store_false", default=None,
+                   help="ZeRO-3 without deepspeed.zero.Init: every rank builds the whole model on the CPU first")
+    d.add_argument("--deepspeed-config", metavar="FILE", help="a DeepSpeed JSON: stage, offload, pin_memory, "
+                                                              "bucket sizes (flags override it)")
     p.add_argument("--gpu", metavar="NAME", help="judge against this GPU of doctor's table (`doctor gpus`), e.g. "
                                                   "'A800 80GB' or 'NVIDIA H100 80GB HBM3'")
     p.add_argument("--gpu-memory", metavar="SIZE", help="judge against this capacity, e.g. 80GiB or 24GB")
@@ -49,14 +74,43 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--format", choices=("console", "json"), default="console")
 
 
+ARG_FIELDS = (("method", "method"), ("dtype", "dtype"), ("amp", "amp"), ("batch", "batch"), ("seq", "seq"),
+              ("grad_accum", "grad_accum"), ("grad_checkpointing", "checkpointing"),
+              ("attention", "attention"), ("optimizer", "optimizer"), ("lora_rank", "lora_rank"),
+              ("lora_targets", "lora_targets"), ("adapter_dtype", "adapter_dtype"), ("quant", "quant"),
+              ("double_quant", "double_quant"), ("images", "images"), ("image_size", "image_size"),
+              ("context", "context"), ("zero", "zero"), ("fsdp", "fsdp"), ("world_size", "world_size"),
+              ("gpus_per_node", "gpus_per_node"), ("offload_optimizer", "offload_optimizer"),
+              ("offload_params", "offload_params"), ("zero_init", "zero_init"))
+
+
+def _deepspeed_file(path: str, fields: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The Workload fields `--deepspeed-config FILE` gives (the flags given beside it still win)."""
+    from pathlib import Path
+
+    from ..loading import CONFIG_BYTES, load_json, read_text
+
+    expected = "expected a readable DeepSpeed JSON config file"
+    try:
+        file = Path(path).expanduser()
+        is_file = file.is_file()
+    except (OSError, RuntimeError, ValueError) as exc:   # ENAMETOOLONG, ~unknown-user, an embedded NUL
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise InputError("--deepspeed-config", path, f"cannot be opened ({why}); {expected}") from None
+    if not is_file:
+        raise InputError("--deepspeed-config", path, f"is not a file; {expected}")
+    text = read_text(file, CONFIG_BYTES, "DeepSpeed JSON config")
+    if not isinstance(load_json(text, str(file)), dict):   # not JSON: bad input, naming the file
+        raise InputError(str(file), None, "expected a JSON object (a DeepSpeed config)")
+    given = {f for a, f in ARG_FIELDS if getattr(args, a) is not None}
+    return deepspeed_fields(text, path, fields | {f: True for f in given})
+
+
 def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
     fields = dict(base)
-    for arg, field in (("method", "method"), ("dtype", "dtype"), ("amp", "amp"), ("batch", "batch"), ("seq", "seq"),
-                       ("grad_accum", "grad_accum"), ("grad_checkpointing", "checkpointing"),
-                       ("attention", "attention"), ("optimizer", "optimizer"), ("lora_rank", "lora_rank"),
-                       ("lora_targets", "lora_targets"), ("adapter_dtype", "adapter_dtype"), ("quant", "quant"),
-                       ("double_quant", "double_quant"), ("images", "images"), ("image_size", "image_size"),
-                       ("context", "context")):
+    if args.deepspeed_config:
+        fields.update(_deepspeed_file(args.deepspeed_config, fields, args))
+    for arg, field in ARG_FIELDS:
         value = getattr(args, arg)
         if value is not None:
             fields[field] = ATTN_ALIASES.get(value, value) if arg == "attention" else value

@@ -10,13 +10,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import refdata
+from ..errors import InputError
 from . import activations as act
+from . import distributed as dist
 from .arch import Arch, Linear
 
 METHODS = ("inference", "full", "lora", "qlora", "hessian")
 DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2}
 ATTENTION = ("eager", "sdpa", "flash")
-OPTIMIZERS = ("adamw", "adamw_fused", "adamw_loop", "adamw_8bit", "sgd", "adafactor", "muon")
+OPTIMIZERS = ("adamw", "adamw_fused", "adamw_loop", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "sgd", "adafactor",
+              "muon", "lion", "lion_8bit")
 QUANT = ("none", "nf4", "int8", "awq", "gptq")
 DEFAULT_LORA = {"opt": ("q_proj", "v_proj"), "bert": ("query", "value"), "nanochat": ("c_q", "c_v")}
 MIB = 2**20
@@ -47,6 +50,16 @@ class Workload:
     dropout: bool = True               # the model's dropout layers run (training)
     cuda_context_mib: float | None = None   # measured context of the same set-up, overrides the reference data
     sm: float | None = None            # compute capability, picks the cuBLAS workspace size
+    # distributed training (doctor/vram/distributed.py): DeepSpeed ZeRO stage, or an FSDP strategy, over world_size
+    zero: int | None = None            # DeepSpeed ZeRO stage 0-3 (None: not DeepSpeed)
+    fsdp: str | None = None            # full | shard-grad-op | hybrid | hybrid-zero2 | no-shard
+    world_size: int = 1                # GPUs in all
+    gpus_per_node: int | None = None   # None: all on one node
+    offload_optimizer: str = "none"    # none | cpu | nvme
+    offload_params: str = "none"       # none | cpu | nvme
+    zero_init: bool = True             # ZeRO-3 builds the model partitioned (deepspeed.zero.Init)
+    deepspeed_config: str | None = None   # the DeepSpeed JSON the knobs below were read from
+    ds_knobs: dict[str, Any] = field(default_factory=dict)   # its bucket sizes, pin_memory, nvme_path, ...
 
 
 @dataclass
@@ -62,15 +75,32 @@ class Estimate:
     trainable: int
     tokens: int
     notes: list[str] = field(default_factory=list)
+    terms: dict[str, dict[str, Any]] = field(default_factory=dict)   # formula and source of distributed terms
+    cpu: dict[str, Any] | None = None          # distributed: CPU RAM per node (distributed.Memory.cpu_block)
+    sharding: str | None = None
+    paged_bytes: int = 0                       # paged optimizer states: may move to CPU RAM when the GPU runs short
 
     def to_dict(self) -> dict[str, Any]:
         return {"peak_bytes": self.peak_bytes, "low_bytes": self.low_bytes, "high_bytes": self.high_bytes,
                 "peak_phase": self.phase, "breakdown": dict(self.breakdown), "params": self.params,
-                "trainable_params": self.trainable, "tokens_per_micro_batch": self.tokens, "notes": list(self.notes)}
+                "trainable_params": self.trainable, "tokens_per_micro_batch": self.tokens, "notes": list(self.notes),
+                "sharding": self.sharding, "gpu_terms": dict(self.terms), "cpu": self.cpu,
+                "paged_optimizer_bytes": self.paged_bytes}
 
 
 def overheads() -> dict[str, Any]:
     return refdata.load("vram")
+
+
+def ssm_state_bytes(arch: Arch, batch: int, p: int) -> float:
+    """A Mamba model's generation state: per layer a conv state (batch, conv channels, d_conv) and an SSM state
+    (Mamba-1: batch, d_inner, d_state; Mamba-2: batch, heads, head_dim, d_state), in the model's dtype - constant
+    in the context length (transformers' MambaCache / Mamba2 cache; mamba_ssm allocate_inference_cache)."""
+    s = arch.block.ssm
+    if s is None:
+        return 0.0
+    ssm = s.d_inner * s.d_state if s.version == 1 else s.heads * s.head_dim * s.d_state
+    return arch.layers * batch * (s.conv_dim * s.d_conv + ssm) * p
 
 
 def lora_targets(arch: Arch, wl: Workload) -> frozenset[str]:
@@ -82,6 +112,9 @@ def lora_targets(arch: Arch, wl: Workload) -> frozenset[str]:
             names |= {lin.name for lin in arch.vision.block.linears}
         return frozenset(names)
     if wl.lora_targets == "default":
+        if arch.block.ssm is not None:   # peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no Mamba row
+            raise InputError(arch.source or "--lora-targets", "lora_targets", f"PEFT has no default LoRA targets for "
+                             f"{arch.family}; expected module names such as in_proj (--lora-targets in_proj)")
         return frozenset(DEFAULT_LORA.get(arch.family, ("q_proj", "v_proj")))
     return frozenset(n.strip() for n in wl.lora_targets.split(",") if n.strip())
 
@@ -135,8 +168,68 @@ def _trainable(arch: Arch, wl: Workload, targets: frozenset[str]) -> tuple[int, 
     return total, sizes
 
 
+# Optimizer state, from each implementation's state initialisation:
+# - torch.optim.AdamW (foreach default on CUDA, fused, per-parameter loop): exp_avg and exp_avg_sq, zeros_like(p) -
+#   the parameter's dtype (torch/optim/adamw.py, _init_group).
+# - bitsandbytes 8-bit AdamW / Lion (bnb.optim.AdamW8bit, PagedAdamW8bit, Lion8bit; Optimizer2State / Optimizer1State
+#   init_state): uint8 states with an fp32 absmax per block of 256, a shared 256-entry fp32 quantile map, and full fp32
+#   states for tensors under min_8bit_size = 4096 elements. Measured on CPU with bitsandbytes 0.50.2 after one step
+#   (tests/test_vram_optimizers.py): 2.0332 B/param for AdamW8bit on a 1024x1024 weight, 8 B/param on a 100-element
+#   vector; Lion8bit 1.0166 and 4. Its 32-bit optimizers (AdamW, PagedAdamW, Lion) keep fp32 states whatever the
+#   parameter dtype. Paged variants allocate the states in CUDA unified memory, which the driver pages out to CPU RAM
+#   when the GPU runs short (bitsandbytes docs, "Paged optimizers":
+#   https://huggingface.co/docs/bitsandbytes/main/en/explanations/optimizers#paged-optimizers).
+# - transformers' Adafactor (defaults: relative_step, beta1=None - no first moment): for tensors of 2+ dims a row and
+#   a column second moment, else a full one, all fp32; the step upcasts a half gradient and parameter to fp32 and
+#   builds grad**2 + eps, one parameter at a time (transformers/optimization.py Adafactor.step).
+# - Muon (Keller Jordan's reference, https://github.com/KellerJordan/Muon muon.py, MuonWithAuxAdam): one
+#   momentum_buffer (zeros_like(p)) per 2-D hidden weight; embeddings, the LM head, gains and biases use AdamW
+#   (exp_avg, exp_avg_sq). Its step orthogonalizes one matrix at a time by Newton-Schulz in bf16: X, A = X X^T,
+#   A A, B and B X live together.
+# - Lion (lion-pytorch and bitsandbytes Lion): one exp_avg per parameter.
+BNB_8BIT_MIN = 4096          # bitsandbytes Optimizer8bit min_8bit_size
+BNB_BLOCK = 256              # bitsandbytes block-wise optimizer quantization block (absmax per block, fp32)
+PAGED = ("paged_adamw", "paged_adamw_8bit")
+BNB_FP32_STATES = ("paged_adamw", "lion")    # bitsandbytes 32-bit optimizers: fp32 states for any parameter dtype
+
+
+def _tensors(arch: Arch, wl: Workload) -> tuple[list[tuple[int, int, int, str]], int]:
+    """(trainable tensors doctor knows the shape of, as (rows, cols, count, kind) with cols 0 for a vector and kind
+    hidden | embedding | head | bias, and the count of trainable parameters outside them - norms, gains, position
+    embeddings, convolutions)."""
+    out: list[tuple[int, int, int, str]] = []
+    trainable, _ = _trainable(arch, wl, lora_targets(arch, wl))
+    if wl.method in ("full", "hessian"):
+        for lin, n in _linears(arch):
+            out.append((lin.fan_out, lin.fan_in, n, "hidden"))
+            if lin.bias:
+                out.append((lin.fan_out, 0, n, "bias"))
+        out.append((arch.vocab, arch.block.hidden, 1, "embedding"))
+        if arch.head:
+            out.append((arch.head.fan_out, arch.head.fan_in, 1, "head"))
+    elif wl.method in ("lora", "qlora"):
+        targets = lora_targets(arch, wl)
+        for lin, n in _linears(arch):
+            if lin.name in targets:
+                out += [(wl.lora_rank, lin.fan_in, n, "hidden"), (lin.fan_out, wl.lora_rank, n, "hidden")]
+    known = sum(r * max(c, 1) * n for r, c, n, _ in out)
+    return out, max(0, trainable - known)
+
+
+def _bnb_8bit(tensors: list[tuple[int, int, int, str]], rest: int, states: int) -> float:
+    """bitsandbytes 8-bit state bytes: `states` uint8 states + fp32 absmax per 256 for tensors of 4096+ elements,
+    fp32 states for smaller ones and for the parameters whose shapes doctor does not list (at most 6 B/param too
+    many on those: norms, gains), plus the shared quantile maps."""
+    total = 0.0
+    for r, c, n, _ in tensors:
+        numel = r * max(c, 1)
+        total += n * (states * (numel + -(-numel // BNB_BLOCK) * 4) if numel >= BNB_8BIT_MIN else states * 4 * numel)
+    return total + rest * states * 4 + states * 256 * 4
+
+
 def _optimizer(wl: Workload, arch: Arch, trainable: int, sizes: list[int], sbytes: int) -> tuple[float, float, str]:
-    """(state bytes, step temporaries, note) for the optimizer over the trainable parameters."""
+    """(state bytes, step temporaries, note) for the optimizer over the trainable parameters; `sbytes` is the
+    trainable parameters' dtype (torch keeps its states in it)."""
     largest = max(sizes, default=0)
     opt = wl.optimizer
     if opt in ("adamw", "adamw_fused", "adamw_loop"):
@@ -145,28 +238,117 @@ def _optimizer(wl: Workload, arch: Arch, trainable: int, sizes: list[int], sbyte
             "adamw": "AdamW foreach (PyTorch's default on CUDA): the step holds one parameter-sized buffer",
             "adamw_fused": "fused AdamW: no step temporaries",
             "adamw_loop": "per-parameter AdamW loop: the step's temporaries are one parameter's size"}[opt]
-    if opt == "adamw_8bit":
-        return trainable * (2 + 2 * 4 / 256), 0, "bitsandbytes 8-bit AdamW: 1 byte per state + fp32 absmax per 256"
     if opt == "sgd":
         return trainable * sbytes, 0, "SGD with momentum: one buffer"
+    tensors, rest = _tensors(arch, wl)
+    if opt in ("adamw_8bit", "paged_adamw_8bit", "lion_8bit"):
+        n = 1 if opt == "lion_8bit" else 2
+        note = (f"bitsandbytes 8-bit {'Lion' if n == 1 else 'AdamW'}: {n} uint8 state(s) + fp32 absmax per 256 "
+                "(fp32 states for tensors under 4096 elements)")
+        if opt in PAGED:
+            note += "; paged: the states can move to CPU RAM when the GPU runs short (slower steps)"
+        return _bnb_8bit(tensors, rest, n), 0, note
+    if opt == "paged_adamw":
+        return trainable * 8, 0, ("bitsandbytes paged AdamW (32-bit): fp32 exp_avg and exp_avg_sq; paged: they can "
+                                  "move to CPU RAM when the GPU runs short (slower steps)")
+    if opt == "lion":
+        return trainable * 4, 0, "Lion (bitsandbytes 32-bit): one fp32 momentum per parameter, fused step"
     if opt == "adafactor":
-        if wl.method in ("full", "hessian"):
-            h = arch.block.hidden
-            factored = arch.layers * sum(lin.fan_in + lin.fan_out for lin in arch.block.linears) + arch.vocab + h
-            other = trainable - sum(lin.fan_in * lin.fan_out for lin in arch.block.linears) * arch.layers - arch.vocab * h
-            return (factored + max(0, other)) * 4, 2 * largest * 4, "Adafactor: factored second moment, no first moment"
-        return trainable * 4, 2 * largest * 4, "Adafactor on small adapters keeps full second moments"
-    # muon: one momentum buffer for the blocks' matrices, AdamW (2 states) for embeddings and head
-    matrices = arch.layers * sum(lin.fan_in * lin.fan_out for lin in arch.block.linears)
-    return (matrices + 2 * (trainable - matrices)) * sbytes, matrices * sbytes, \
-        "Muon: one momentum buffer per matrix (+ its orthogonalized update); AdamW for embeddings and head"
+        factored = sum(n * (r + c) for r, c, n, _ in tensors if c)
+        full = trainable - sum(n * r * c for r, c, n, _ in tensors if c)
+        biggest = max((r * max(c, 1) for r, c, _, _ in tensors), default=largest)
+        temp = biggest * 4 * (2 + (2 if sbytes < 4 else 0))
+        return (factored + full) * 4, temp, ("Adafactor (transformers' defaults): fp32 row + column second moments "
+                                             "per matrix, full ones for vectors, no first moment")
+    if opt != "muon":
+        raise ValueError(f"optimizer {opt!r}; expected one of {', '.join(OPTIMIZERS)}")
+    # muon: one momentum buffer per 2-D hidden weight, AdamW for embeddings, head, gains and biases
+    hidden = [(r, c, n) for r, c, n, kind in tensors if kind == "hidden" and c]
+    muon = sum(r * c * n for r, c, n in hidden)
+    big = max(hidden, key=lambda x: x[0] * x[1], default=(0, 0, 0))
+    m, k = min(big[0], big[1]), max(big[0], big[1])
+    temp = 2 * (3 * m * k + 3 * m * m)   # bf16 Newton-Schulz of the largest matrix: X, X/|X|, B X; A, A A, B
+    return (muon + 2 * (trainable - muon)) * sbytes, temp, \
+        "Muon: one momentum buffer per 2-D hidden weight; AdamW for embeddings, head, gains and biases"
+
+
+def sharding_of(wl: Workload) -> dist.Sharding | None:
+    """The workload's distribution, or None for one GPU without DeepSpeed / FSDP."""
+    if wl.fsdp is None and wl.zero is None and wl.world_size <= 1:
+        return None
+    engine = "fsdp" if wl.fsdp else ("deepspeed" if wl.zero is not None else "ddp")
+    return dist.Sharding(engine=engine, zero=wl.zero or 0, fsdp=wl.fsdp or "full", world_size=wl.world_size,
+                         gpus_per_node=wl.gpus_per_node, offload_optimizer=wl.offload_optimizer,
+                         offload_params=wl.offload_params, zero_init=wl.zero_init, knobs=dict(wl.ds_knobs),
+                         source=wl.deepspeed_config or "")
+
+
+def largest_layer(arch: Arch) -> int:
+    """DeepSpeed's largest_layer_params (stage3.py model_to_params): the most parameters one module holds itself -
+    the token embedding, the LM head, or the widest linear."""
+    sizes = [arch.vocab * arch.block.hidden, arch.head.params if arch.head else 0]
+    sizes += [lin.params for lin, _ in _linears(arch)]
+    return max(sizes)
+
+
+def largest_unit(arch: Arch) -> int:
+    """FSDP's largest wrapped unit under a transformer-block wrap policy: a block, or the root (embeddings, head,
+    final norm and whatever no block holds)."""
+    blocks = arch.layers * arch.block.params + (arch.vision.depth * arch.vision.block.params if arch.vision else 0)
+    units = [arch.block.params, arch.params - blocks] + ([arch.vision.block.params] if arch.vision else [])
+    return max(units)
+
+
+# bytes per parameter of optimizer state for a model doctor has no config for (fp32 parameters; torch's optimizers
+# scale with the parameter dtype, bitsandbytes' do not: BNB_FP32_STATES and the 8-bit ones)
+STATE_BYTES = {"adamw": 8, "adamw_fused": 8, "adamw_loop": 8, "adamw_8bit": 2 + 8 / 256, "sgd": 4,
+               "paged_adamw": 8, "paged_adamw_8bit": 2 + 8 / 256, "lion": 4, "lion_8bit": 1 + 4 / 256}
+FIXED_STATE_BYTES = ("adamw_8bit", "paged_adamw_8bit", "lion_8bit") + BNB_FP32_STATES
+
+
+def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = None) -> dist.Memory | None:
+    """Per-rank GPU, per-node CPU and NVMe model states and buffers of a sharded training workload. Without an
+    Arch (a model doctor cannot build), `params` gives the count: the largest layer is then unknown (0) and
+    optimizer states come from bytes per parameter (AdamW 8, 8-bit AdamW 2 + absmax, SGD 4)."""
+    sh = sharding_of(wl)
+    if sh is None or wl.method == "inference":
+        return None
+    p = DTYPES[wl.dtype]
+    fsdp = sh.engine == "fsdp"
+    amp = wl.amp and fsdp
+    if arch is not None:
+        targets = lora_targets(arch, wl)
+        trainable, sizes = _trainable(arch, wl, targets)
+        frozen = wl.method in ("lora", "qlora")
+        quant = wl.quant if wl.quant != "none" else ("nf4" if wl.method == "qlora" else "none")
+        base = replace(wl, quant=quant)
+        abytes = DTYPES.get(wl.adapter_dtype, 4)
+        sbytes = (4 if amp else p) if fsdp else 4
+        weights = _weights(arch, base, 4 if amp else p)[0] + (trainable * abytes if frozen else 0)
+        states = _optimizer(base, arch, trainable, sizes, sbytes)[0]
+        counts = dist.Counts(arch.params, trainable, largest_layer(arch), largest_unit(arch), largest_layer(arch))
+        tb = abytes if frozen else (4 if amp else p)
+    else:
+        if not params or wl.optimizer not in STATE_BYTES:
+            return None
+        trainable = params
+        per_state = STATE_BYTES[wl.optimizer] * (p / 4 if fsdp and not amp and wl.optimizer not in FIXED_STATE_BYTES
+                                                 else 1)
+        weights, states, tb = params * (4 if amp else p), params * per_state, 4 if amp else p
+        counts = dist.Counts(params, params)
+    master = 0 if fsdp else 4
+    prec = dist.Precision(weights=weights, param_bytes=tb, state_bytes=states, master_bytes=master,
+                          grad_bytes=4, compute_bytes=p, grad_accum=wl.grad_accum)
+    return dist.memory(counts, prec, sh)
 
 
 def estimate(arch: Arch, wl: Workload) -> Estimate:
     """Peak GPU memory of one step of `wl` on `arch`."""
     data = overheads()
     p = DTYPES[wl.dtype]
-    amp = wl.amp and wl.method not in ("inference",)
+    # autocast (fp32 weights, half compute); DeepSpeed's bf16/fp16 and FSDP's MixedPrecision store half weights and
+    # activations themselves, their fp32 copies are counted by doctor/vram/distributed.py
+    amp = wl.amp and wl.method not in ("inference",) and wl.zero is None and wl.fsdp is None
     wbytes = 4 if amp else p
     targets = lora_targets(arch, wl)
     abytes = DTYPES.get(wl.adapter_dtype, 4)
@@ -206,7 +388,13 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
         logits = wl.batch * arch.head_outputs * (4 + p)                # generate keeps the last position, upcast
         breakdown.update(kv_cache=kv, activations=0, logits=logits, transient=work, gradients=0, optimizer_states=0)
         phase = "prefill"
-        notes.append(f"KV cache for {ctx_len} tokens x batch {wl.batch}: {kv / 2**30:.2f} GiB")
+        if b.ssm is not None:
+            state = ssm_state_bytes(arch, wl.batch, p)
+            breakdown.update(ssm_state=state)
+            notes.append(f"SSM inference state (conv + ssm state per layer, the same for any context length): "
+                         f"{state / 2**30:.3f} GiB for batch {wl.batch}; no KV cache")
+        else:
+            notes.append(f"KV cache for {ctx_len} tokens x batch {wl.batch}: {kv / 2**30:.2f} GiB")
         return _finish(arch, wl, breakdown, overhead, phase, trainable, tokens, notes, rounding_tensors=arch.layers * 4)
 
     full = wl.method in ("full", "hessian")
@@ -249,6 +437,12 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
         breakdown.update(gradients=grads_live, optimizer_states=0, activations=activ, logits=logits, transient=work)
         return _finish(arch, wl, breakdown, overhead, "double backward", arch.params, tokens, notes,
                        rounding_tensors=arch.layers * 16)
+    sharded = distributed_memory(arch, wl)
+    if sharded is not None:
+        if sharded.sharding.engine == "deepspeed":   # DeepSpeed steps its own Adam (FusedAdam, or CPU Adam)
+            notes.remove(opt_note)
+        return _sharded(arch, wl, sharded, activ, logits, work, step_temp, trainable, tbytes, overhead, tokens,
+                        notes, ckpt)
     keep_grads = wl.grads_persist or wl.grad_accum > 1
     early_grads = grads if keep_grads else min(grads, grads / max(1, arch.layers) + (
         arch.head.params * tbytes if arch.head and full else 0))
@@ -263,8 +457,48 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
         phase = "optimizer step"
     if keep_grads:
         notes.append("gradients stay allocated across micro-batches (accumulation or set_to_none=False)")
-    return _finish(arch, wl, breakdown, overhead, phase, trainable, tokens, notes,
-                   rounding_tensors=(1 if ckpt else arch.layers) * 16 + arch.layers * 2)
+    est = _finish(arch, wl, breakdown, overhead, phase, trainable, tokens, notes,
+                  rounding_tensors=(1 if ckpt else arch.layers) * 16 + arch.layers * 2)
+    if wl.optimizer in PAGED:
+        est.paged_bytes = round(states)
+        notes.append(f"paged optimizer: {states / 2**30:.2f} GiB of state can page out to CPU RAM, so the GPU needs "
+                     f"at least {(est.peak_bytes - states) / 2**30:.2f} GiB (steps slow down while it pages)")
+    return est
+
+
+def _sharded(arch: Arch, wl: Workload, mem: dist.Memory, activ: float, logits: float, work: float,
+             step_temp: float, trainable: int, tbytes: int, overhead: dict[str, float], tokens: int,
+             notes: list[str], ckpt: bool) -> Estimate:
+    """The peak per rank of a sharded (or data-parallel) step: the persistent state per rank (distributed.py's
+    terms) plus the backward moment's activations, logits and working set, plus the process overheads."""
+    sh = mem.sharding
+    parts: dict[str, float] = {}
+    terms: dict[str, dict[str, Any]] = {}
+    if sh.engine == "ddp":   # replicated state: the single-GPU figures, plus DDP's gradient buckets
+        w, _ = _weights(arch, wl, 4 if wl.amp else DTYPES[wl.dtype])
+        states = _optimizer(wl, arch, trainable, [], tbytes)[0]
+        parts.update(weights=w, gradients=trainable * tbytes, optimizer_states=states,
+                     ddp_buckets=trainable * tbytes)
+        terms["ddp_buckets"] = {"formula": f"{tbytes} B x {trainable:,} trainable (a second copy of the gradients)",
+                                "source": "torch.nn.parallel.DistributedDataParallel docs: gradient_as_bucket_view="
+                                          "False (default) copies gradients into allreduce buckets"}
+    for name, term in mem.gpu.items():
+        parts[name] = term.bytes
+        terms[name] = {k: v for k, v in term.to_dict().items() if k != "bytes"}
+    parts.update(activations=activ, logits=logits, transient=work)
+    if sh.engine == "fsdp" and sh.offload_params == "none" and step_temp:
+        parts["optimizer_step_temporaries"] = step_temp / sh.shards
+    notes.append(f"sharding: {sh.describe()}" + (f" (from {sh.source})" if sh.source else ""))
+    if sh.engine == "deepspeed":
+        notes.append("model states counted whole at the peak, as DeepSpeed's estimator counts them")
+    notes.extend(mem.notes)
+    cpu = mem.cpu_block()
+    cpu["deepspeed_estimator"] = dist.deepspeed_figures(
+        dist.Counts(arch.params, trainable, largest_layer(arch), largest_unit(arch), largest_layer(arch)), sh)
+    est = _finish(arch, wl, parts, overhead, "start of backward", trainable, tokens, notes,
+                  rounding_tensors=(1 if ckpt else arch.layers) * 16 + arch.layers * 2)
+    est.terms, est.cpu, est.sharding = terms, cpu, sh.describe()
+    return est
 
 
 def _finish(arch: Arch, wl: Workload, parts: dict[str, float], overhead: dict[str, float], phase: str,
@@ -273,7 +507,7 @@ def _finish(arch: Arch, wl: Workload, parts: dict[str, float], overhead: dict[st
     data = overheads()
     # PyTorch's caching allocator rounds large blocks up to 2 MiB: on average 1 MiB lost per large tensor
     rounding = rounding_tensors * data["allocator"]["round_large_bytes"] / 2
-    breakdown = {k: int(round(v)) for k, v in parts.items() if v}
+    breakdown = {k: round(v) for k, v in parts.items() if v}
     breakdown["allocator_rounding"] = int(rounding)
     breakdown.update({k: int(v) for k, v in overhead.items()})
     peak = sum(breakdown.values())

@@ -10,18 +10,32 @@ from .workload import describe
 LABELS = {
     "weights": "weights", "lora_adapters": "LoRA adapters", "gradients": "gradients",
     "optimizer_states": "optimizer states", "activations": "activations (saved for backward)",
-    "logits": "logits + loss (fp32 upcast, gradient)", "kv_cache": "KV cache", "transient": "transient working set",
+    "logits": "logits + loss (fp32 upcast, gradient)", "kv_cache": "KV cache",
+    "ssm_state": "SSM state (conv + ssm, constant in context)", "transient": "transient working set",
     "allocator_rounding": "allocator rounding (2 MiB blocks)", "cuda_context": "CUDA context",
     "cublas_workspace": "cuBLAS workspace",
+    # distributed (doctor/vram/distributed.py): per rank
+    "params": "parameters (whole, training dtype)", "grads": "gradients (whole)",
+    "grads_partition": "gradients (ZeRO partitions held here)", "master_params_fp32": "fp32 master weights",
+    "grads_fp32": "fp32 gradients", "params_partition": "parameters (ZeRO partitions held here)",
+    "largest_layer_gathered": "largest layer gathered (params + grads)", "reduce_buckets": "reduce buckets",
+    "reduce_bucket": "reduce bucket", "prefetch_bucket": "prefetch bucket (ZeRO-3)",
+    "offload_grad_staging": "offload gradient staging", "params_shard": "parameter shard",
+    "grads_shard": "gradient shard", "params_unsharded": "unsharded parameters (FSDP)",
+    "grads_unsharded": "unsharded gradients (FSDP)", "optimizer_step_temporaries": "optimizer step temporaries",
+    "ddp_buckets": "DDP gradient buckets", "model_load": "model as built on the CPU",
+    "offload_bit16_staging": "pinned parameter staging (offload)", "offload_grad_accumulation":
+    "gradient accumulation buffer (offload)", "params_in_cpu": "parameters kept in CPU (NVMe offload)",
+    "param_swap_buffers": "parameter swap buffers", "optimizer_swap_buffers": "optimizer swap buffers",
+    "offload_fp32_partition_copy": "fp32 partition copied to the GPU (DeepSpeed < 0.17)",
 }
 
 
 def render(model: str, arch: Arch, wl: Workload, est: Estimate, capacity: int | None, label: str,
            verdict: str | None, options: list[Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
-
     from rich.markup import escape
+    from rich.table import Table
 
     from ..output import printable
 
@@ -42,14 +56,43 @@ def render(model: str, arch: Arch, wl: Workload, est: Estimate, capacity: int | 
               "elsewhere; see doctor/data/vram.yaml)")
     for note in est.notes:
         con.print(f"  - {escape(printable(note))}")
+    if est.cpu:
+        _render_cpu(con, est.cpu)
     if capacity:
         width = 50
         used = min(width, round(width * est.peak_bytes / capacity))
         colour = {"fits": "green", "tight": "yellow"}.get(verdict or "", "red")
         con.print(f"[{colour}]{'#' * used}[/]{'.' * (width - used)} {gib(est.peak_bytes)} of {label}")
         con.print(f"[bold {colour}]{verdict}[/]" + (f": {100 * est.peak_bytes / capacity:.0f}% of the GPU" if verdict else ""))
+        if verdict == "does not fit" and est.paged_bytes and est.peak_bytes - est.paged_bytes <= capacity:
+            con.print(f"[yellow]fits only by paging {gib(est.peak_bytes - capacity)} of the paged optimizer's state "
+                      "to CPU RAM (slower steps)[/]")
     if options:
         con.print("[bold]what-ifs[/] (each re-estimated):")
         for w in options:
             ok = "" if capacity is None else (" [green]fits[/]" if w.estimate.peak_bytes <= capacity else " still too big")
             con.print(f"  {w.change}: {gib(w.estimate.peak_bytes)}{ok}  [dim]{w.flag}; cost: {w.cost}[/]")
+
+
+def _render_cpu(con: Any, cpu: dict[str, Any]) -> None:
+    """The CPU RAM per node of a distributed job, by term, with DeepSpeed's estimator figure beside it."""
+    from rich.table import Table
+
+    when = "while the model loads" if cpu["peak_moment"] == "model load" else "during training"
+    con.print(f"[bold]CPU RAM per node[/] ({cpu['sharding']}): {gib(cpu['per_node_bytes'])} {when}")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    for key, value in cpu["breakdown"].items():
+        table.add_row(LABELS.get(key, key), f"{value / 2**30:.2f}")
+    con.print(table)
+    other = "model load" if cpu["peak_moment"] == "training" else "training"
+    con.print(f"  {other}: {gib(cpu['load_bytes' if other == 'model load' else 'training_bytes'])}; pinned "
+              f"{gib(cpu['pinned_bytes'])}" + (f"; NVMe {gib(cpu['nvme_per_node_bytes'])} on {cpu['nvme_path']}"
+                                              if cpu["nvme_per_node_bytes"] else ""))
+    ds = cpu.get("deepspeed_estimator")
+    if ds:
+        con.print(f"  DeepSpeed's estimator ({ds['function']}): CPU {gib(ds['cpu_per_node_bytes'])} per node "
+                  f"+ {gib(ds['buffer_bytes'])} buffer (x{ds['buffer_factor']:g}) = "
+                  f"{gib(ds['cpu_per_node_with_buffer_bytes'])}; GPU {gib(ds['gpu_per_rank_bytes'])} per rank "
+                  "(model states only)")

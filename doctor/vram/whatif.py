@@ -1,10 +1,12 @@
 """What-ifs: single changes to a workload, each re-estimated by the model, cheapest first."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
+from ..errors import InputError
 from .arch import Arch
-from .estimator import Estimate, Workload, estimate
+from .estimator import Estimate, Workload, distributed_memory, estimate
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,18 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
     if wl.images > 1:
         out.append((f"{wl.images // 2} images per sample", f"--images {wl.images // 2}", "fewer images per sample",
                     replace(wl, images=wl.images // 2)))
+    if training and wl.zero is not None and wl.zero < 3:
+        out.append(("ZeRO-3 (parameters partitioned too)", "--zero 3", ("an all-gather per layer in forward and "
+                    "backward"), replace(wl, zero=3)))
+    if training and wl.zero is not None and wl.zero >= 1 and wl.offload_optimizer == "none":
+        out.append(("optimizer offload to CPU", "--offload-optimizer cpu", ("the optimizer step runs on the CPU "
+                    "(slower); CPU RAM per node grows"), replace(wl, offload_optimizer="cpu")))
+    if training and wl.zero == 3 and wl.offload_params == "none":
+        out.append(("parameter offload to CPU (ZeRO-3)", "--offload-params cpu", ("parameters cross PCIe every "
+                    "step; CPU RAM per node grows"), replace(wl, offload_params="cpu")))
+    if training and wl.fsdp in ("shard-grad-op", "hybrid-zero2", "no-shard"):
+        out.append(("FSDP full shard", "--fsdp full", "an all-gather per unit in backward too",
+                    replace(wl, fsdp="full")))
     return out
 
 
@@ -62,11 +76,84 @@ def what_ifs(arch: Arch, wl: Workload, capacity: int | None, base: Estimate) -> 
     candidates are listed from free to costly); the rest follow, smallest resulting peak first."""
     found = []
     for change, flag, cost, new in _candidates(wl):
-        est = estimate(arch, new)
+        try:
+            est = estimate(arch, new)
+        except InputError:   # a change this model cannot take as proposed (LoRA's default targets on a Mamba)
+            continue
         if est.peak_bytes < base.peak_bytes:
+            if est.cpu and (not base.cpu or est.cpu["per_node_bytes"] != base.cpu["per_node_bytes"]):
+                cost += f" (CPU RAM {est.cpu['per_node_bytes'] / 2**30:.1f} GiB per node)"
             found.append(WhatIf(change, flag, cost, est))
     if capacity is None:
         return sorted(found, key=lambda w: w.estimate.peak_bytes)
     fit = [w for w in found if w.estimate.peak_bytes <= capacity]
     rest = sorted((w for w in found if w.estimate.peak_bytes > capacity), key=lambda w: w.estimate.peak_bytes)
     return fit + rest
+
+
+@dataclass(frozen=True)
+class CpuWhatIf:
+    """A change that lowers a sharded job's CPU RAM per node, with its computed figures."""
+
+    change: str
+    flag: str            # `doctor estimate` flags ("" where the change is a machine, not a flag)
+    cost: str
+    cpu_bytes: float     # CPU RAM per node, the process allowance included
+    gpu_bytes: float | None   # GPU per rank: the estimate's peak with a model config, else model states + buffers
+    nvme_bytes: float = 0.0
+    deepspeed: str = ""  # the DeepSpeed config change, as JSON
+    fits: bool = False
+
+
+def _node(arch: Arch | None, wl: Workload, params: int | None, allowance: float) -> tuple[float, float | None, float]:
+    """(CPU per node with the allowance, GPU per rank, NVMe per node) of `wl`."""
+    mem = distributed_memory(arch, wl, params)
+    if mem is None:
+        return math.inf, None, 0.0
+    ranks = mem.sharding.per_node
+    gpu: float | None = sum(t.bytes for t in mem.gpu.values())
+    if arch is not None:
+        gpu = float(estimate(arch, wl).peak_bytes)
+    return mem.cpu_bytes + allowance * ranks, gpu, mem.nvme_bytes
+
+
+def cpu_what_ifs(arch: Arch | None, wl: Workload, params: int | None, limit: float, allowance: float
+                 ) -> list[CpuWhatIf]:
+    """Alternatives to a sharded job whose CPU RAM per node does not fit `limit` (bytes), each re-computed:
+    ZeRO-3 with parameter offload, fewer bytes per optimizer state, bf16, NVMe offload, no offload, and the
+    machine it would need. Those that fit come first."""
+    out: list[CpuWhatIf] = []
+
+    def add(change: str, flag: str, cost: str, new: Workload, ds: str = "") -> None:
+        cpu, gpu, nvme = _node(arch, new, params, allowance)
+        if math.isfinite(cpu):
+            out.append(CpuWhatIf(change, flag, cost, cpu, gpu, nvme, ds, cpu <= limit))
+
+    ds = wl.zero is not None
+    if ds and (wl.zero < 3 or wl.offload_params == "none"):
+        add("ZeRO-3 with parameter offload to CPU", "--zero 3 --offload-params cpu --offload-optimizer cpu",
+            "parameters cross PCIe every step; the 16-bit parameters join the CPU state",
+            replace(wl, zero=3, offload_params="cpu", offload_optimizer="cpu"),
+            '{"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}, '
+            '"offload_optimizer": {"device": "cpu"}}}')
+    if wl.optimizer in ("adamw", "adamw_fused", "adamw_loop"):
+        add("8-bit optimizer states (1 byte per state instead of 4)", "--optimizer adamw_8bit",
+            "DeepSpeed's CPU Adam keeps fp32 states: needs a client 8-bit optimizer and "
+            '"zero_force_ds_cpu_optimizer": false', replace(wl, optimizer="adamw_8bit"))
+    if wl.dtype == "fp32":
+        add("bf16 training (DeepSpeed bf16.enabled)", "--dtype bf16", "bf16 rounding of weights and activations; "
+            "the fp32 master copy and Adam states stay fp32", replace(wl, dtype="bf16"), '{"bf16": {"enabled": true}}')
+    if ds:
+        add("ZeRO-3 with optimizer offload to NVMe (ZeRO-Infinity)", "--zero 3 --offload-optimizer nvme",
+            "optimizer state read and written on NVMe every step; needs offload_optimizer.nvme_path on a fast disk",
+            replace(wl, zero=3, offload_optimizer="nvme", offload_params="none"),
+            '{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"}}}')
+    if wl.offload_optimizer != "none" or wl.offload_params != "none":
+        add("no offload (model states stay on the GPUs)", "--offload-optimizer none --offload-params none",
+            "the GPU holds the optimizer state", replace(wl, offload_optimizer="none", offload_params="none"))
+    cpu, gpu, nvme = _node(arch, wl, params, allowance)
+    if math.isfinite(cpu):
+        need = math.ceil(cpu / 1e9)
+        out.append(CpuWhatIf(f"a machine with {need} GB of RAM per node", "", "a larger instance", cpu, gpu, nvme,
+                             "", True))
+    return sorted(out, key=lambda w: (not w.fits, w.flag == "", w.cpu_bytes))

@@ -6,18 +6,43 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .estimator import OPTIMIZERS, Workload
+from .distributed import parse_deepspeed_text
+from .estimator import OPTIMIZERS, Workload, sharding_of
 
 ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
 # Workload field -> the estimate flag that sets it (booleans: the flag that turns them on, and off where needed)
 FLAGS = {"method": "--method", "dtype": "--dtype", "batch": "--batch", "seq": "--seq", "grad_accum": "--grad-accum",
          "attention": "--attention", "optimizer": "--optimizer", "lora_rank": "--lora-rank",
          "lora_targets": "--lora-targets", "adapter_dtype": "--adapter-dtype", "quant": "--quant",
-         "images": "--images", "image_size": "--image-size", "context": "--context"}
+         "images": "--images", "image_size": "--image-size", "context": "--context",
+         "deepspeed_config": "--deepspeed-config", "zero": "--zero", "fsdp": "--fsdp", "world_size": "--world-size",
+         "gpus_per_node": "--gpus-per-node", "offload_optimizer": "--offload-optimizer",
+         "offload_params": "--offload-params"}
 PROFILE_KEYS = {"--quant": "quantization", "--double-quant": "double_quant", "--attention": "attn_implementation",
-                "--context": "context", "--method": "method"}
+                "--context": "context", "--method": "method", "--zero": "zero_stage", "--fsdp": "fsdp",
+                "--world-size": "world_size", "--gpus-per-node": "gpus_per_node",
+                "--offload-optimizer": "offload_optimizer", "--offload-params": "offload_params"}
 SWITCHES = {"checkpointing": ("--grad-checkpointing", None), "double_quant": ("--double-quant", None),
-            "amp": ("--amp", "--no-amp")}
+            "amp": ("--amp", "--no-amp"), "zero_init": (None, "--no-zero-init")}
+# job.workload keys of distributed training -> Workload fields
+SHARDING_KEYS = (("world_size", "world_size"), ("gpus_per_node", "gpus_per_node"), ("zero_stage", "zero"),
+                 ("fsdp", "fsdp"), ("offload_optimizer", "offload_optimizer"), ("offload_params", "offload_params"),
+                 ("zero_init", "zero_init"))
+
+
+# HF TrainingArguments.optim names (transformers/training_args.py OptimizerNames) -> doctor's optimizer names
+OPTIMIZER_NAMES = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw_fused", "adamw_hf": "adamw_loop",
+                   "adamw_bnb_8bit": "adamw_8bit", "paged_adamw_32bit": "paged_adamw", "lion_32bit": "lion",
+                   "paged_lion_32bit": "lion", "paged_lion_8bit": "lion_8bit", "muon+adamw": "muon"}
+
+
+def unknown_optimizer(workload: dict[str, Any]) -> str | None:
+    """The job's optimizer name where doctor has no state model for it (None when known or unset)."""
+    name = workload.get("optimizer")
+    if name is None:
+        return None
+    key = str(name).lower().replace("-", "_")
+    return None if OPTIMIZER_NAMES.get(key, key) in OPTIMIZERS else str(name)
 
 
 def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
@@ -42,12 +67,36 @@ def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         fields["attention"] = ATTN_ALIASES.get(w["attn_implementation"], w["attn_implementation"])
     if w.get("optimizer"):
         opt = str(w["optimizer"]).lower().replace("-", "_")
-        fields["optimizer"] = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw_fused", "adamw_hf": "adamw_loop",
-                               "adamw_bnb_8bit": "adamw_8bit", "paged_adamw_8bit": "adamw_8bit",
-                               "muon+adamw": "muon"}.get(opt, opt)
+        fields["optimizer"] = OPTIMIZER_NAMES.get(opt, opt)
         if fields["optimizer"] not in OPTIMIZERS:
-            fields.pop("optimizer")
+            fields.pop("optimizer")   # the vram.budget check says it could not decide (unknown_optimizer)
+    for key, field in SHARDING_KEYS:
+        if w.get(key) is not None:
+            fields[field] = w[key]
+    ds = job.get("deepspeed")
+    loaded = ds.get("loaded") if isinstance(ds, dict) else None
+    if isinstance(loaded, dict) and isinstance(loaded.get("text"), str):
+        fields.update(deepspeed_fields(loaded["text"], str(loaded.get("path") or ""), fields))
     return model, fields
+
+
+def deepspeed_fields(text: str, path: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Workload fields a DeepSpeed config gives: its ZeRO stage, offload devices and buffer knobs win; its batch,
+    gradient accumulation and precision fill only what `fields` leaves unset. A stage below 3 drops offload_param
+    (DeepSpeed reads it in ZeRO-3 only)."""
+    found, _ = parse_deepspeed_text(text)
+    if not found:
+        return {}
+    out: dict[str, Any] = {"deepspeed_config": path} if path else {}
+    for key in ("zero", "offload_optimizer", "offload_params", "ds_knobs"):
+        if key in found:
+            out[key] = found[key]
+    if out.get("zero", 0) < 3:
+        out.pop("offload_params", None)
+    for key in ("batch", "grad_accum", "dtype"):
+        if key in found and key not in fields:
+            out[key] = found[key]
+    return out
 
 
 
@@ -74,16 +123,39 @@ def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
     if wl.quant in ("awq", "gptq") and wl.method != "inference":
         out.append(("--quant", wl.quant, "AWQ/GPTQ kernels serve inference; expected --method inference"))
     if wl.double_quant and wl.quant not in ("nf4",) and wl.method != "qlora":
-        out.append(("--double-quant", str(wl.quant), "double quantization applies to NF4 (bitsandbytes 4-bit) "
-                                                    "weights only; expected --quant nf4 or --method qlora"))
+        out.append(("--double-quant", str(wl.quant), ("double quantization applies to NF4 (bitsandbytes 4-bit) "
+                                                    "weights only; expected --quant nf4 or --method qlora")))
     if wl.attention == "flash" and wl.dtype == "fp32" and not wl.amp:
-        out.append(("--attention", "flash", "FlashAttention runs in fp16/bf16 only; with --dtype fp32 use sdpa "
-                                            "or eager, or train with --amp"))
+        out.append(("--attention", "flash", ("FlashAttention runs in fp16/bf16 only; with --dtype fp32 use sdpa "
+                                            "or eager, or train with --amp")))
     if wl.context is not None and wl.context < wl.seq:
-        out.append(("--context", str(wl.context), f"is shorter than the prompt (--seq {wl.seq}); expected the "
-                                                  "KV-cache length, prompt plus generated tokens"))
+        out.append(("--context", str(wl.context), (f"is shorter than the prompt (--seq {wl.seq}); expected the "
+                                                  "KV-cache length, prompt plus generated tokens")))
     if wl.context is not None and wl.method != "inference":
         out.append(("--context", str(wl.context), "sets the KV cache of generation; expected --method inference"))
+    out += _sharding_contradictions(wl)
+    return out
+
+
+def _sharding_contradictions(wl: Workload) -> list[tuple[str, str, str]]:
+    out = []
+    if wl.zero is not None and wl.fsdp is not None:
+        out.append(("--fsdp", str(wl.fsdp), "DeepSpeed ZeRO and FSDP are two engines; expected one of --zero, --fsdp"))
+    if wl.offload_params != "none" and wl.fsdp is None and (wl.zero or 0) < 3:
+        out.append(("--offload-params", wl.offload_params, ("DeepSpeed offloads parameters in ZeRO-3 only "
+                                                           "(offload_param); expected --zero 3")))
+    if wl.offload_optimizer != "none" and wl.zero is None:
+        why = ("FSDP has no separate optimizer offload: CPUOffload(offload_params=True) moves parameters and "
+               "gradients, and with them the optimizer step, to the CPU; expected --offload-params cpu"
+               if wl.fsdp else "optimizer offload is DeepSpeed ZeRO's; expected --zero 1, 2 or 3")
+        out.append(("--offload-optimizer", wl.offload_optimizer, why))
+    if wl.fsdp is not None and wl.offload_params == "nvme":
+        out.append(("--offload-params", "nvme", "FSDP's CPUOffload offloads to the CPU only; expected cpu"))
+    if wl.gpus_per_node is not None and (wl.gpus_per_node > wl.world_size or wl.world_size % wl.gpus_per_node):
+        out.append(("--gpus-per-node", str(wl.gpus_per_node), (f"does not divide the world size {wl.world_size} "
+                                                              "into whole nodes")))
+    if (wl.zero is not None or wl.fsdp is not None) and wl.method == "inference":
+        out.append(("--method", "inference", "ZeRO / FSDP sharding here models training; expected a training method"))
     return out
 
 
@@ -103,4 +175,7 @@ def describe(wl: Workload) -> str:
     parts.append(f"attention {wl.attention}")
     if wl.images:
         parts.append(f"{wl.images} image(s) {wl.image_size}px")
-    return ", ".join(parts)
+    if wl.zero is not None or wl.fsdp is not None or wl.world_size > 1:
+        sh = sharding_of(wl)
+        parts.append(sh.describe() if sh else "")
+    return ", ".join(p for p in parts if p)

@@ -1,0 +1,591 @@
+"""Distributed training memory: DeepSpeed ZeRO stages 0-3 and PyTorch FSDP, with CPU / NVMe offload.
+
+Pure arithmetic over counts (no torch, no deepspeed import). `memory()` gives GPU bytes per rank, CPU bytes per
+node (steady state and while the model is loaded) and NVMe bytes per node, each as named terms that carry their
+formula and the source it comes from. `deepspeed_estimate_zero2` / `deepspeed_estimate_zero3` reproduce
+DeepSpeed's own estimator functions, arithmetic unchanged, so that doctor's model-states figures can be held to
+them (tests/test_vram_distributed.py).
+
+Sources:
+- DeepSpeed, docs/code-docs/source/memory.rst ("Memory Requirements", https://deepspeed.readthedocs.io/en/latest/
+  memory.html): the 2 / 4 / 16 / 18 bytes-per-parameter model states and the 1.5x `additional_buffer_factor`.
+- deepspeed/runtime/zero/stage_1_and_2.py (DeepSpeedZeroOptimizer) and stage3.py (DeepSpeedZeroOptimizer_Stage3):
+  the buffers the estimator leaves out (reduce buckets, pinned bit16 staging, CPU gradient accumulation).
+- deepspeed/runtime/zero/config.py and offload_config.py: the defaults of every knob read here.
+- PyTorch FSDP (torch/distributed/fsdp/api.py ShardingStrategy, CPUOffload; _flat_param.py pins the CPU shard and
+  CPU gradient): https://docs.pytorch.org/docs/stable/fsdp.html
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+ENGINES = ("deepspeed", "fsdp")
+FSDP_STRATEGIES = ("full", "shard-grad-op", "hybrid", "hybrid-zero2", "no-shard")
+OFFLOAD = ("none", "cpu", "nvme")
+BUFFER_FACTOR = 1.5   # DeepSpeed's additional_buffer_factor default (both estimator functions)
+
+DS_MEMORY_DOC = "DeepSpeed memory.rst (https://deepspeed.readthedocs.io/en/latest/memory.html)"
+ZERO2_FN = "deepspeed/runtime/zero/stage_1_and_2.py: estimate_zero2_model_states_mem_needs"
+ZERO3_FN = "deepspeed/runtime/zero/stage3.py: estimate_zero3_model_states_mem_needs"
+STAGE12 = "deepspeed/runtime/zero/stage_1_and_2.py: DeepSpeedZeroOptimizer"
+STAGE3 = "deepspeed/runtime/zero/stage3.py: DeepSpeedZeroOptimizer_Stage3"
+FSDP_DOC = "PyTorch FSDP (https://docs.pytorch.org/docs/stable/fsdp.html; torch/distributed/fsdp/_flat_param.py)"
+
+# deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig) and offload_config.py defaults
+DS_DEFAULTS: dict[str, Any] = {
+    "reduce_bucket_size": 500_000_000, "allgather_bucket_size": 500_000_000, "contiguous_gradients": True,
+    "overlap_comm": None,                 # None: True for stage 3 only (config.py overlap_comm_valid)
+    "stage3_prefetch_bucket_size": 50_000_000, "stage3_max_live_parameters": 1_000_000_000,
+    "stage3_param_persistence_threshold": 100_000, "sub_group_size": 1_000_000_000,
+    "pin_memory": True, "param_buffer_count": 5, "param_buffer_size": 100_000_000,
+    "param_max_in_cpu": 1_000_000_000, "optimizer_buffer_count": 4, "nvme_path": None,
+}
+
+
+STAGING_SINCE = (0, 17, 0)   # DeepSpeed PR #7309 (first released in v0.17.0): pinned bit16 CPU staging buffer
+
+
+def version_tuple(version: Any) -> tuple[int, ...] | None:
+    """(major, minor, patch) of a version string such as '0.17.1+cu128'; None where it is not one."""
+    if not isinstance(version, str):
+        return None
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts + [0] * (3 - len(parts))) if parts else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DeepSpeed's estimator functions, reproduced (same arithmetic, same rounding)
+
+
+def deepspeed_estimate_zero2(total_params: float, num_gpus_per_node: int = 1, num_nodes: int = 1,
+                             cpu_offload: bool = True, additional_buffer_factor: float = 1.5) -> tuple[int, int]:
+    """(cpu_mem per node, gpu_mem per GPU) exactly as DeepSpeed's
+    deepspeed/runtime/zero/stage_1_and_2.py: estimate_zero2_model_states_mem_needs (since PR #5099, 2024-06:
+    2 bytes fp16 params + 18 bytes per parameter partitioned)."""
+    total_gpus = num_nodes * num_gpus_per_node
+    if cpu_offload:
+        gpu_mem = 2 * total_params
+        cpu_mem = total_params * max(4 * total_gpus, 16) * additional_buffer_factor
+    else:
+        gpu_mem = 2 * total_params + int(18 * total_params / total_gpus)
+        cpu_mem = total_params * 4 * num_gpus_per_node * additional_buffer_factor
+    return int(cpu_mem), int(gpu_mem)
+
+
+def deepspeed_estimate_zero3(total_params: float, largest_layer_params: float, num_gpus_per_node: int = 1,
+                             num_nodes: int = 1, cpu_offload: bool = True, cpu_offload_params: bool = True,
+                             zero_init: bool = True, additional_buffer_factor: float = 1.5) -> tuple[int, int, float]:
+    """(cpu_mem per node, gpu_mem per GPU, largest_layer_memory) exactly as DeepSpeed's
+    deepspeed/runtime/zero/stage3.py: estimate_zero3_model_states_mem_needs."""
+    total_gpus = num_nodes * num_gpus_per_node
+    gpus_factor = 1 / num_nodes
+    largest_layer_memory = (4 * largest_layer_params)
+    if cpu_offload:
+        if cpu_offload_params:
+            gpu_mem = largest_layer_memory
+            if zero_init:
+                cpu_mem = total_params * 18 * gpus_factor * additional_buffer_factor
+            else:
+                cpu_mem = total_params * max(4 * num_gpus_per_node, 18 * gpus_factor) * additional_buffer_factor
+        else:
+            gpu_mem = largest_layer_memory + int(2 * total_params / total_gpus)
+            if zero_init:
+                cpu_mem = total_params * 16 * gpus_factor * additional_buffer_factor
+            else:
+                cpu_mem = total_params * max(4 * num_gpus_per_node, 16 * gpus_factor) * additional_buffer_factor
+    else:
+        gpu_mem = largest_layer_memory + int(18 * total_params / total_gpus)
+        if zero_init:
+            cpu_mem = largest_layer_params * 4 * num_gpus_per_node * additional_buffer_factor
+        else:
+            cpu_mem = total_params * 4 * num_gpus_per_node * additional_buffer_factor
+    return int(cpu_mem), int(gpu_mem), largest_layer_memory
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the formulas need from the model. `largest_layer`: DeepSpeed's largest_layer_params (the most
+    parameters one module holds itself: stage3.py model_to_params); `largest_unit`: FSDP's largest wrapped unit
+    (a transformer block, or the root's embeddings + head); `largest_param`: the largest single tensor."""
+
+    params: int
+    trainable: int
+    largest_layer: int = 0
+    largest_unit: int = 0
+    largest_param: int = 0
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes of each kind of state. `weights`: the model's parameters as they sit on the GPU, all of them
+    (bf16: 2 per parameter; quantized bases pack less); `param_bytes`: per trainable parameter in that dtype;
+    `state_bytes`: optimizer state over all trainable parameters; `master_bytes`: fp32 master copy per trainable
+    parameter (DeepSpeed ZeRO always keeps one; 0 where the parameters are their own master)."""
+
+    weights: float
+    param_bytes: int
+    state_bytes: float
+    master_bytes: int = 4
+    grad_bytes: int = 4          # DeepSpeed's fp32 gradient partition (memory.rst: "4b grads")
+    compute_bytes: int = 2       # FSDP: the dtype parameters are unsharded (gathered) in
+    grad_accum: int = 1
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """How a job is spread: engine, ZeRO stage or FSDP strategy, world size (GPUs in all), GPUs per node,
+    offload targets, and the DeepSpeed config's buffer knobs (defaults: deepspeed/runtime/zero/config.py)."""
+
+    engine: str = "deepspeed"            # deepspeed | fsdp | ddp
+    zero: int = 0
+    fsdp: str = "full"
+    world_size: int = 1
+    gpus_per_node: int | None = None     # None: all GPUs on one node
+    offload_optimizer: str = "none"
+    offload_params: str = "none"
+    zero_init: bool = True               # ZeRO-3 builds the model partitioned (deepspeed.zero.Init)
+    load_bytes: int = 4                  # bytes per parameter of the model as created on the CPU (fp32 default)
+    knobs: dict[str, Any] = field(default_factory=dict)   # DeepSpeed config values (DS_DEFAULTS keys)
+    source: str = ""                     # the DeepSpeed config it was read from
+
+    def knob(self, name: str) -> Any:
+        value = self.knobs.get(name)
+        return DS_DEFAULTS[name] if value is None else value
+
+    @property
+    def per_node(self) -> int:
+        return max(1, min(self.gpus_per_node or self.world_size, self.world_size))
+
+    @property
+    def nodes(self) -> int:
+        return max(1, math.ceil(self.world_size / self.per_node))
+
+    @property
+    def shards(self) -> int:
+        """Ranks one copy of the sharded state is spread over."""
+        if self.engine == "fsdp":
+            return {"no-shard": 1, "hybrid": self.per_node, "hybrid-zero2": self.per_node}.get(self.fsdp,
+                                                                                              self.world_size)
+        return self.world_size if self.engine == "deepspeed" and self.zero >= 1 else 1
+
+    def describe(self) -> str:
+        if self.engine == "fsdp":
+            what = f"FSDP {self.fsdp}" + (", CPUOffload(offload_params=True)" if self.offload_params != "none" else "")
+        elif self.engine == "deepspeed":
+            what = f"DeepSpeed ZeRO-{self.zero}"
+            if self.offload_optimizer != "none":
+                what += f", optimizer offload to {self.offload_optimizer}"
+            if self.offload_params != "none":
+                what += f", parameter offload to {self.offload_params}"
+        else:
+            what = "data parallel (DDP)"
+        nodes = f"{self.nodes} node(s) x {self.per_node} GPU(s)"
+        return f"{what}; world size {self.world_size} = {nodes}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# result
+
+
+@dataclass(frozen=True)
+class Term:
+    """Bytes with the formula that gave them and where that formula comes from. `states`: one of the model
+    states DeepSpeed's estimator counts (parameters, gradients, optimizer states); buffers are not."""
+
+    bytes: float
+    formula: str
+    source: str
+    states: bool = True
+    pinned: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bytes": round(self.bytes), "formula": self.formula, "source": self.source,
+                "model_state": self.states, "pinned": self.pinned}
+
+
+@dataclass
+class Memory:
+    """GPU per rank, CPU per node (training, and while loading the model), NVMe per node."""
+
+    sharding: Sharding
+    gpu: dict[str, Term] = field(default_factory=dict)
+    cpu: dict[str, Term] = field(default_factory=dict)
+    load: dict[str, Term] = field(default_factory=dict)
+    nvme: dict[str, Term] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gpu_states(self) -> float:
+        return sum(t.bytes for t in self.gpu.values() if t.states)
+
+    @property
+    def cpu_states(self) -> float:
+        """The CPU model states per node as DeepSpeed's estimator counts them (before its 1.5x): the larger of
+        the model load and the offloaded states; under ZeRO-3's zero.Init (one layer built at a time) the load
+        counts only where nothing is offloaded (memory.rst, ZeRO-3 cases 1-3 "With zero.Init")."""
+        states = sum(t.bytes for t in self.cpu.values() if t.states)
+        s = self.sharding
+        if s.engine == "deepspeed" and s.zero == 3 and s.zero_init and states:
+            return states
+        return max(sum(t.bytes for t in self.load.values()), states)
+
+    @property
+    def cpu_training(self) -> float:
+        return sum(t.bytes for t in self.cpu.values())
+
+    @property
+    def cpu_load(self) -> float:
+        return sum(t.bytes for t in self.load.values())
+
+    @property
+    def cpu_bytes(self) -> float:
+        """CPU RAM per node at its peak: training state with its buffers, or the model load, whichever is larger
+        (the model created on the CPU is freed once it moves to the GPUs, before the optimizer state exists)."""
+        return max(self.cpu_training, self.cpu_load)
+
+    @property
+    def pinned_bytes(self) -> float:
+        return sum(t.bytes for t in self.cpu.values() if t.pinned)
+
+    @property
+    def nvme_bytes(self) -> float:
+        return sum(t.bytes for t in self.nvme.values())
+
+    def cpu_block(self) -> dict[str, Any]:
+        """The JSON `cpu` block: per-node bytes, the breakdown by term, and each term's formula and source."""
+        s = self.sharding
+        peak_is_load = self.cpu_load > self.cpu_training
+        return {
+            "per_node_bytes": round(self.cpu_bytes), "peak_moment": "model load" if peak_is_load else "training",
+            "breakdown": {k: round(t.bytes) for k, t in (self.load if peak_is_load else self.cpu).items()},
+            "training_bytes": round(self.cpu_training), "load_bytes": round(self.cpu_load),
+            "pinned_bytes": round(self.pinned_bytes), "model_states_bytes": round(self.cpu_states),
+            "nvme_per_node_bytes": round(self.nvme_bytes),
+            "nvme_path": s.knob("nvme_path") if self.nvme else None,
+            "gpus_per_node": s.per_node, "nodes": s.nodes, "world_size": s.world_size, "sharding": s.describe(),
+            "terms": {f"{where}.{k}": t.to_dict() for where, terms in (("cpu", self.cpu), ("load", self.load),
+                                                                        ("nvme", self.nvme)) for k, t in terms.items()},
+        }
+
+
+def _b(x: float) -> str:
+    return f"{x / 2**30:.2f} GiB"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DeepSpeed
+
+
+def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
+    mem = Memory(s)
+    P, T, N, g, stage = c.params, c.trainable, s.world_size, s.per_node, s.zero
+    p, m, gb = pr.param_bytes, pr.master_bytes, pr.grad_bytes
+    off_opt, off_par = s.offload_optimizer, s.offload_params
+    pin = bool(s.knob("pin_memory"))
+    if stage < 3 and off_opt == "nvme":
+        off_opt = "cpu"
+        mem.notes.append("ZeRO-1/2 treat offload_optimizer.device nvme as CPU offload (stage_1_and_2.py: "
+                         "cpu_offload = device != none); NVMe swapping is ZeRO-3's (ZeRO-Infinity)")
+    shards = N if stage >= 1 else 1
+    doc = DS_MEMORY_DOC
+    gpu, cpu, load, nvme = mem.gpu, mem.cpu, mem.load, mem.nvme
+
+    # parameters in their training dtype
+    if stage == 3:
+        gathered = 2 * p * c.largest_layer
+        gpu["largest_layer_gathered"] = Term(gathered, f"2 x {p} B x {c.largest_layer:,} largest-layer params "
+                                             "(its parameters and gradients gathered)", f"{doc}: largest_layer_memory")
+        part = Term(pr.weights / shards, f"{_b(pr.weights)} parameters / {shards} ranks", f"{doc}: 2b fp16 params",
+                    pinned=pin and off_par != "none")
+        if off_par == "none":
+            gpu["params_partition"] = part
+        elif off_par == "cpu":
+            cpu["params_partition"] = replace(part, bytes=part.bytes * g, formula=part.formula + f" x {g} GPUs/node")
+        else:
+            nvme["params_partition"] = replace(part, bytes=part.bytes * g, formula=part.formula + f" x {g} GPUs/node",
+                                               pinned=False)
+            in_cpu = min(float(s.knob("param_max_in_cpu")), P / shards) * p * g
+            cpu["params_in_cpu"] = Term(in_cpu, f"min(offload_param.max_in_cpu, params/rank) x {p} B x {g}",
+                                        f"{STAGE3}._create_param_groups_fp16_flat_cpu_memory", False, pin)
+            bufs = int(s.knob("param_buffer_count")) * float(s.knob("param_buffer_size")) * p * g
+            cpu["param_swap_buffers"] = Term(bufs, f"offload_param.buffer_count x buffer_size x {p} B x {g}",
+                                             "deepspeed/runtime/swap_tensor/partitioned_param_swapper.py", False, pin)
+    else:
+        gpu["params"] = Term(pr.weights, f"{_b(pr.weights)}: every parameter in its training dtype",
+                             f"{doc}: ZeRO-2 '2 * params'")
+
+    # gradients in the training dtype (ZeRO-0/1 keep them whole, ZeRO-2 partitions them)
+    if stage <= 1:
+        gpu["grads"] = Term(p * T, f"{p} B x {T:,} trainable", f"{doc}; ZeRO-1 partitions optimizer states only")
+    elif stage == 2 and off_opt == "none":
+        gpu["grads_partition"] = Term(p * T / N, f"{p} B x {T:,} / {N}", f"{ZERO2_FN}: 2_grads_16bit")
+
+    # fp32 master weights, fp32 gradients, optimizer states: on the GPU, or on the CPU / NVMe when offloaded
+    where = {"none": gpu, "cpu": cpu, "nvme": nvme}[off_opt]
+    node = g if off_opt != "none" else 1
+    per = f" / {shards} ranks" + (f" x {g} GPUs/node" if node > 1 else "")
+    if m:
+        where["master_params_fp32"] = Term(m * T / shards * node, f"{m} B x {T:,}{per}", f"{doc}: 4b params",
+                                           pinned=pin and off_opt == "cpu")
+    if off_opt == "nvme":   # ZeRO-3 swaps the fp32 partition and the optimizer state; the gradients stay in RAM
+        cpu["grads_fp32"] = Term(gb * T / shards * g, f"{gb} B x {T:,}{per}", f"{doc}: 4b grads; {STAGE3}.__init__ "
+                                 "grad_partitions_flat_buffer (device cpu for any optimizer offload, NVMe included)",
+                                 pinned=pin)
+    else:
+        where["grads_fp32"] = Term(gb * T / shards * node, f"{gb} B x {T:,}{per}", f"{doc}: 4b grads",
+                                   pinned=pin and off_opt == "cpu")
+    where["optimizer_states"] = Term(pr.state_bytes / shards * node, f"{_b(pr.state_bytes)} optimizer state{per}",
+                                     f"{doc}: 8b momentum and variance (Adam)")
+    if off_opt == "nvme":
+        largest = min(float(s.knob("sub_group_size")), T / shards)
+        cpu["optimizer_swap_buffers"] = Term(int(s.knob("optimizer_buffer_count")) * largest * 4 * g,
+                                             f"offload_optimizer.buffer_count x min(sub_group_size, params/rank) "
+                                             f"x 4 B x {g}", "deepspeed/runtime/swap_tensor/optimizer_utils.py: "
+                                             "SwapBufferManager", False, pin)
+
+    # buffers DeepSpeed's estimator leaves out
+    bucket = float(s.knob("reduce_bucket_size"))
+    overlap = s.knob("overlap_comm") if s.knobs.get("overlap_comm") is not None else stage == 3
+    if stage in (1, 2) and (s.knob("contiguous_gradients") or off_opt != "none"):
+        n = 2 if overlap else 1
+        gpu["reduce_buckets"] = Term(n * bucket * p, f"{n} x reduce_bucket_size {bucket:,.0f} x {p} B",
+                                     f"{STAGE12}.setup_buckets (ipg buffers; 2 with overlap_comm)", False)
+    if stage == 3 and s.knob("contiguous_gradients"):
+        gpu["reduce_bucket"] = Term(bucket * p, f"reduce_bucket_size {bucket:,.0f} x {p} B",
+                                    f"{STAGE3}.__init__ (IPG bucket buffer)", False)
+    if stage == 3:
+        pre = min(float(s.knob("stage3_prefetch_bucket_size")), float(s.knob("stage3_max_live_parameters")), P)
+        gpu["prefetch_bucket"] = Term(pre * p, f"stage3_prefetch_bucket_size {pre:,.0f} x {p} B",
+                                      "deepspeed/runtime/zero/partitioned_param_coordinator.py (parameters gathered "
+                                      "ahead of use)", False)
+    if stage in (1, 2) and off_opt != "none":
+        version = version_tuple(s.knobs.get("version"))
+        if version is None or version >= STAGING_SINCE:
+            cpu["offload_bit16_staging"] = Term(p * T / N * g, f"{p} B x {T:,} / {N} x {g}",
+                                                f"{STAGE12}.__init__ param_buffer_of_bit16_for_cpu_offload_groups "
+                                                "(DeepSpeed >= 0.17.0, PR #7309)", False, pin)
+            if version is None:
+                mem.notes.append("DeepSpeed's version is unknown: counted as >= 0.17.0, which stages updated "
+                                 "parameters through a pinned CPU copy of each rank's partition; earlier versions "
+                                 "copy the fp32 partition to the GPU instead (PR #7309)")
+        else:
+            gpu["offload_fp32_partition_copy"] = Term(4 * T / N, f"4 B x {T:,} / {N} (the fp32 partition copied to "
+                                                      f"the GPU at each step; DeepSpeed {s.knobs['version']})",
+                                                      f"{STAGE12}.step before PR #7309 (DeepSpeed < 0.17.0): "
+                                                      "fp32_partition.to(device)", False)
+        if pr.grad_accum > 1:
+            cpu["offload_grad_accumulation"] = Term(p * T / N * g, f"{p} B x {T:,} / {N} x {g} (gradient "
+                                                    f"accumulation {pr.grad_accum} > 1)",
+                                                    f"{STAGE12}.async_accumulate_grad_in_cpu_via_gpu "
+                                                    "(accumulated_grads_in_cpu)", False, pin)
+        if c.largest_param:
+            gpu["offload_grad_staging"] = Term(c.largest_param * p, f"largest parameter {c.largest_param:,} x {p} B",
+                                               f"{STAGE12}.__init__ temp_grad_buffer_for_gpu_offload", False)
+            cpu["offload_grad_staging"] = Term(c.largest_param * p * g, f"largest parameter x {p} B x {g}",
+                                               f"{STAGE12}.__init__ temp_grad_buffer_for_cpu_offload", False, pin)
+        else:
+            mem.notes.append("the largest parameter tensor is unknown (no model config): the offload gradient "
+                             "staging buffers (one such tensor each on GPU and CPU) are not counted")
+
+    # the model as created on the CPU before deepspeed.initialize moves it: each rank builds it whole in fp32,
+    # or, under ZeRO-3's zero.Init, one module at a time (memory.rst "4 (in 4*n_gpus)")
+    lb = s.load_bytes
+    if stage == 3 and s.zero_init:
+        load["model_load"] = Term(lb * c.largest_layer * g, f"{lb} B x {c.largest_layer:,} largest layer x {g} ranks "
+                                  "(zero.Init)", f"{doc}: 'largest_layer_params * 4 * n_gpus'")
+    else:
+        load["model_load"] = Term(lb * P * g, f"{lb} B x {P:,} x {g} ranks (each builds the model in fp32)",
+                                  f"{doc}: 'params * 4 * n_gpus'")
+    if c.largest_layer == 0 and stage == 3:
+        mem.notes.append("the largest layer is unknown (no model config): its gathered bytes are counted as 0")
+    return mem
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FSDP
+
+
+def _fsdp(c: Counts, pr: Precision, s: Sharding) -> Memory:
+    mem = Memory(s)
+    P, T, g = c.params, c.trainable, s.per_node
+    S = s.shards
+    ps, pc = pr.param_bytes, pr.compute_bytes
+    gpu, cpu, load = mem.gpu, mem.cpu, mem.load
+    off = s.offload_params != "none"
+    where, node = (cpu, g) if off else (gpu, 1)
+    per = f" / {S} shards" + (f" x {g} GPUs/node" if node > 1 else "")
+    strategy = {"full": "FULL_SHARD", "shard-grad-op": "SHARD_GRAD_OP", "hybrid": "HYBRID_SHARD (FULL_SHARD within "
+                "a node)", "hybrid-zero2": "_HYBRID_SHARD_ZERO2 (SHARD_GRAD_OP within a node)",
+                "no-shard": "NO_SHARD (replicated, like DDP)"}[s.fsdp]
+    src = f"{FSDP_DOC}: ShardingStrategy.{strategy}"
+    where["params_shard"] = Term(pr.weights / S * node, f"{_b(pr.weights)}{per}", src, pinned=off)
+    where["grads_shard"] = Term(ps * T / S * node, f"{ps} B x {T:,}{per}", src, pinned=off)
+    where["optimizer_states"] = Term(pr.state_bytes / S * node, f"{_b(pr.state_bytes)}{per}", src)
+    unit = c.largest_unit
+    if s.fsdp in ("full", "hybrid"):
+        gpu["params_unsharded"] = Term(2 * unit * pc, f"2 x {unit:,} largest-unit params x {pc} B (the unit "
+                                       "computing and the one prefetched; limit_all_gathers)", src, False)
+        gpu["grads_unsharded"] = Term(unit * pc, f"{unit:,} x {pc} B (a unit's gradient before its reduce-scatter)",
+                                      src, False)
+    elif s.fsdp in ("shard-grad-op", "hybrid-zero2"):
+        gpu["params_unsharded"] = Term(P * pc, f"{P:,} x {pc} B (parameters stay unsharded from forward to the "
+                                       "end of backward)", src, False)
+        gpu["grads_unsharded"] = Term(unit * pc, f"{unit:,} x {pc} B", src, False)
+    load["model_load"] = Term(s.load_bytes * P * g, f"{s.load_bytes} B x {P:,} x {g} ranks (each builds the model "
+                              "before wrapping it)", f"{DS_MEMORY_DOC}: 'params * 4 * n_gpus'; FSDP docs: "
+                              "sync_module_states / meta-device init build it once", False)
+    if off:
+        mem.notes.append("FSDP CPUOffload(offload_params=True) keeps the parameter and gradient shards on the CPU "
+                         "(pinned) and runs the optimizer step there")
+    if c.largest_unit == 0:
+        mem.notes.append("the largest FSDP unit is unknown (no model config): its unsharded bytes are counted as 0")
+    return mem
+
+
+def memory(c: Counts, pr: Precision, s: Sharding) -> Memory:
+    """GPU per rank, CPU per node, NVMe per node of one training step's persistent state under `s`."""
+    if s.engine == "fsdp":
+        return _fsdp(c, pr, s)
+    if s.engine == "ddp":   # replicated: per-rank GPU state is the single-GPU figure; each rank loads the model
+        mem = Memory(s)
+        mem.load["model_load"] = Term(s.load_bytes * c.params * s.per_node, f"{s.load_bytes} B x {c.params:,} x "
+                                      f"{s.per_node} ranks", f"{DS_MEMORY_DOC}: 'params * 4 * n_gpus'", False)
+        return mem
+    return _deepspeed(c, pr, s)
+
+
+def deepspeed_figures(c: Counts, s: Sharding) -> dict[str, Any] | None:
+    """DeepSpeed's estimator figures for the same set-up (ZeRO-2 / ZeRO-3 with none / CPU offload), with the
+    1.5x buffer shown separately; None where its estimator has no function for the set-up."""
+    if s.engine != "deepspeed" or s.zero not in (2, 3) or "nvme" in (s.offload_optimizer, s.offload_params):
+        return None
+    if s.offload_params != "none" and s.offload_optimizer == "none":   # no such case in the ZeRO-3 function
+        return None                                                    # (its all_cold table skips it too)
+    kw: dict[str, Any] = {"num_gpus_per_node": s.per_node, "num_nodes": s.nodes}
+    if s.zero == 2:
+        fn, off = ZERO2_FN, s.offload_optimizer != "none"
+        cpu0, gpu = deepspeed_estimate_zero2(c.params, cpu_offload=off, additional_buffer_factor=1, **kw)
+        cpu, _ = deepspeed_estimate_zero2(c.params, cpu_offload=off, **kw)
+    else:
+        fn = ZERO3_FN
+        flags = {"cpu_offload": s.offload_optimizer != "none", "cpu_offload_params": s.offload_params != "none",
+                 "zero_init": s.zero_init}
+        cpu0, gpu, _ = deepspeed_estimate_zero3(c.params, c.largest_layer, additional_buffer_factor=1, **flags, **kw)
+        cpu, _, _ = deepspeed_estimate_zero3(c.params, c.largest_layer, **flags, **kw)
+    return {"function": fn, "cpu_per_node_bytes": cpu0, "buffer_factor": BUFFER_FACTOR,
+            "buffer_bytes": cpu - cpu0, "cpu_per_node_with_buffer_bytes": cpu, "gpu_per_rank_bytes": gpu,
+            "counts": {"total_params": c.params, "largest_layer_params": c.largest_layer},
+            "note": "model states only (no activations, buckets or staging buffers), as DeepSpeed documents them"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a DeepSpeed JSON config -> sharding knobs
+
+
+def _int_like(value: Any) -> int | None:
+    """A DeepSpeed size: an int, or a float such as 5e8 (DeepSpeed accepts both); 'auto' and the rest -> None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return int(value) if 0 <= value <= 1e15 else None
+
+
+def from_deepspeed_config(config: Any) -> tuple[dict[str, Any], list[str]]:
+    """(Workload fields, notes) from a parsed DeepSpeed config: ZeRO stage, offload devices, pin_memory, NVMe
+    path, bucket sizes, gradient accumulation and the bf16 / fp16 sections. Values DeepSpeed would not accept
+    ("auto" aside) are ignored with a note; the deepspeed.config check judges the file itself."""
+    fields: dict[str, Any] = {}
+    notes: list[str] = []
+    if not isinstance(config, dict):
+        return fields, ["the DeepSpeed config is not a JSON object; its ZeRO settings were not read"]
+    zero = config.get("zero_optimization")
+    if zero is None:
+        zero = {}
+    if not isinstance(zero, dict):
+        return fields, ["zero_optimization is not an object; stage 0 assumed"]
+    stage = zero.get("stage", 0)
+    fields["zero"] = stage if isinstance(stage, int) and not isinstance(stage, bool) and 0 <= stage <= 3 else 0
+    if fields["zero"] != stage:
+        notes.append(f"zero_optimization.stage {str(stage)[:20]!r} is not 0-3; stage 0 assumed")
+    knobs: dict[str, Any] = {}
+    for key in ("offload_optimizer", "offload_param"):
+        sect = zero.get(key)
+        if sect is None:
+            continue
+        if not isinstance(sect, dict):
+            notes.append(f"zero_optimization.{key} is not an object; ignored")
+            continue
+        device = sect.get("device", "none")
+        device = device if device in OFFLOAD else "none"
+        fields["offload_optimizer" if key == "offload_optimizer" else "offload_params"] = device
+        if isinstance(sect.get("pin_memory"), bool):
+            knobs["pin_memory"] = sect["pin_memory"] if key == "offload_optimizer" or "pin_memory" not in knobs \
+                else knobs["pin_memory"] and sect["pin_memory"]
+        if isinstance(sect.get("nvme_path"), str) and device == "nvme":
+            knobs["nvme_path"] = sect["nvme_path"]
+        prefix = "param" if key == "offload_param" else "optimizer"
+        for name in ("buffer_count", "buffer_size", "max_in_cpu"):
+            value = _int_like(sect.get(name))
+            if value is not None and (prefix == "param" or name == "buffer_count"):
+                knobs[f"{prefix}_{name}"] = value
+    for key in ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
+                "stage3_max_live_parameters", "stage3_param_persistence_threshold", "sub_group_size"):
+        alias = key.removeprefix("stage3_")
+        value = zero.get(key, zero.get(alias))
+        if value is None:
+            continue
+        number = _int_like(value)
+        if number is None:
+            notes.append(f"zero_optimization.{key} is {str(value)[:20]!r}; DeepSpeed's default "
+                         f"{DS_DEFAULTS[key]:,} used")
+        else:
+            knobs[key] = number
+    for key in ("overlap_comm", "contiguous_gradients"):
+        if isinstance(zero.get(key), bool):
+            knobs[key] = zero[key]
+    # ZeRO-3 saves a gathered 16-bit model with each checkpoint (doctor/vram/checkpoint.py); config.py alias
+    gather = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))
+    if isinstance(gather, bool):
+        knobs["stage3_gather_16bit_weights_on_model_save"] = gather
+    enabled = {k: (v.get("enabled") if isinstance(v, dict) else None) for k in ("bf16", "fp16")
+               for v in [config.get(k)]}
+    if enabled["bf16"] is True:
+        fields["dtype"] = "bf16"
+    elif enabled["fp16"] is True:
+        fields["dtype"] = "fp16"
+    elif "auto" not in enabled.values() and not isinstance(config.get("amp"), dict):
+        fields["dtype"] = "fp32"   # no bf16 / fp16 section enabled: DeepSpeed trains in fp32
+    ga = _int_like(config.get("gradient_accumulation_steps"))
+    if ga:
+        fields["grad_accum"] = ga
+    mb = _int_like(config.get("train_micro_batch_size_per_gpu"))
+    if mb:
+        fields["batch"] = mb
+    fields["ds_knobs"] = knobs
+    return fields, notes
+
+
+def parse_deepspeed_text(text: str) -> tuple[dict[str, Any], list[str]]:
+    """`from_deepspeed_config` over the config's text (what profile loading attaches); unreadable -> no fields."""
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}, ["the DeepSpeed config is not valid JSON (see deepspeed.config); its ZeRO settings were not read"]
+    return from_deepspeed_config(config)
