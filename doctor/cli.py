@@ -12,7 +12,12 @@ from .model import ExitCode
 from .output import printable, write as write_output
 from .secrets import ScrubbingStream
 
-def build_parser() -> argparse.ArgumentParser:
+LIGHT = ("check", "facts")   # commands whose parsing needs no other command's module
+
+
+def build_parser(light: bool = False) -> argparse.ArgumentParser:
+    """The parser; `light` leaves out the commands other than LIGHT, whose modules cost a tenth of a second to
+    import: `doctor check` starts its torch probe that much sooner."""
     parser = Parser(prog="doctor", description="GPU pre-flight checks for ML jobs.")
     parser.add_argument("--version", action="version", version=f"doctor {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
@@ -38,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the bench phase (matmul, bandwidth, HVP on every GPU after the passive checks)")
     check.add_argument("--bench-timeout", type=seconds, default=180.0, metavar="S",
                        help="seconds per GPU before its benchmark counts as hung and is killed (default 180)")
+    check.add_argument("--distributed", action="store_true",
+                       help="run on every rank of a torchrun/srun launch; rank 0 prints one report with the "
+                            "cross-rank checks (needs torch; see docs/fleet.md)")
+    check.add_argument("--dist-timeout", type=seconds, default=120.0, metavar="S",
+                       help="--distributed: seconds for the process group to form, for the barrier, and for "
+                            "each collective (default 120)")
     probing_options(check)
 
     facts = sub.add_parser("facts", help="write a JSON facts snapshot")
@@ -47,9 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     facts.add_argument("--profile", "-p", action="append", default=[], metavar="NAME|FILE",
                        help="also probe the filesystems of these profiles' storage paths")
     probing_options(facts)
+    if light:
+        return parser
 
     from .bench.command import add_parser as add_bench
     from .clean.command import add_parser as add_clean
+    from .fleet.command import add_parser as add_merge
     from .validate.command import add_parser as add_validate
     from .vram.command import add_parser as add_estimate
 
@@ -57,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(sub)
     add_clean(sub)
     add_validate(sub)
+    add_merge(sub)
     sub.add_parser("checks", help="list the registered checks")
     sub.add_parser("gpus", help="list doctor's GPU table: names for machine.gpu.models, exact NVML names, CC, memory")
     explain = sub.add_parser("explain", help="what a check verifies, why, and how to fix it")
@@ -78,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(light=bool(argv) and argv[0] in LIGHT).parse_args(argv)
     except SystemExit as exc:   # --help (0) or a bad flag (2, one line already printed)
         return int(exc.code) if isinstance(exc.code, int) else 2
     try:
@@ -106,10 +122,55 @@ def _main(argv: Sequence[str] | None) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .session import Request, check
 
-    report = check(Request(tuple(args.profile), args.facts, args.python, args.timeout, args.offline, args.strict,
-                           not args.no_bench, args.bench_timeout, progress=args.format == "console",
-                           verbose=args.verbose))
-    return _emit(report, args)
+    request = Request(tuple(args.profile), args.facts, args.python, args.timeout, args.offline, args.strict,
+                      not args.no_bench, args.bench_timeout, progress=args.format == "console",
+                      verbose=args.verbose)
+    if args.distributed:
+        return _check_distributed(request, args)
+    return _emit(check(request), args)
+
+
+def _check_distributed(request: Any, args: argparse.Namespace) -> int:
+    """Rank 0 prints the merged report; the other ranks print nothing (with -v their own report, on stderr)
+    and exit with rank 0's exit code."""
+    from .distributed.driver import Unreachable
+    from .session import check_distributed
+
+    if args.facts:
+        raise InputError("--distributed", None, "probes every rank; it cannot judge a saved snapshot (--facts)")
+    try:
+        outcome = check_distributed(request, args.dist_timeout)
+    except Unreachable as exc:
+        print(printable(f"doctor: {exc}"), file=sys.stderr)
+        return int(ExitCode.UNDECIDED)
+    if outcome.message:
+        print(printable(outcome.message), file=sys.stderr)
+    if not outcome.prints:
+        if args.verbose:
+            from .render import console
+
+            console.render(outcome.report, sys.stderr, True, color=False)
+        return outcome.exit_code
+    from .distributed import render as dist_render
+    from .render import console
+
+    if args.format == "json":
+        write_output(dist_render.as_json(outcome.report, outcome.ranks), args.output)
+    elif args.format == "junit":
+        from .render.junit import render
+
+        write_output(render(outcome.report), args.output)
+    if args.format == "console" or args.output:
+        from io import StringIO
+
+        buf = StringIO()
+        console.render(outcome.report, buf, args.verbose, color=False)
+        text = dist_render.table(outcome.report) + buf.getvalue()
+        if args.format == "console" and args.output:
+            write_output(text, args.output)
+        else:
+            sys.stdout.write(text)
+    return outcome.exit_code
 
 
 def _emit(report: Any, args: argparse.Namespace) -> int:
@@ -258,5 +319,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .fleet.command import run
+
+    return run(args)
+
+
 COMMANDS = {"bench": cmd_bench, "clean-cache": cmd_clean, "check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts,
-            "validate": cmd_validate, "checks": cmd_checks, "gpus": cmd_gpus, "explain": cmd_explain, "profiles": cmd_profiles}
+            "validate": cmd_validate, "checks": cmd_checks, "gpus": cmd_gpus, "explain": cmd_explain, "profiles": cmd_profiles,
+            "merge": cmd_merge}

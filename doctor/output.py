@@ -1,6 +1,7 @@
 """Where a command's output goes: stdout or a file named with -o; secrets scrubbed on the way out."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,12 +23,27 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def expand_path(path: str) -> str:
+    """`%h` in an output path becomes this host's short name (`reports/%h.json` -> `reports/gpu01.json`: srun
+    expands patterns only in its own -o/-e); in such a path `%%` is a literal `%`. A path without `%h` is used
+    exactly as given."""
+    if "%h" not in path:
+        return path
+    import re
+    import socket
+
+    host = socket.gethostname().split(".")[0].replace(os.sep, "_") or "localhost"
+    return re.sub(r"%([%h])", lambda m: host if m.group(1) == "h" else "%", path)
+
+
 def write(text: str, path: str | None) -> None:
-    """Write `text` to `path` (or stdout); an unwritable path is bad input (exit 2)."""
+    """Write `text` to `path` (or stdout; `%h` in it is the short hostname: expand_path); an unwritable path is bad
+    input (exit 2)."""
     text = scrub(text)
     if path is None:
         sys.stdout.write(text)
         return
+    path = expand_path(path)
     try:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as exc:

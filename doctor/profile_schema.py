@@ -44,10 +44,11 @@ class Matching:
 
 @dataclass(frozen=True)
 class Required:
-    """A mapping whose `keys` must all be present."""
+    """A mapping whose `keys` must all be present, and of whose `exclusive` keys at most one is."""
 
     spec: dict[str, Any]
     keys: tuple[str, ...]
+    exclusive: tuple[str, ...] = ()
 
 
 class Specifier:
@@ -57,6 +58,9 @@ class Specifier:
 NUMBER = (int, float)
 COUNT = Num(1, 1_000_000, integer=True)
 SIZE_GIB = Num(0, 1_000_000, above=True)
+# the link ids of doctor/data/interconnect.yaml (tests/test_distributed.py keeps the two the same)
+INTERCONNECT_LINKS = ("nvlink-v100", "nvlink-a100", "nvlink-a800", "nvlink-h100", "nvlink-h800", "pcie3-x16",
+                      "pcie4-x16", "pcie5-x16", "ib-edr", "ib-hdr", "ib-ndr", "eth-100g", "eth-200g", "eth-400g")
 CHECK_ENTRY = {"id": str, "params": MapOf(object), "severity": Choice(("warn", "fail")), "enabled": bool}
 
 SCHEMA: dict[str, Any] = {
@@ -72,6 +76,10 @@ SCHEMA: dict[str, Any] = {
         },
         "ram_gib": SIZE_GIB,
         "disk_gib": SIZE_GIB,
+        # `doctor check --distributed`: the links the all-reduce crosses (ids of doctor/data/interconnect.yaml),
+        # or a floor of its own; judged by distributed.allreduce
+        "interconnect": {"intra_node": Choice(INTERCONNECT_LINKS), "inter_node": Choice(INTERCONNECT_LINKS),
+                         "inter_node_ports": Num(1, 64, integer=True), "min_busbw_gbps": Num(0, 100_000, above=True)},
     },
     "job": {
         "name": str,
@@ -87,10 +95,19 @@ SCHEMA: dict[str, Any] = {
             "depth": Num(1, 10_000, integer=True), "optimizer": str, "lora_rank": Num(1, 1 << 16, integer=True),
             "lora_targets": str, "double_quant": bool, "image_size": Num(1, 100_000, integer=True),
             "mixed_precision": bool, "context": Num(1, 100_000_000, integer=True),
+            # distributed training (doctor/vram/distributed.py); a job.deepspeed.config's zero_optimization wins
+            "gpus_per_node": Num(1, 4096, integer=True), "zero_stage": Num(0, 3, integer=True),
+            "fsdp": Choice(("full", "shard-grad-op", "hybrid", "hybrid-zero2", "no-shard")),
+            "offload_optimizer": Choice(("none", "cpu", "nvme")), "offload_params": Choice(("none", "cpu", "nvme")),
+            "zero_init": bool,
+            "params": Num(1, 10**13, integer=True),   # parameter count of a model doctor cannot build from a config
         },
         "software": {"python": Specifier, "packages": MapOf(Specifier), "build_extensions": bool},
-        "storage": MapOf(Required({"path": str, "gib": Num(0, 1_000_000), "count": COUNT, "repo": str, "note": str},
-                                  ("path",))),
+        # gib: the size as typed; contents: doctor computes a checkpoint's size from job.workload
+        # (doctor/vram/checkpoint.py), gib overriding it; count: copies kept; save_total_limit: HF Trainer's (+1)
+        "storage": MapOf(Required({"path": str, "gib": Num(0, 1_000_000), "count": COUNT, "repo": str, "note": str,
+                                   "contents": Choice(("model", "model+optimizer")), "save_total_limit": COUNT},
+                                  ("path",), exclusive=("count", "save_total_limit"))),
         "deepspeed": {"config": str},
         "notes": ListOf(str),
     },
@@ -146,6 +163,10 @@ def validate(value: Any, spec: Any, source: str, path: str = "") -> None:
         for key in spec.keys:
             if key not in value:
                 raise InputError(source, f"{path}.{key}" if path else key, f"missing; expected {describe(spec.spec[key])}")
+        given = [k for k in spec.exclusive if k in value]
+        if len(given) > 1:
+            raise InputError(source, f"{path}.{given[1]}" if path else given[1],
+                             f"set together with {given[0]}; expected only one of {', '.join(spec.exclusive)}")
         validate(value, spec.spec, source, path)
     elif isinstance(spec, Num):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not spec.integer or isinstance(value, int))

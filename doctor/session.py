@@ -37,28 +37,53 @@ def timeouts(timeout_s: float) -> dict[str, float]:
             "kernel": min(t, 5.0), "env": min(t, 5.0)}
 
 
-def probe(target: Any, refs: list[str], timeout_s: float, offline: bool, registry: Any) -> tuple[Any, Any]:
-    """Start torch first (the long pole), then load the profiles (validated before anything is judged), then
-    the probes that need their paths. Returns (the running ProbeRun, the profile or None)."""
+def start_torch(target: Any, timeout_s: float, offline: bool) -> Any:
+    """The torch probe (the long pole: a subprocess importing torch) started alone, now."""
+    from . import facts as facts_mod
+
+    return facts_mod.start(target, timeouts(timeout_s), names=["torch"], offline=offline)
+
+
+def probe(target: Any, refs: list[str], timeout_s: float, offline: bool, registry: Any,
+          run: Any = None) -> tuple[Any, Any]:
+    """Start torch first (the long pole; or adopt `run`, where start_torch already did), then load the profiles
+    (validated before anything is judged), then the probes that need their paths. Returns (the running
+    ProbeRun, the profile or None)."""
     from . import facts as facts_mod
     from .probing import BUILTIN
     from .profile import load
 
-    limits = timeouts(timeout_s)
-    run = facts_mod.start(target, limits, names=["torch"], offline=offline)
+    run = run if run is not None else start_torch(target, timeout_s, offline)
     profile = load(refs, registry, offline=offline) if refs else None
     rest = sorted(n for n in BUILTIN if n != "torch")
     run.start(facts_mod.context(target, profile.storage_paths() if profile else {}, offline), rest)
     return run, profile
 
 
-def snapshot(req: Request, target: Any, refs: list[str], registry: Any) -> tuple[dict[str, Any], Any]:
-    """(facts, profile or None): probed now, or the saved snapshot the request names."""
+# The reference tables the checks read, loaded while the probes run (the torch import takes seconds) rather
+# than after them, on the check's critical path.
+JUDGING_DATA = ("known_issues", "cuda", "gpus", "torch_wheels", "bench", "xid")
+
+
+def prepare() -> None:
+    """Load what judging and the console report will need while the probes run (refdata is cached)."""
+    import rich.console  # noqa: F401  (the console report's; imported once per process)
+
+    from . import refdata
+
+    for name in JUDGING_DATA:
+        refdata.load(name)
+
+
+def snapshot(req: Request, target: Any, refs: list[str], registry: Any, run: Any = None) -> tuple[dict[str, Any], Any]:
+    """(facts, profile or None): probed now (adopting the torch probe `run` started), or the saved snapshot the
+    request names."""
     from . import facts as facts_mod
     from .profile import load
 
     if req.facts is None:
-        run, profile = probe(target, refs, req.timeout_s, req.offline, registry)
+        run, profile = probe(target, refs, req.timeout_s, req.offline, registry, run)
+        prepare()
         return facts_mod.assemble(target, *run.collect()), profile
     profile = load(refs, registry, offline=req.offline) if refs else None
     if isinstance(req.facts, str):
@@ -103,10 +128,11 @@ def check(req: Request) -> Report:
 
     if req.facts is not None and req.python:
         raise InputError("--python", None, "has no effect with --facts (the snapshot names the Python it inspected)")
-    registry = discover()
     target = select(req.python) if req.facts is None else None
+    run = start_torch(target, req.timeout_s, req.offline) if target is not None else None  # before the imports below
+    registry = discover()
     refs = list(req.profiles)
-    facts, profile = snapshot(req, target, refs, registry)
+    facts, profile = snapshot(req, target, refs, registry, run)
     notes = [inspected(facts), *req.notes]
     if profile is None:
         ref, note = _default_profile(facts)
@@ -126,6 +152,14 @@ def check(req: Request) -> Report:
                                        timeout_s=req.bench_timeout_s, show_progress=req.progress)
     judged.update(judge(facts, profile, registry, keep=is_bench))
     return report(facts, profile, registry, judged, req.strict, notes)
+
+
+def check_distributed(req: Request, timeout_s: float) -> Any:
+    """`doctor check --distributed`: check() on this rank, then every rank's report compared on rank 0
+    (doctor.distributed.driver: gloo control group, timed barrier, all-reduce, cross-rank checks)."""
+    from .distributed.driver import run
+
+    return run(req, check, timeout_s)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The layering of docs/architecture.md, enforced on the import graph (every import, top-level or inside a
-function): commands -> flow -> checks / probes / cache library -> data. Nothing imports upwards, probes and
+function): commands -> flow -> checks / probes / profiles -> cache library -> data. Nothing imports upwards, probes and
 checks never meet, and no command imports another."""
 from __future__ import annotations
 
@@ -16,18 +16,19 @@ LAYERS: list[tuple[str, str]] = [
     ("doctor.api", "command"), ("doctor.bench.command", "command"), ("doctor.vram.command", "command"),
     ("doctor.clean.command", "command"), ("doctor.validate", "command"), ("doctor.render", "command"),
     ("doctor.bench.render", "command"), ("doctor.clean.render", "command"), ("doctor.vram.render", "command"),
-    ("doctor.vram.bench", "command"),
+    ("doctor.vram.bench", "command"), ("doctor.fleet.command", "command"), ("doctor.fleet.render", "command"),
     ("doctor.session", "flow"), ("doctor.runner", "flow"), ("doctor.facts", "flow"), ("doctor.probing", "probes"),
     ("doctor.bench.phase", "flow"), ("doctor.bench.runner", "flow"), ("doctor.bench.display", "flow"),
-    ("doctor.bench.worker", "flow"),
+    ("doctor.bench.worker", "flow"), ("doctor.distributed.render", "command"), ("doctor.distributed", "flow"),
     ("doctor.checks", "checks"), ("doctor.probes", "probes"), ("doctor.clean", "cache"), ("doctor.profile", "profiles"),
 ]
-RANK = {"entry": 4, "command": 3, "flow": 2, "checks": 1, "probes": 1, "cache": 1, "profiles": 1, "data": 0}
-# Same-rank families that must not import each other: judging never probes, probing never judges, and the
-# cache library is shared through data-level helpers rather than through either.
-APART = {frozenset({"checks", "probes"}), frozenset({"checks", "cache"}), frozenset({"probes", "cache"})}
+RANK = {"entry": 5, "command": 4, "flow": 3, "checks": 2, "probes": 2, "profiles": 2, "cache": 1, "data": 0}
+# Same-rank families that must not import each other: judging never probes, probing never judges. The cache
+# library sits below both (the hf probe reads the hub cache with it, the storage check plans a clean-up from
+# facts with it) and imports only data.
+APART = {frozenset({"checks", "probes"})}
 COMMAND_MODULES = ("doctor.api", "doctor.bench.command", "doctor.vram.command", "doctor.clean.command",
-                   "doctor.validate.command")
+                   "doctor.validate.command", "doctor.fleet.command")
 
 
 def layer(module: str) -> str:
@@ -95,7 +96,8 @@ def test_imports_run_one_way():
 
 
 @pytest.mark.parametrize("src,dst,why", [
-    ("doctor.probes.hf", "doctor.clean.hub", "apart"),
+    ("doctor.clean.trees", "doctor.probes.hf", "upwards"),
+    ("doctor.clean.hub", "doctor.checks.storage", "upwards"),
     ("doctor.checks.storage", "doctor.probes.hf", "apart"),
     ("doctor.checks.gpu", "doctor.session", "upwards"),
     ("doctor.bench.command", "doctor.vram.command", "commands never import each other"),
