@@ -168,7 +168,6 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
              eff: float, allowance_gib: float) -> Result | None:
     """The job's CPU RAM per node against `eff`; None when the job is not distributed (nothing to judge)."""
     from doctor.errors import InputError
-    from doctor.vram.arch import from_config
     from doctor.vram.distributed import Counts, deepspeed_figures
     from doctor.vram.estimator import (
         Workload,
@@ -178,7 +177,7 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         sharding_of,
     )
     from doctor.vram.whatif import cpu_what_ifs
-    from doctor.vram.workload import to_flags, unknown_optimizer, workload_from_job
+    from doctor.vram.workload import attached_model, to_flags, unknown_optimizer, workload_from_job
 
     if not isinstance(workload, dict):
         return None
@@ -199,15 +198,10 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
     if unknown_optimizer(workload):
         return errored(f"could not decide the job's CPU RAM per node: optimizer {unknown_optimizer(workload)!r} "
                        "(job.workload.optimizer) is not one doctor models the state of (see doctor estimate --help)")
-    resolved = workload.get("resolved_config") or {}
-    arch = None
-    if isinstance(resolved, dict) and isinstance(resolved.get("config"), dict):
-        try:
-            arch = from_config(resolved["config"], name=str(model), source=str(resolved.get("source")))
-        except InputError as exc:
-            return errored(f"could not decide the job's CPU RAM: cannot read {model}'s config: {exc}")
-    count = workload.get("params")
-    params = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
+    try:
+        arch, params = attached_model(workload, model)
+    except InputError as exc:
+        return errored(f"could not decide the job's CPU RAM: cannot read {model}'s config: {exc}")
     mem = distributed_memory(arch, wl, params)
     if mem is None:
         what = (f"a model doctor can build (job.workload.model: {model})" if model else "job.workload.model")

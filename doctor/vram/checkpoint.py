@@ -125,8 +125,7 @@ def from_job(entry: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
              ) -> CheckpointSize:
     """One checkpoint of a storage entry that says `contents`, from the job's workload and attached model config."""
     from ..errors import InputError
-    from .arch import from_config
-    from .workload import workload_from_job
+    from .workload import attached_model, workload_from_job
 
     if not isinstance(workload, dict) or not workload:
         raise Undecided("the profile's job has no workload (job.workload) to size the checkpoint from")
@@ -136,17 +135,11 @@ def from_job(entry: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         wl = Workload(**fields)
     except (TypeError, ValueError) as exc:
         raise Undecided(f"the workload is not one doctor can read ({exc})") from None
+    try:
+        arch, params = attached_model(workload, model)
+    except InputError as exc:
+        raise Undecided(f"cannot read {model}'s config: {exc}") from None
     resolved = workload.get("resolved_config") or {}
-    arch = None
-    if isinstance(resolved, dict) and isinstance(resolved.get("config"), dict):
-        try:
-            arch = from_config(resolved["config"], name=str(model), source=str(resolved.get("source")))
-        except InputError as exc:
-            raise Undecided(f"cannot read {model}'s config: {exc}") from None
-    elif model and isinstance(resolved, dict) and resolved.get("error"):
-        why = f"no config.json for {model}: {resolved['error']}"
-        if not workload.get("params"):
-            raise Undecided(why)
-    count = workload.get("params")
-    params = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
+    if arch is None and model and isinstance(resolved, dict) and resolved.get("error") and not params:
+        raise Undecided(f"no config.json for {model}: {resolved['error']}")
     return checkpoint_size(arch, wl, str(entry.get("contents")), params)

@@ -179,3 +179,17 @@ def describe(wl: Workload) -> str:
         sh = sharding_of(wl)
         parts.append(sh.describe() if sh else "")
     return ", ".join(p for p in parts if p)
+
+
+def attached_model(workload: dict[str, Any], model: Any) -> tuple[Any, int | None]:
+    """(the Arch of the model config attached to the profile at load, job.workload.resolved_config, or None;
+    job.workload.params when it is a positive integer, else None). Raises InputError when the attached config
+    cannot be read as an architecture doctor models."""
+    from .arch import from_config
+
+    resolved = workload.get("resolved_config") or {}
+    arch = None
+    if isinstance(resolved, dict) and isinstance(resolved.get("config"), dict):
+        arch = from_config(resolved["config"], name=str(model), source=str(resolved.get("source")))
+    count = workload.get("params")
+    return arch, count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
