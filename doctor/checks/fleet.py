@@ -2,7 +2,8 @@
 (doctor.distributed.driver): every rank arrived in time, every rank's own verdict, the same versions everywhere,
 one GPU per rank and no GPU shared, and the all-reduce bus bandwidth against the profile's interconnect.
 
-They are judged only in that mode (the driver builds their registry); a profile's check list does not name them."""
+They are registered like every check (`doctor checks`, `doctor explain distributed.versions`) but judged only in
+that mode: the driver builds their registry, and a profile's check list does not name them."""
 from __future__ import annotations
 
 from collections import defaultdict
