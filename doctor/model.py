@@ -31,6 +31,7 @@ def fold(statuses: Iterable[Status], empty: Status = Status.SKIP) -> Status:
 
 NO_GPU = "no NVIDIA GPU"   # the cause of every skip that comes from the machine having no GPU
 NOT_ASKED = "nothing for them to judge in this profile"   # a profile key it does not set, a job that needs none
+OFFLINE = "offline mode (--offline or HF_HUB_OFFLINE=1): nothing was contacted"   # the network checks' skip
 
 
 class ExitCode(enum.IntEnum):

@@ -156,13 +156,17 @@ def distributed_versions(facts: dict[str, Any]) -> Result:
     return passed(f"the same driver, CUDA, torch, Python, key packages and GPU model on all {len(have)} ranks")
 
 
-def _no_gpu_anywhere(have: list[dict[str, Any]]) -> Result | None:
-    """A skip when no rank has a GPU and each says why; None when some rank has (or may have) one."""
+def _gpu_ranks(facts: dict[str, Any]) -> list[dict[str, Any]] | Result:
+    """The ranks that reported, or the result that settles a GPU check without them: undecided when none
+    reported, a skip when no rank has a GPU and each says why."""
+    have, _ = _reported(facts["distributed"])
+    if not have:
+        return errored("could not decide: no rank reported")
     if any((r.get("device") or {}).get("ordinal") is not None for r in have):
-        return None
+        return have
     if all(r.get("gpu_absent") is True for r in have):
         return skipped(f"{NO_GPU} on any of the {len(have)} ranks", cause=NO_GPU)
-    return None
+    return have
 
 
 @check("distributed.gpu_visible", needs=("distributed",))
@@ -175,12 +179,9 @@ def distributed_gpu_visible(facts: dict[str, Any]) -> Result:
     Fix: launch as many ranks per node as it has GPUs (torchrun --nproc-per-node), and do not narrow
     CUDA_VISIBLE_DEVICES below that.
     """
-    have, _ = _reported(facts["distributed"])
-    if not have:
-        return errored("could not decide: no rank reported")
-    none = _no_gpu_anywhere(have)
-    if none is not None:
-        return none
+    have = _gpu_ranks(facts)
+    if isinstance(have, Result):
+        return have
     unknown = [r for r in have if (r.get("device") or {}).get("known") is False]
     blind = [r for r in have if (r.get("device") or {}).get("ordinal") is None and r not in unknown]
     if blind:
@@ -218,12 +219,9 @@ def distributed_gpu_unique(facts: dict[str, Any]) -> Result:
     Fix: call torch.cuda.set_device(int(os.environ["LOCAL_RANK"])) before the first CUDA call, or give each rank
     its own device (srun --gpus-per-task=1).
     """
-    have, _ = _reported(facts["distributed"])
-    if not have:
-        return errored("could not decide: no rank reported")
-    none = _no_gpu_anywhere(have)
-    if none is not None:
-        return none
+    have = _gpu_ranks(facts)
+    if isinstance(have, Result):
+        return have
     using = [r for r in have if (r.get("device") or {}).get("ordinal") is not None]
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     unidentified = []

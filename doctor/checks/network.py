@@ -6,7 +6,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from doctor.model import NOT_ASKED, Remediation, Result, errored, failed, passed, skipped, warned
+from doctor.model import NOT_ASKED, OFFLINE, Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
 
 from .packages import installed, requirements
@@ -34,7 +34,7 @@ def network_hub(facts: dict[str, Any], *, model: str | None = None) -> Result:
     net, hf = facts["network"], facts.get("hf") or {}
     hub = net.get("hub") or {}
     if net.get("offline") or hf.get("offline") or hub.get("outcome") == "skipped":
-        return skipped("offline mode (--offline or HF_HUB_OFFLINE=1): the hub is not contacted")
+        return skipped("offline mode (--offline or HF_HUB_OFFLINE=1): the hub is not contacted", cause=OFFLINE)
     if not hub.get("outcome") or not hub.get("url"):
         return errored("could not decide: the facts hold no result of the hub probe")
     if hub.get("outcome") == "ok":
@@ -86,7 +86,7 @@ def network_pypi(facts: dict[str, Any], *, packages: dict[str, str] | None = Non
     if not todo:
         return skipped("nothing to install: the job's packages and torch are present", cause=NOT_ASKED)
     if index.get("outcome") == "skipped":
-        return skipped(f"offline mode; {', '.join(todo)} must be installed from a local wheel cache")
+        return skipped(f"offline mode; {', '.join(todo)} must be installed from a local wheel cache", cause=OFFLINE)
     if not index.get("outcome"):
         return errored(f"could not decide: {', '.join(todo)} must be installed and the facts hold no result of the "
                        "package-index probe")
