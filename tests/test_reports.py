@@ -147,6 +147,22 @@ def test_console_folds_skips_by_cause_and_passes_into_one_line():
     assert skipped("s", cause="c").cause == "c"
 
 
+def test_console_joins_checks_with_nothing_to_judge_to_the_passes_line():
+    import io
+
+    from doctor.model import NOT_ASKED
+
+    idle = [Result(f"x.n{i}", Status.SKIP, f"profile sets no key {i}", cause=NOT_ASKED) for i in range(3)]
+    with_pass = [*idle, Result("x.a", Status.PASS, "ok")]
+    buf = io.StringIO()
+    console.render(Report("p", ["p"], with_pass, {}), buf)
+    assert buf.getvalue().splitlines()[0] == ("[✓] 1 check passed, 3 had nothing to judge in this profile "
+                                              "(-v lists every check)")
+    buf = io.StringIO()   # no pass to join: the skips keep their own line
+    console.render(Report("p", ["p"], idle, {}), buf)
+    assert buf.getvalue().splitlines()[0] == f"[-] 3 checks skipped: {NOT_ASKED}"
+
+
 def test_console_colour_keeps_the_text():
     import io
     import re

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from doctor.model import Status
+
 from doctor.vram.arch import from_config
 from doctor.vram.estimator import Workload, _optimizer, _trainable, estimate, lora_targets
 
@@ -126,3 +128,57 @@ def test_memory_ram_is_undecided_on_an_unknown_optimizer_not_priced_as_adamw(tmp
     r = judge(autodl_box({}), "memory.ram", "a800-80g", str(path))
     assert r.status is Status.ERROR and "optimizer 'sophia'" in r.summary
     assert judge(autodl_box({}), "memory.ram", "a800-80g", "mamba-7b-zero2").status is Status.FAIL
+
+
+# --------------------------------------------------------------------------------------------------------------
+# memory.ram: a paged optimizer's state that does not fit on the GPU is paged out to CPU RAM
+
+
+def _paged_ram(total_mib: int, ram_gib: float, optimizer: str = "paged_adamw"):
+    import json
+    from pathlib import Path
+
+    import factsbuilder as fb
+
+    from doctor.checks.resources import memory_ram
+
+    config = json.loads((Path(__file__).parents[1] / "doctor/data/models/llama-2-7b.json").read_text())
+    workload = {"model": "llama-2-7b", "method": "full", "dtype": "bf16", "batch": 1, "seq": 512,
+                "optimizer": optimizer, "resolved_config": {"config": config, "source": "llama-2-7b.json"}}
+    facts = fb.autodl_box(total_mib=total_mib)
+    facts["resources"]["memory"]["cgroup"]["limit_bytes"] = int(ram_gib * 2**30)
+    return memory_ram(facts, workload=workload), facts
+
+
+def _spill(total_mib: int, optimizer: str = "paged_adamw") -> tuple[float, float]:
+    """(bytes paged out, paged state bytes), from the estimate and the GPU's free memory in the facts."""
+    import json
+    from pathlib import Path
+
+    from doctor.vram.arch import from_config
+    from doctor.vram.estimator import Workload, estimate
+
+    config = json.loads((Path(__file__).parents[1] / "doctor/data/models/llama-2-7b.json").read_text())
+    est = estimate(from_config(config, name="llama-2-7b"), Workload(method="full", dtype="bf16", optimizer=optimizer))
+    free = total_mib * 2**20 - 600 * 2**20    # factsbuilder's GPUs have 600 MiB in use
+    return min(est.paged_bytes, max(0, est.peak_bytes - free)), est.paged_bytes
+
+
+def test_paged_optimizer_spill_counts_against_the_containers_ram():
+    """Llama-2-7B full bf16 with paged AdamW (8 B of fp32 state per parameter) on a 40 GiB GPU: the state that
+    does not fit pages out to CPU RAM; a 24 GiB container cannot hold it, a 100 GiB one can."""
+    spill, paged = _spill(40960)
+    assert 0 < spill <= paged
+    r, _ = _paged_ram(40960, 24)
+    assert r.status is Status.FAIL, r.summary
+    assert f"{spill / 2**30:.1f} GiB of paged_adamw state paged out of the GPU" in r.summary
+    assert "paged_adamw_8bit" in r.remediation.text
+    r, _ = _paged_ram(40960, 100)
+    assert r.status is Status.PASS and f"{spill / 2**30:.1f} GiB of paged_adamw state" in r.summary
+
+
+def test_paged_optimizer_that_fits_on_the_gpu_pages_nothing():
+    spill, _ = _spill(143771, "paged_adamw_8bit")   # an H200's 140 GiB
+    assert spill == 0
+    r, _ = _paged_ram(143771, 24, "paged_adamw_8bit")
+    assert r.status is Status.PASS and "0.0 GiB of paged_adamw_8bit state paged out" in r.summary

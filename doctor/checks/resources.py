@@ -80,7 +80,9 @@ def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance
     """RAM as the job gets it: the smaller of the host's RAM and the container's cgroup memory limit,
     against the profile's machine.ram_gib, and, for a distributed job (DeepSpeed ZeRO, FSDP, data parallel),
     against the CPU RAM one node needs: offloaded optimizer state and parameters, pinned staging buffers, the
-    model as each rank loads it (doctor/vram/distributed.py), plus `process_allowance_gib` per rank for the rest
+    model as each rank loads it (doctor/vram/distributed.py), or, for one GPU with a bitsandbytes paged optimizer,
+    the optimizer state that does not fit on the GPU and pages out to CPU RAM, plus `process_allowance_gib` per
+    rank for the rest
     of each process (doctor's assumption, not a measurement: Python, torch and CUDA libraries, host-side CUDA
     state, a DataLoader's prefetch; set it to the RSS you measure).
 
@@ -101,7 +103,8 @@ def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance
                + (f"{gib(limit)} ({source})" if limit is not None else "none"),
                f"swap: {gib(_num(mem.get('swap_total_bytes'), 'resources.memory.swap_total_bytes', optional=True))}"]
     judged = f"{gib(eff)} effective" + (" (the container limit, not the host's RAM)" if limit and limit < host else "")
-    job = _job_ram(facts, workload, deepspeed, eff, process_allowance_gib)
+    job = (_job_ram(facts, workload, deepspeed, eff, process_allowance_gib)
+           or _paged_spill(facts, workload, eff, process_allowance_gib))
     if job is not None and job.status.value in ("fail", "error"):
         extra = ([f"the profile expects {ram_gib:g} GiB of RAM"] if ram_gib is not None else [])
         return type(job)(job.check_id, job.status, job.summary, tuple(details) + job.details + tuple(extra),
@@ -121,6 +124,49 @@ def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance
     expect = f" (profile expects {ram_gib:g} GiB)" if ram_gib is not None else ""
     needs = f"; {job.summary}" if job is not None else ""
     return passed(f"{judged}, {gib(avail)} available{expect}{needs}", *details, *job_details)
+
+
+def _paged_spill(facts: dict[str, Any], workload: dict[str, Any] | None, eff: float,
+                 allowance_gib: float) -> Result | None:
+    """A one-GPU job with a bitsandbytes paged optimizer whose GPU peak exceeds the GPU's free memory: the
+    states that do not fit move to CPU RAM (CUDA unified memory), so they count against the container's RAM.
+    None when that does not apply (no paged optimizer, a distributed job) or cannot be computed (no model
+    config or no GPU memory figure: vram.budget reports those)."""
+    from doctor.errors import InputError
+    from doctor.vram.estimator import PAGED, Workload, estimate, sharding_of
+    from doctor.vram.workload import attached_model, workload_from_job
+
+    if not isinstance(workload, dict):
+        return None
+    model, fields = workload_from_job({"workload": workload, "deepspeed": {}})
+    try:
+        wl = Workload(**fields)
+    except (TypeError, ValueError):
+        return None
+    if wl.optimizer not in PAGED or wl.method == "inference" or sharding_of(wl) is not None:
+        return None
+    try:
+        arch, _ = attached_model(workload, model)
+    except InputError as exc:
+        return errored(f"could not decide the paged optimizer's spill to CPU RAM: cannot read {model}'s config: "
+                       f"{exc}")
+    gpu_free = _gpu_free(facts)
+    if arch is None or gpu_free is None:   # no config / no GPU: vram.budget reports it; no spill figure here
+        return None
+    est = estimate(arch, wl)
+    spill = min(est.paged_bytes, max(0.0, est.peak_bytes - gpu_free))
+    allowance = allowance_gib * GIB
+    figure = (f"{gib(spill + allowance)} of CPU RAM ({gib(spill)} of {wl.optimizer} state paged out of the GPU: "
+              f"peak {gib(est.peak_bytes)} vs {gib(gpu_free)} free; + {gib(allowance)} allowance)")
+    details = [f"paged optimizer state: {gib(est.paged_bytes)}; what does not fit on the GPU moves to CPU RAM "
+               "(https://huggingface.co/docs/bitsandbytes/main/en/explanations/optimizers#paged-optimizers)",
+               f"process allowance: {allowance_gib:g} GiB (doctor's assumption, not measured)"]
+    if spill + allowance <= eff:
+        return passed(f"the job needs {figure}", *details)
+    return failed(f"the job needs {figure} but this machine gives it {gib(eff)}",
+                  Remediation("Lower the GPU peak so the paged state stays on the GPU (doctor estimate's what-ifs: "
+                              "gradient checkpointing, a smaller micro-batch), use an 8-bit paged optimizer "
+                              "(paged_adamw_8bit), or run with more RAM."), *details)
 
 
 def _gpu_free(facts: dict[str, Any]) -> float | None:

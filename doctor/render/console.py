@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import IO
 
-from ..model import Report, Result, Status
+from ..model import NOT_ASKED, Report, Result, Status
 from ..output import printable
 
 MARKS = {Status.PASS: ("[✓]", "green"), Status.WARN: ("[!]", "yellow"), Status.FAIL: ("[✗]", "red"),
@@ -39,15 +39,18 @@ def _entry(r: Result, verbose: bool) -> list[tuple[str, str | None]]:
 
 
 def _folded(results: list[Result]) -> list[tuple[str, str | None]]:
-    """One line for the passes, one per cause of skipping (a skip with a cause of its own keeps its line)."""
+    """One line for the passes, one per cause of skipping (a skip with a cause of its own keeps its line).
+    Checks the profile gives nothing to judge are not findings: they join the passes' line."""
     out: list[tuple[str, str | None]] = []
     passes = [r for r in results if r.status is Status.PASS]
+    idle = [r for r in results if r.status is Status.SKIP and r.cause == NOT_ASKED] if passes else []
     if passes:
-        out.append((f"{MARKS[Status.PASS][0]} {len(passes)} check{'s' if len(passes) != 1 else ''} passed "
+        also = f", {len(idle)} had nothing to judge in this profile" if idle else ""
+        out.append((f"{MARKS[Status.PASS][0]} {len(passes)} check{'s' if len(passes) != 1 else ''} passed{also} "
                     "(-v lists every check)", MARKS[Status.PASS][1]))
     groups: dict[str, list[Result]] = {}
     for r in results:
-        if r.status is Status.SKIP:
+        if r.status is Status.SKIP and not (idle and r.cause == NOT_ASKED):
             groups.setdefault(r.cause or f"\0{r.summary}", []).append(r)
     for cause, members in groups.items():
         mark, style = MARKS[Status.SKIP]
