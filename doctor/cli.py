@@ -49,6 +49,9 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     check.add_argument("--dist-timeout", type=seconds, default=120.0, metavar="S",
                        help="--distributed: seconds for the process group to form, for the barrier, and for "
                             "each collective (default 120)")
+    check.add_argument("--health", action="store_true",
+                       help="fast health check for Slurm's HealthCheckProgram: NVML, kernel log, RAM and disk only "
+                            "(no torch, no benchmark) within 15 s; one line per failure, starting with the check id")
     probing_options(check)
 
     facts = sub.add_parser("facts", help="write a JSON facts snapshot")
@@ -63,6 +66,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
 
     from .bench.command import add_parser as add_bench
     from .clean.command import add_parser as add_clean
+    from .fleet.capture import add_parser as add_baseline
     from .fleet.command import add_parser as add_merge
     from .validate.command import add_parser as add_validate
     from .vram.command import add_parser as add_estimate
@@ -72,6 +76,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     add_clean(sub)
     add_validate(sub)
     add_merge(sub)
+    add_baseline(sub)
     sub.add_parser("checks", help="list the registered checks")
     sub.add_parser("gpus", help="list doctor's GPU table: names for machine.gpu.models, exact NVML names, CC, memory")
     explain = sub.add_parser("explain", help="what a check verifies, why, and how to fix it")
@@ -125,9 +130,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     request = Request(tuple(args.profile), args.facts, args.python, args.timeout, args.offline, args.strict,
                       not args.no_bench, args.bench_timeout, progress=args.format == "console",
                       verbose=args.verbose)
+    if args.health:
+        return _check_health(request, args)
     if args.distributed:
         return _check_distributed(request, args)
     return _emit(check(request), args)
+
+
+def _check_health(request: Any, args: argparse.Namespace) -> int:
+    """`--health`: one line per failure (`check_id: summary`) on stdout; with -v every result on stderr."""
+    from . import health
+
+    given = [flag for flag, on in (("--distributed", args.distributed), ("--output", args.output),
+                                   ("--format", args.format != "console")) if on]
+    if given:
+        raise InputError(given[0], None, "cannot be combined with --health (it prints one line per failure)")
+    report = health.check(request)
+    for line in health.lines(report):
+        print(printable(line))
+    if args.verbose:
+        for r in report.results:
+            print(printable(f"{r.status.value:5} {r.check_id}: {r.summary}"), file=sys.stderr)
+    return int(report.exit_code)
 
 
 def _check_distributed(request: Any, args: argparse.Namespace) -> int:
@@ -325,6 +349,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .fleet.capture import run
+
+    return run(args)
+
+
 COMMANDS = {"bench": cmd_bench, "clean-cache": cmd_clean, "check": cmd_check, "estimate": cmd_estimate, "facts": cmd_facts,
             "validate": cmd_validate, "checks": cmd_checks, "gpus": cmd_gpus, "explain": cmd_explain, "profiles": cmd_profiles,
-            "merge": cmd_merge}
+            "merge": cmd_merge, "baseline": cmd_baseline}

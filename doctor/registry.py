@@ -15,7 +15,8 @@ OWN_DISTRIBUTION = "preflight-doctor"
 BUILTIN_MODULES = ("doctor.checks.gpu", "doctor.checks.torch_stack", "doctor.checks.gpu_health",
                    "doctor.checks.packages", "doctor.checks.toolchain", "doctor.checks.resources",
                    "doctor.checks.storage", "doctor.checks.network", "doctor.checks.env", "doctor.checks.job_config",
-                   "doctor.checks.vram", "doctor.checks.bench", "doctor.checks.fleet")
+                   "doctor.checks.vram", "doctor.checks.bench", "doctor.checks.fleet",
+                   "doctor.checks.baseline")
 _MISSING = object()
 
 

@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, str]] = [
     ("doctor.clean.command", "command"), ("doctor.validate", "command"), ("doctor.render", "command"),
     ("doctor.bench.render", "command"), ("doctor.clean.render", "command"), ("doctor.vram.render", "command"),
     ("doctor.vram.bench", "command"), ("doctor.fleet.command", "command"), ("doctor.fleet.render", "command"),
+    ("doctor.fleet.capture", "command"), ("doctor.health", "flow"),
     ("doctor.session", "flow"), ("doctor.runner", "flow"), ("doctor.facts", "flow"), ("doctor.probing", "probes"),
     ("doctor.bench.phase", "flow"), ("doctor.bench.runner", "flow"), ("doctor.bench.display", "flow"),
     ("doctor.bench.worker", "flow"), ("doctor.distributed.render", "command"), ("doctor.distributed", "flow"),
@@ -28,7 +29,7 @@ RANK = {"entry": 5, "command": 4, "flow": 3, "checks": 2, "probes": 2, "profiles
 # facts with it) and imports only data.
 APART = {frozenset({"checks", "probes"})}
 COMMAND_MODULES = ("doctor.api", "doctor.bench.command", "doctor.vram.command", "doctor.clean.command",
-                   "doctor.validate.command", "doctor.fleet.command")
+                   "doctor.validate.command", "doctor.fleet.command", "doctor.fleet.capture")
 
 
 def layer(module: str) -> str:
