@@ -123,11 +123,14 @@ def main() -> int:
         for c in cases:  # warm-up: the OS's caches for the tree, and the check's saved facts
             run(check, envs[c])
         run([python, "-c", "import torch"], env)
-        times: dict[str, list[float]] = {"import_torch": []}
+        times: dict[str, list[float]] = {"import_torch": [], "import_torch_no_teardown": []}
         failures: list[str] = []
         for r in range(args.runs):
             seconds, _ = run([python, "-c", "import torch"], env)
             times["import_torch"].append(seconds)
+            # the floor of any check that imports torch in a probe process that exits without teardown
+            seconds, _ = run([python, "-c", "import os, torch; os._exit(0)"], env)
+            times["import_torch_no_teardown"].append(seconds)
             for c in cases:
                 seconds, done = run(check, envs[c])
                 times.setdefault(f"check:{c}", []).append(seconds)
@@ -150,6 +153,8 @@ def main() -> int:
     ratios: dict[str, float] = {}
     if "check:empty" in medians:
         ratios["empty_vs_import_torch"] = medians["check:empty"] / medians["import_torch"]
+        ratios["floor_vs_import_torch"] = medians["import_torch_no_teardown"] / medians["import_torch"]
+        ratios["empty_vs_floor"] = medians["check:empty"] / medians["import_torch_no_teardown"]
         for c in cases:
             if c != "empty":
                 ratios[f"{c}_vs_empty"] = medians[f"check:{c}"] / medians["check:empty"]

@@ -25,8 +25,15 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     """
     from doctor.vram.arch import from_config
     from doctor.vram.estimator import OPTIMIZERS, Workload, estimate, fits, gib
+    from doctor.vram.versions import resolve, with_facts
     from doctor.vram.whatif import what_ifs
-    from doctor.vram.workload import OPTIMIZER_NAMES, describe, to_flags, unknown_optimizer, workload_from_job
+    from doctor.vram.workload import (
+        OPTIMIZER_NAMES,
+        describe,
+        to_flags,
+        unknown_optimizer,
+        workload_from_job,
+    )
 
     model, fields = workload_from_job({"workload": workload,
                                        "deepspeed": deepspeed if isinstance(deepspeed, dict) else {}})
@@ -42,6 +49,8 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
         return errored(f"could not decide: no config.json for {model}: {why}")
     try:
         arch = from_config(resolved["config"], name=model, source=str(resolved.get("source")))
+        # the installed transformers / peft / bitsandbytes of the inspected interpreter, where they change memory
+        fields = resolve(with_facts(fields, facts))
         wl = Workload(**fields)
     except (InputError, TypeError) as exc:
         return errored(f"could not decide: cannot estimate {model}: {exc}")

@@ -25,6 +25,12 @@ class Ctx:
     seq: int                  # attention span (tokens per sequence)
     dropout: bool             # dropout layers active (training with p > 0)
     full: bool                # norms and biases train too
+    # what a frozen (quantized) linear keeps for backward: "" nothing, "input" the input tensor itself (bitsandbytes
+    # < 0.43.2 MatMul4Bit), "half" its own fp16 copy of the input (AutoAWQ WQLinear_GEMM: x.half(), then saved)
+    frozen_keep: str = ""
+    # LoRA dropout p > 0 (PEFT lora_dropout, torchtune's LoRALinear): each adapter's lora_A reads dropout(x), a new
+    # tensor it saves, and the dropout saves its mask (1 byte per element)
+    lora_dropout: bool = False
 
     def trains(self, name: str) -> bool:
         return "*" in self.trainable or name in self.trainable
@@ -40,8 +46,20 @@ def _linear_input(ctx: Ctx, names: tuple[str, ...], width: int, source_bytes: in
                 saved += width * 2          # autocast casts the fp32 input to half for each linear
             else:
                 shared = True
+        elif ctx.frozen_keep == "input":
+            shared = True                   # the frozen linear keeps a reference to its input
+        elif ctx.frozen_keep == "half":
+            saved += width * 2              # each frozen linear saves its own fp16 copy
         if name in ctx.lora:
-            if ctx.adapter_bytes != source_bytes:
+            if ctx.lora_dropout:
+                saved += width                      # the dropout's mask (bool)
+            if ctx.amp:
+                # autocast runs lora_A and lora_B in half: each saves the half cast of its input, a new tensor
+                saved += width * 2 + ctx.lora_rank * 2
+                continue
+            if ctx.lora_dropout:                    # lora_A saves the dropped copy, in the adapter dtype
+                saved += width * ctx.adapter_bytes
+            elif ctx.adapter_bytes != source_bytes:
                 saved += width * ctx.adapter_bytes   # PEFT casts the input to the adapter dtype
             else:
                 shared = True
@@ -64,11 +82,13 @@ def _attention(ctx: Ctx, b: Block) -> float:
 def _o_input(ctx: Ctx, name: str, width: int) -> float:
     """The attention output projection's input. SDPA and FlashAttention return their output in the
     (batch, seq, heads, dim) layout, so the reshape is a view of the tensor the kernel already keeps."""
-    if not (ctx.trains(name) or name in ctx.lora):
+    if not (ctx.trains(name) or name in ctx.lora or ctx.frozen_keep):
         return 0
-    if ctx.attention != "eager" and not ctx.amp and name not in ctx.lora:
-        return 0
-    return _linear_input(ctx, (name,), width, ctx.p) - (width * ctx.p if ctx.attention != "eager" and not ctx.amp else 0)
+    view = ctx.attention != "eager" and not ctx.amp
+    # a reference to the input itself (not a cast copy) costs nothing more where the kernel keeps that tensor
+    shares = not ctx.amp and (ctx.trains(name) or ctx.frozen_keep == "input"
+                              or (name in ctx.lora and ctx.adapter_bytes == ctx.p and not ctx.lora_dropout))
+    return _linear_input(ctx, (name,), width, ctx.p) - (width * ctx.p if view and shares else 0)
 
 
 def decoder(ctx: Ctx, b: Block) -> float:
@@ -98,7 +118,34 @@ def decoder(ctx: Ctx, b: Block) -> float:
         total += 3 * f * p                             # silu(gate) keeps gate; act * up keeps act and up
     else:
         total += f * p                                 # relu keeps its output (relu^2 squares that same tensor)
-    total += _linear_input(ctx, (down,), f, p) if ctx.trains(down) or down in ctx.lora else 0
+    total += _linear_input(ctx, (down,), f, p) if ctx.trains(down) or down in ctx.lora or ctx.frozen_keep else 0
+    return total
+
+
+def litgpt_decoder(ctx: Ctx, b: Block) -> float:
+    """LitGPT's Llama block (Lightning-AI/litgpt commit 8641822, lit_gpt/model.py and lit_gpt/lora.py), LoRA on the
+    fused qkv linear only, multi-head attention (kv heads = heads). Per token:
+    - RMSNorm in the model dtype ("x_normed = x * torch.rsqrt(norm_x + self.eps)"): its input and the rsqrt;
+    - LoRAQKVLinear: "after_A = F.linear(self.lora_dropout(x), self.lora_A)" (one dropout for the fused input: its
+      mask and the dropped copy), after_A (saved by the conv1d of lora_B), and zero_pad's index_copy source (the
+      adapted q/k/v widths) when not all of q, k, v are adapted;
+    - attention: the fused qkv output (v is a view of it), q and k after RoPE (torch.cat copies), the SDPA output
+      and its log-sum-exp;
+    - LLaMAMLP: fc_1 and fc_2 outputs and silu's output;
+    - a frozen linear keeps nothing, or its input where ctx.frozen_keep is "input" (bitsandbytes < 0.43.2)."""
+    h, f, p, a, d, g, r = b.hidden, b.ffn, ctx.p, b.heads, b.head_dim, b.kv_heads, ctx.lora_rank
+    q, k, v = (lin.name for lin in b.linears[:3])
+    keep = ctx.frozen_keep == "input"
+    total = 2 * (h * p + p)                                        # norm_1 and norm_2: input and rsqrt
+    adapted = [w for name, w in ((q, a * d), (k, g * d), (v, g * d)) if name in ctx.lora]
+    if adapted:
+        total += (h * (1 + ctx.adapter_bytes) if ctx.lora_dropout else (0 if keep else h * p))
+        total += r * ctx.adapter_bytes + (sum(adapted) * ctx.adapter_bytes if len(adapted) < 3 else 0)
+    total += h * p if keep else 0                                  # qkv's input (norm_1's output)
+    total += (a + 2 * g) * d * p + 2 * a * d * p + a * d * p + a * 4
+    total += a * d * p if keep else 0                              # proj's input (the reshaped SDPA output)
+    total += 3 * f * p
+    total += (h * p + f * p) if keep else 0                        # fc_1 / fc_2's input, the MLP proj's input
     return total
 
 
@@ -116,6 +163,8 @@ def opt(ctx: Ctx, b: Block) -> float:
     total += f * p                                     # relu output, also fc2's input
     if ctx.amp and (ctx.trains(fc2) or fc2 in ctx.lora):
         total += _linear_input(ctx, (fc2,), f, p)
+    elif ctx.frozen_keep == "half":
+        total += f * 2                                 # fc2's own fp16 copy of the relu output
     if ctx.dropout:
         total += 2 * h
     return total
@@ -156,7 +205,7 @@ def vit(ctx: Ctx, b: Block) -> float:
     total += _o_input(ctx, proj, h)
     total += _linear_input(ctx, (fc1,), h, p)
     total += f * p
-    total += _linear_input(ctx, (fc2,), f, p) if ctx.trains(fc2) or fc2 in ctx.lora else 0
+    total += _linear_input(ctx, (fc2,), f, p) if ctx.trains(fc2) or fc2 in ctx.lora or ctx.frozen_keep else 0
     return total
 
 
@@ -179,8 +228,8 @@ def mamba(ctx: Ctx, b: Block) -> float:
     assert ssm is not None
     in_proj = b.linears[0].name   # x_proj, dt_proj, out_proj run inside the fused function (their .weight)
     total = 4 * h + 4                                            # RMSNorm: fp32 copy of its input, rsqrt
-    if ctx.full:
-        total += h * (4 if ctx.amp else p)                       # weight * normalized, for the weight's gradient
+    if ctx.full:   # weight * normalized, for the weight's gradient (NemotronHRMSNorm multiplies in fp32)
+        total += h * (4 if ctx.amp or b.norm == "rms_fp32" else p)
     total += _linear_input(ctx, (in_proj,), h, 4 if ctx.amp else p)
     if ssm.version == 1:
         total += 2 * ssm.d_inner * p + (ssm.dt_rank + 2 * ssm.d_state) * p + 2 * ssm.d_state * p + ssm.d_inner * p
@@ -191,7 +240,54 @@ def mamba(ctx: Ctx, b: Block) -> float:
     return total
 
 
-LAYER = {"decoder": decoder, "opt": opt, "bert": bert, "vit": vit, "mamba": mamba}
+def _norm(ctx: Ctx, b: Block) -> float:
+    """One HF RMSNorm before a sublayer: its fp32 input copy and rsqrt, the normalized output if the weight trains
+    (fp32 where the norm applies its weight in fp32: norm "rms_fp32", NemotronHRMSNorm)."""
+    return 4 * b.hidden + 4 + (b.hidden * (4 if ctx.amp or b.norm == "rms_fp32" else ctx.p) if ctx.full else 0)
+
+
+def _attention_sublayer(ctx: Ctx, b: Block) -> float:
+    """q, k, v's shared input, the attention kernel's tensors and o_proj's input (as in `decoder`, no qk-norm).
+    Where q is built by torch.cat (Bamba's partial rotary) it is laid out heads-first, the kernel's output follows it,
+    and the reshape before o_proj copies: o_proj keeps that copy."""
+    q, k, v, o = (lin.name for lin in b.linears[:4])
+    width = b.heads * b.head_dim
+    total = _linear_input(ctx, (q, k, v), b.hidden, 4 if ctx.amp else ctx.p) + _attention(ctx, b)
+    view = ctx.attention != "eager" and not ctx.amp and ctx.trains(o) and o not in ctx.lora
+    total += _o_input(ctx, o, width) + (width * ctx.p if view and b.attn_out_copy else 0)
+    return total + (b.hidden if ctx.dropout and b.dropout else 0)
+
+
+def _mlp_sublayer(ctx: Ctx, b: Block, names: tuple[str, ...]) -> float:
+    """A gated (gate, up, down: SiLU) or plain (up, down: ReLU^2) MLP, as in `decoder`."""
+    h, f, p = b.hidden, b.ffn, ctx.p
+    total = _linear_input(ctx, names[:-1], h, 4 if ctx.amp else p) + (3 if b.gated else 1) * f * p
+    down = names[-1]
+    return total + (_linear_input(ctx, (down,), f, p) if ctx.trains(down) or down in ctx.lora else 0)
+
+
+def attention(ctx: Ctx, b: Block) -> float:
+    """A hybrid model's attention-only layer (NemotronH "*"): RMSNorm and attention."""
+    return _norm(ctx, b) + _attention_sublayer(ctx, b)
+
+
+def mlp(ctx: Ctx, b: Block) -> float:
+    """A hybrid model's MLP-only layer (NemotronH "-"): RMSNorm and an MLP."""
+    return _norm(ctx, b) + _mlp_sublayer(ctx, b, tuple(lin.name for lin in b.linears))
+
+
+def attention_mlp(ctx: Ctx, b: Block) -> float:
+    """A hybrid model's attention layer with an MLP after it (Bamba): RMSNorm, attention, RMSNorm, gated MLP."""
+    return 2 * _norm(ctx, b) + _attention_sublayer(ctx, b) + _mlp_sublayer(ctx, b, tuple(lin.name for lin in b.linears[4:]))
+
+
+def mamba_mlp(ctx: Ctx, b: Block) -> float:
+    """A Mamba-2 layer with an MLP after it (Bamba): the Mamba block, then RMSNorm and the gated MLP."""
+    return mamba(ctx, b) + _norm(ctx, b) + _mlp_sublayer(ctx, b, tuple(lin.name for lin in b.linears[2:]))
+
+
+LAYER = {"decoder": decoder, "opt": opt, "bert": bert, "vit": vit, "mamba": mamba, "attention": attention, "mlp": mlp,
+         "attention_mlp": attention_mlp, "mamba_mlp": mamba_mlp}
 
 
 def per_token(ctx: Ctx, b: Block) -> float:
@@ -215,7 +311,8 @@ def working_set(ctx: Ctx, b: Block, tokens: int, span: int) -> float:
             width = (7 if training else 5) * s.d_inner
         else:
             width = s.in_proj_out + s.conv_dim + (2 if training else 1) * s.d_inner
-        return tokens * width * p + 2 * tokens * b.hidden * 4
+        mlp_work = tokens * b.ffn * p * 3 if b.kind == "mamba_mlp" else 0   # a hybrid layer's gated MLP after it
+        return max(tokens * width * p, mlp_work) + 2 * tokens * b.hidden * 4
     eager = b.heads * span * tokens * (4 + p) * 2 if ctx.attention == "eager" else 0
     mlp = tokens * b.ffn * p * (3 if b.gated else 2)
     return max(eager, mlp) + 2 * tokens * b.hidden * 4

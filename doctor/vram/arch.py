@@ -6,7 +6,16 @@ from typing import Any
 
 from ..errors import InputError
 
-FAMILIES = ("opt", "llama", "mistral", "qwen2", "qwen3", "qwen3_vl", "bert", "nanochat", "mamba", "mamba2")
+FAMILIES = ("opt", "llama", "mistral", "qwen2", "qwen3", "qwen3_vl", "bert", "nanochat", "mamba", "mamba2", "bamba",
+            "nemotron_h", "granitemoehybrid")
+HYBRIDS = ("bamba", "nemotron_h", "granitemoehybrid (dense)")
+# hybrid families transformers builds that doctor does not model yet, and what they add that it cannot count
+REFUSED_HYBRIDS = {
+    "jamba": "Jamba (Mamba-1 mixers with dt/B/C norms outside the fused kernel, mixture-of-experts MLPs)",
+    "zamba": "Zamba (one attention block shared by several layers, with per-layer adapters)",
+    "zamba2": "Zamba2 (shared attention blocks with LoRA adapters, hybrid_layer_ids)",
+    "falcon_h1": "Falcon-H1 (attention and Mamba-2 side by side in every layer, muP multipliers)",
+}
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,14 @@ class Block:
     head_dim: int
     ffn: int
     gated: bool                    # SwiGLU (gate, up, down) vs fc1/act/fc2
-    norm: str                      # "rms" (HF RMSNorm, fp32 upcast), "layer", "rms_noparam"
+    norm: str                      # "rms" (HF RMSNorm, fp32 upcast), "layer", "rms_noparam", "rms_fp32" (an RMSNorm
+                                   # that applies its weight in fp32 too: NemotronHRMSNorm)
     qk_norm: bool = False
     dropout: bool = False          # hidden / attention-probability dropout active in training
     ssm: SSM | None = None         # kind "mamba": the mixer's sizes (heads, kv_heads, head_dim are 0: no attention)
+    # kinds of hybrid models' layers: "attention" (a norm and attention alone), "mlp" (a norm and an MLP alone),
+    # "attention_mlp" / "mamba_mlp" (attention / a Mamba-2 mixer, then a norm and a gated MLP of width `ffn`)
+    attn_out_copy: bool = False    # q built by torch.cat (partial rotary): the attention output is copied for o_proj
 
     @property
     def params(self) -> int:
@@ -109,17 +122,28 @@ class Arch:
     head_outputs: int = 0          # logits per token (vocab, or labels for a classifier)
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    mix: tuple[tuple[Block, int], ...] = ()    # hybrid layouts: (block, how many layers) per kind of layer
+
+    @property
+    def kinds(self) -> tuple[tuple[Block, int], ...]:
+        """(block, how many layers) for every kind of layer: `layers` x `block`, or a hybrid model's mix."""
+        return self.mix or ((self.block, self.layers),)
+
+    @property
+    def attention_layers(self) -> int:
+        """Layers that hold a KV cache in generation."""
+        return sum(n for b, n in self.kinds if b.heads)
 
     @property
     def params(self) -> int:
-        total = self.embed_params + self.layers * self.block.params + self.final_params
+        total = self.embed_params + sum(n * b.params for b, n in self.kinds) + self.final_params
         total += self.head.params if self.head else 0
         return total + (self.vision.params if self.vision else 0)
 
     @property
     def linear_params(self) -> int:
         """Parameters inside the repeated blocks' linears (what 4-bit loaders quantize)."""
-        total = self.layers * sum(lin.params for lin in self.block.linears)
+        total = sum(n * sum(lin.params for lin in b.linears) for b, n in self.kinds)
         if self.vision:
             total += self.vision.depth * sum(lin.params for lin in self.vision.block.linears)
             total += sum(lin.params for lin in self.vision.merger_linears)
@@ -140,7 +164,7 @@ LIMIT = 10**10
 POSITIVE = {"hidden_size", "intermediate_size", "ffn_dim", "num_attention_heads", "num_key_value_heads",
             "num_hidden_layers", "vocab_size", "head_dim", "n_layer", "n_embd", "n_head", "n_kv_head",
             "patch_size", "spatial_merge_size", "temporal_patch_size", "num_heads", "depth", "out_hidden_size",
-            "word_embed_proj_dim", "max_position_embeddings"}
+            "word_embed_proj_dim", "max_position_embeddings", "mamba_n_heads"}
 
 
 def _int(cfg: dict[str, Any], source: str, key: str, *alts: str, default: int | None = None) -> int:
@@ -167,10 +191,15 @@ def from_config(cfg: dict[str, Any], name: str = "", source: str = "config.json"
     if "model_type" not in cfg and isinstance(cfg.get("ssm_cfg"), dict):
         cfg = _from_mamba_ssm(cfg, source)   # a mamba_ssm MambaLMHeadModel config (state-spaces/mamba-*)
     family = cfg.get("model_type")
+    if isinstance(family, str) and family in REFUSED_HYBRIDS:
+        raise InputError(source, "model_type", f"is {family!r}: {REFUSED_HYBRIDS[family]} is not modelled yet; "
+                                               f"the hybrid attention + Mamba layouts doctor models are "
+                                               f"{', '.join(HYBRIDS)}")
     if family not in FAMILIES:
         raise InputError(source, "model_type", f"is {family!r}; doctor estimate models {', '.join(FAMILIES)}")
     builder = {"opt": _opt, "bert": _bert, "nanochat": _nanochat, "qwen3_vl": _qwen3_vl, "mamba": _mamba,
-               "mamba2": _mamba}.get(family, _llama)
+               "mamba2": _mamba, "bamba": _bamba, "nemotron_h": _nemotron_h,
+               "granitemoehybrid": _granite_hybrid}.get(family, _llama)
     try:
         return builder(cfg, name or str(cfg.get("_name_or_path") or family), source)
     except (TypeError, AttributeError, ValueError, ZeroDivisionError, OverflowError) as exc:
@@ -284,8 +313,9 @@ def _from_mamba_ssm(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     as the transformers Mamba / Mamba2 config with the same modules. Hybrid layouts are refused, not guessed."""
     ssm = cfg["ssm_cfg"]
     if cfg.get("attn_layer_idx"):
-        raise InputError(source, "attn_layer_idx", "lists attention layers: hybrid Mamba + attention layouts are "
-                                                   "not modelled yet; expected a pure Mamba config")
+        raise InputError(source, "attn_layer_idx", "lists attention layers: mamba_ssm's hybrid layouts (its MHA "
+                                                   "mixer) are not modelled yet; expected a pure Mamba config (the "
+                                                   f"hybrids doctor models are transformers' {', '.join(HYBRIDS)})")
     if cfg.get("d_intermediate"):
         raise InputError(source, "d_intermediate", "adds an MLP to each Mamba block, which doctor does not model "
                                                    "yet; expected 0")
@@ -348,3 +378,169 @@ def _mamba(cfg: dict[str, Any], name: str, source: str) -> Arch:
     block = Block("mamba", lin, other, h, 0, 0, 0, d_inner, False, "rms", ssm=ssm)
     head = None if tied else Linear("lm_head", h, V)
     return Arch(name, family, L, block, V, V * h, head, norm, tied, head_outputs=V, source=source)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hybrid attention + Mamba-2 models, as transformers builds them (huggingface/transformers src/transformers/models/
+# bamba/modeling_bamba.py, nemotron_h/modeling_nemotron_h.py, granitemoehybrid/modeling_granitemoehybrid.py and their
+# configuration_*.py, read at v5.24): the config's layer list becomes (block, count) per kind of layer; tests build the
+# same configs with transformers and compare sum(p.numel()), the cache it fills and what autograd saves.
+
+
+def _mamba2_mixer(source: str, h: int, d_inner: int, heads: int, head_dim: int, groups: int, d_state: int,
+                  d_conv: int, bias: bool, conv_bias: bool) -> tuple[SSM, tuple[Linear, ...], int]:
+    """BambaMixer / NemotronHMamba2Mixer (the Mamba2Mixer modules): in_proj to z, xBC and dt; a depthwise conv1d
+    over xBC; dt_bias, A_log and D per head; a gated RMSNorm over d_inner; out_proj. (sizes, linears, other params)"""
+    if heads * head_dim != d_inner:
+        raise InputError(source, "mamba_d_head", f"{head_dim} x {heads} heads is not the mixer's width {d_inner}; "
+                                                 "expected mamba_n_heads x mamba_d_head = mamba_expand x hidden_size")
+    ssm = SSM(2, d_inner, d_state, d_conv, heads=heads, head_dim=head_dim, groups=groups)
+    lin = (Linear("in_proj", h, ssm.in_proj_out, bias), Linear("out_proj", d_inner, h, bias))
+    other = ssm.conv_dim * d_conv + (ssm.conv_dim if conv_bias else 0) + 3 * heads + d_inner
+    return ssm, lin, other
+
+
+def _attention_linears(h: int, a: int, g: int, d: int, bias: bool) -> tuple[Linear, ...]:
+    return (Linear("q_proj", h, a * d, bias), Linear("k_proj", h, g * d, bias), Linear("v_proj", h, g * d, bias),
+            Linear("o_proj", a * d, h, bias))
+
+
+def _hybrid_arch(cfg: dict[str, Any], name: str, source: str, family: str, mix: dict[str, tuple[Block, int]],
+                 h: int, V: int) -> Arch:
+    """Embeddings, the layers in `mix`, a final RMSNorm and an LM head (untied unless the config ties it).
+    `block` is the most common kind (what a per-model figure such as FSDP's unit size reads first)."""
+    kinds = tuple((b, n) for b, n in mix.values() if n)
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    head = None if tied else Linear("lm_head", h, V)
+    block = max(kinds, key=lambda x: x[1])[0]
+    layers = sum(n for _, n in kinds)
+    return Arch(name, family, layers, block, V, V * h, head, h, tied, head_outputs=V, source=source, mix=kinds,
+                extra={"layer_kinds": {k: n for k, (_, n) in mix.items() if n}})
+
+
+def _bamba(cfg: dict[str, Any], name: str, source: str) -> Arch:
+    """BambaForCausalLM: every layer is input_layernorm, a mixer - BambaAttention on the layers listed in
+    attn_layer_indices, a BambaMixer (Mamba-2) on the others - then pre_ff_layernorm and a gated MLP."""
+    h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "intermediate_size")
+    a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
+    g = _int(cfg, source, "num_key_value_heads", default=a)
+    d = _int(cfg, source, "head_dim", default=h // a)
+    indices = cfg.get("attn_layer_indices") or []
+    if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        raise InputError(source, "attn_layer_indices", f"is {indices!r}"[:60] + "; expected a list of layer numbers")
+    attn = len({i for i in indices if 0 <= i < L})    # BambaConfig.layers_block_type: "i in attn_layer_indices"
+    expand = _int(cfg, source, "mamba_expand", default=2)
+    heads = _int(cfg, source, "mamba_n_heads", default=128)
+    head_dim = (expand * h // heads if cfg.get("mamba_d_head", "auto") == "auto"
+                else _int(cfg, source, "mamba_d_head"))
+    mlp_bias = bool(cfg.get("mlp_bias", False))
+    mlp = (Linear("gate_proj", h, f, mlp_bias), Linear("up_proj", h, f, mlp_bias), Linear("down_proj", f, h, mlp_bias))
+    dropout = _rate(cfg, source, "attention_dropout") > 0
+    # BambaAttention's partial rotary (partial_rotary_factor 0.5) concatenates q and k: attn_out_copy
+    att = Block("attention_mlp", _attention_linears(h, a, g, d, bool(cfg.get("attention_bias", False))) + mlp, 2 * h,
+                h, a, g, d, f, True, "rms", dropout=dropout, attn_out_copy=True)
+    ssm, lin, other = _mamba2_mixer(source, h, expand * h, heads, head_dim, _int(cfg, source, "mamba_n_groups", default=1),
+                                    _int(cfg, source, "mamba_d_state", default=256),
+                                    _int(cfg, source, "mamba_d_conv", default=4),
+                                    bool(cfg.get("mamba_proj_bias", False)), bool(cfg.get("mamba_conv_bias", True)))
+    mam = Block("mamba_mlp", lin + mlp, other + 2 * h, h, 0, 0, 0, f, True, "rms", ssm=ssm)
+    return _hybrid_arch(cfg, name, source, "bamba", {"attention": (att, attn), "mamba": (mam, L - attn)}, h, V)
+
+
+NEMOTRON_H_PATTERN = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}   # NemotronHConfig._pattern_to_list
+NEMOTRON_H_TYPES = {"mamba": "mamba", "linear_attention": "mamba", "attention": "attention",
+                    "full_attention": "attention", "mlp": "mlp", "moe": "moe"}   # and remap_legacy_layer_types
+
+
+def _nemotron_h_layers(cfg: dict[str, Any], source: str) -> list[str]:
+    """The layer types of a NemotronH config: layers_block_type (or layer_types), else hybrid_override_pattern."""
+    types = cfg.get("layers_block_type") or cfg.get("layer_types")
+    if types is not None:
+        key = "layers_block_type" if cfg.get("layers_block_type") else "layer_types"
+        if not isinstance(types, list) or not all(isinstance(t, str) and t in NEMOTRON_H_TYPES for t in types):
+            raise InputError(source, key, f"is {types!r}"[:60] + f"; expected a list of {', '.join(NEMOTRON_H_TYPES)}")
+        out = [NEMOTRON_H_TYPES[t] for t in types]
+        if not out:
+            raise InputError(source, key, f"is empty; expected a list of {', '.join(NEMOTRON_H_TYPES)}, one per layer")
+    else:
+        pattern = cfg.get("hybrid_override_pattern")
+        if not isinstance(pattern, str) or not pattern or set(pattern) - set(NEMOTRON_H_PATTERN):
+            raise InputError(source, "hybrid_override_pattern", f"is {pattern!r}"[:60] + "; expected a string of "
+                             "M (Mamba-2), * (attention), - (MLP), E (mixture of experts), one letter per layer")
+        out = [NEMOTRON_H_PATTERN[c] for c in pattern]
+    if "moe" in out:
+        key = "layers_block_type" if types is not None else "hybrid_override_pattern"
+        raise InputError(source, key, "has mixture-of-experts layers (moe / E), which doctor does not model yet; "
+                                      "expected Mamba-2 (M), attention (*) and MLP (-) layers only")
+    if _int(cfg, source, "num_nextn_predict_layers", default=0):
+        raise InputError(source, "num_nextn_predict_layers", "adds multi-token-prediction layers, which doctor does "
+                                                             "not model yet; expected 0")
+    return out
+
+
+def _nemotron_h(cfg: dict[str, Any], name: str, source: str) -> Arch:
+    """NemotronHForCausalLM: every layer is one RMSNorm and one mixer - a Mamba-2 mixer (M), attention without bias
+    or rotary embedding (*), or a ReLU^2 MLP of up_proj and down_proj (-)."""
+    types = _nemotron_h_layers(cfg, source)
+    h, V = _int(cfg, source, "hidden_size"), _int(cfg, source, "vocab_size")
+    a = _int(cfg, source, "num_attention_heads")
+    g = _int(cfg, source, "num_key_value_heads", default=a)
+    d = _int(cfg, source, "head_dim", default=128)            # NemotronHConfig.head_dim = 128
+    f = _int(cfg, source, "intermediate_size", default=21504)
+    heads, head_dim = _int(cfg, source, "mamba_num_heads", default=128), _int(cfg, source, "mamba_head_dim", default=64)
+    bias = bool(cfg.get("use_bias", False))
+    # NemotronHConfig.__post_init__: the mamba_* spellings of older configs win over n_groups, conv_kernel, ...
+    ssm, lin, other = _mamba2_mixer(source, h, heads * head_dim, heads, head_dim,
+                                    _int(cfg, source, "mamba_n_groups", "n_groups", default=8),
+                                    _int(cfg, source, "ssm_state_size", default=128),
+                                    _int(cfg, source, "mamba_d_conv", "conv_kernel", default=4), bias,
+                                    bool(cfg.get("mamba_conv_bias", cfg.get("use_conv_bias", True))))
+    # NemotronHRMSNorm returns (weight.to(float32) * normalized).to(input_dtype): it keeps the fp32 normalized input
+    mam = Block("mamba", lin, other + h, h, 0, 0, 0, heads * head_dim, False, "rms_fp32", ssm=ssm)
+    att = Block("attention", _attention_linears(h, a, g, d, False), h, h, a, g, d, 0, False, "rms_fp32",
+                dropout=_rate(cfg, source, "attention_dropout") > 0)
+    mlp_bias = bool(cfg.get("mlp_bias", False))
+    mlp = Block("mlp", (Linear("up_proj", h, f, mlp_bias), Linear("down_proj", f, h, mlp_bias)), h, h, 0, 0, 0, f,
+                False, "rms_fp32")
+    mix = {kind: (block, types.count(kind)) for kind, block in (("mamba", mam), ("attention", att), ("mlp", mlp))}
+    return _hybrid_arch(cfg, name, source, "nemotron_h", mix, h, V)
+
+
+def _granite_hybrid(cfg: dict[str, Any], name: str, source: str) -> Arch:
+    """GraniteMoeHybridForCausalLM without experts (num_local_experts 0, the dense Granite 4.0 H models): every layer
+    is input_layernorm, a mixer (GraniteMoeHybridMambaLayer - Mamba-2 - or attention, by layer_types), then
+    post_attention_layernorm and the shared MLP (input_linear to 2 x shared_intermediate_size, SiLU gate,
+    output_linear). The muP multipliers scale activations in place of new tensors."""
+    experts = _int(cfg, source, "num_local_experts", default=8)      # GraniteMoeHybridConfig.num_local_experts = 8
+    if experts:
+        raise InputError(source, "num_local_experts", f"is {experts}: GraniteMoeHybrid's mixture-of-experts MLPs are "
+                                                      "not modelled yet; expected 0 (a dense Granite 4.0 H model)")
+    h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "shared_intermediate_size", default=1024)
+    a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
+    g = _int(cfg, source, "num_key_value_heads", default=a)
+    d = _int(cfg, source, "head_dim", default=h // a)
+    key = "layer_types" if cfg.get("layer_types") is not None else "layers_block_type"
+    types = cfg.get(key)
+    if types is None:                              # GraniteMoeHybridConfig: all linear_attention when not given
+        types = []
+    elif (not isinstance(types, list) or len(types) != L
+            or not all(t in ("mamba", "linear_attention", "attention", "full_attention") for t in types)):
+        raise InputError(source, key, f"is {types!r}"[:60] + f"; expected {L} of mamba (linear_attention), "
+                                      "attention (full_attention)")
+    attn = sum(1 for t in types if t in ("attention", "full_attention"))
+    expand = _int(cfg, source, "mamba_expand", default=2)
+    heads = _int(cfg, source, "mamba_n_heads", default=128)
+    head_dim = (expand * h // heads if cfg.get("mamba_d_head", "auto") == "auto"
+                else _int(cfg, source, "mamba_d_head"))
+    # input_linear's output holds gate and up (chunked views): the same bytes as a gate_proj + up_proj pair
+    mlp = (Linear("input_linear", h, 2 * f), Linear("output_linear", f, h))
+    att = Block("attention_mlp", _attention_linears(h, a, g, d, bool(cfg.get("attention_bias", False))) + mlp, 2 * h,
+                h, a, g, d, f, True, "rms", dropout=_rate(cfg, source, "attention_dropout") > 0)
+    ssm, lin, other = _mamba2_mixer(source, h, expand * h, heads, head_dim,
+                                    _int(cfg, source, "mamba_n_groups", default=1),
+                                    _int(cfg, source, "mamba_d_state", default=256),
+                                    _int(cfg, source, "mamba_d_conv", default=4),
+                                    bool(cfg.get("mamba_proj_bias", False)), bool(cfg.get("mamba_conv_bias", True)))
+    mam = Block("mamba_mlp", lin + mlp, other + 2 * h, h, 0, 0, 0, f, True, "rms", ssm=ssm)
+    return _hybrid_arch(cfg, name, source, "granitemoehybrid", {"attention": (att, attn), "mamba": (mam, L - attn)},
+                        h, V)

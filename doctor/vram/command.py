@@ -22,6 +22,7 @@ from .estimator import (
     estimate,
     fits,
 )
+from .second_order import GPTQ_NSAMPLES, KINDS
 from .workload import ATTN_ALIASES, contradictions, deepspeed_fields, workload_from_job
 
 
@@ -53,6 +54,30 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--images", type=whole(0, 10_000), metavar="N", help="images per sample (vision-language models)")
     p.add_argument("--image-size", type=whole(1, 100_000), metavar="PX", help="image side in pixels after resizing")
     p.add_argument("--context", type=whole(1), metavar="N", help="inference: KV-cache length (prompt + new tokens)")
+    p.add_argument("--lora-dropout", type=float, metavar="P", help="LoRA dropout probability (PEFT default 0)")
+    p.add_argument("--implementation", choices=("hf", "litgpt"),
+                   help="whose model code trains: hf (transformers / peft, default) or litgpt (LitGPT's own GPT)")
+    p.add_argument("--kv-cache-heads", choices=("kv", "query"),
+                   help="inference: the heads the KV cache is sized by - kv (default: grouped-query, as transformers "
+                        "caches) or query (k/v expanded to the query heads before caching, as older torchtune did)")
+    p.add_argument("--half-ce", action="store_true", default=None,
+                   help="the loss's cross-entropy runs on the half-precision logits without an fp32 upcast (LitGPT's "
+                        "chunked_cross_entropy); default: the fp32 upcast transformers' loss makes")
+    p.add_argument("--chunked-ce", action="store_true", default=None,
+                   help="fused linear cross-entropy (Liger-Kernel): the logits are computed in chunks, never whole")
+    v = p.add_argument_group("installed libraries, where their version changes memory (default: from --facts, else "
+                             "the current behaviour; the notes say which was applied)")
+    for lib in ("transformers", "peft", "bitsandbytes", "deepspeed"):
+        v.add_argument(f"--{lib}-version", type=_version(f"--{lib}-version"), metavar="X.Y.Z",
+                       help=f"the installed {lib} version")
+    h = p.add_argument_group("second order (--method hessian): which Hessian quantity, and its knobs")
+    h.add_argument("--hessian", choices=KINDS,
+                   help="hvp: one Hessian-vector product (default); hutchinson: diagonal estimate from --probes HVPs; "
+                        "gptq: GPTQ's layer-wise d_in x d_in Hessians, one block at a time; full: the n x n Hessian")
+    h.add_argument("--probes", type=whole(1, 10**9), metavar="N", help="Hutchinson probes (default 1; run one after "
+                                                                        "another: time, not memory, grows with N)")
+    h.add_argument("--calibration-samples", type=whole(1, 10**7), metavar="N",
+                   help="GPTQ calibration samples of --seq tokens (default 128, GPTQ's reference)")
     d = p.add_argument_group("distributed training (GPU bytes per rank, CPU RAM per node)")
     d.add_argument("--zero", "--zero-stage", dest="zero", type=int, choices=(0, 1, 2, 3), help="DeepSpeed ZeRO stage")
     d.add_argument("--fsdp", choices=FSDP_STRATEGIES, help="PyTorch FSDP sharding strategy (hybrid: shard within a "
@@ -64,6 +89,12 @@ def add_parser(sub: Any) -> None:
                                                              "CPUOffload(offload_params=True)")
     d.add_argument("--no-zero-init", dest="zero_init", action="store_false", default=None,
                    help="ZeRO-3 without deepspeed.zero.Init: every rank builds the whole model on the CPU first")
+    d.add_argument("--fsdp-no-sync", action="store_true", default=None,
+                   help="FSDP: gradient accumulation inside no_sync() (Lightning Fabric's no_backward_sync): every "
+                        "rank keeps the unsharded gradients until the synchronizing micro-batch")
+    d.add_argument("--fsdp-frozen-grads", action="store_true", default=None,
+                   help="FSDP LoRA: the frozen base shares flat parameters with the adapters (use_orig_params=True, "
+                        "one unit per block, as LitGPT wraps): gradients cover the frozen weights too")
     d.add_argument("--deepspeed-config", metavar="FILE", help="a DeepSpeed JSON: stage, offload, pin_memory, "
                                                               "bucket sizes (flags override it)")
     p.add_argument("--gpu", metavar="NAME", help="judge against this GPU of doctor's table (`doctor gpus`), e.g. "
@@ -72,6 +103,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--facts", metavar="FILE", help="judge against GPU 0 of a `doctor facts` snapshot")
     p.add_argument("--offline", action="store_true", help="read Hub configs from the cache only")
     p.add_argument("--format", choices=("console", "json"), default="console")
+    p.add_argument("--simulate", action="store_true",
+                   help="also run the model's own code for one step on fake CPU tensors (a child process; no GPU, "
+                        "no download) and show its peak live bytes beside the estimate")
+    p.add_argument("--simulate-timeout", type=whole(1, 86_400), default=300, metavar="S",
+                   help="seconds the --simulate child may run (default 300)")
 
 
 ARG_FIELDS = (("method", "method"), ("dtype", "dtype"), ("amp", "amp"), ("batch", "batch"), ("seq", "seq"),
@@ -81,7 +117,27 @@ ARG_FIELDS = (("method", "method"), ("dtype", "dtype"), ("amp", "amp"), ("batch"
               ("double_quant", "double_quant"), ("images", "images"), ("image_size", "image_size"),
               ("context", "context"), ("zero", "zero"), ("fsdp", "fsdp"), ("world_size", "world_size"),
               ("gpus_per_node", "gpus_per_node"), ("offload_optimizer", "offload_optimizer"),
-              ("offload_params", "offload_params"), ("zero_init", "zero_init"))
+              ("offload_params", "offload_params"), ("zero_init", "zero_init"), ("chunked_ce", "chunked_ce"),
+              ("half_ce", "half_ce"), ("fsdp_no_sync", "fsdp_no_sync"), ("fsdp_frozen_grads", "fsdp_frozen_grads"),
+              ("transformers_version", "transformers_version"), ("peft_version", "peft_version"),
+              ("bitsandbytes_version", "bitsandbytes_version"), ("kv_cache_heads", "kv_cache_heads"),
+              ("lora_dropout", "lora_dropout"), ("implementation", "implementation"))
+
+
+def _version(flag: str) -> Any:
+    """An argparse type: a PEP 440 version string (bad ones: one line, exit 2)."""
+    def parse(text: str) -> str:
+        from ..errors import InputError as Bad
+        from .versions import check
+
+        try:
+            return check(flag, text)
+        except Bad:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a version; expected a PEP 440 version such as "
+                                             "4.57.1") from None
+
+    parse.__name__ = "version"
+    return parse
 
 
 def _deepspeed_file(path: str, fields: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -107,14 +163,21 @@ def _deepspeed_file(path: str, fields: dict[str, Any], args: argparse.Namespace)
 
 
 def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
+    from .versions import resolve, with_deepspeed, with_facts
+
     fields = dict(base)
     if args.deepspeed_config:
         fields.update(_deepspeed_file(args.deepspeed_config, fields, args))
+    if getattr(args, "facts", None):   # the snapshot's installed transformers / peft / bitsandbytes
+        from .. import facts as facts_mod
+
+        fields = with_facts(fields, facts_mod.load(args.facts))
     for arg, field in ARG_FIELDS:
         value = getattr(args, arg)
         if value is not None:
             fields[field] = ATTN_ALIASES.get(value, value) if arg == "attention" else value
-    wl = Workload(**fields)
+    fields = with_deepspeed(fields, getattr(args, "deepspeed_version", None))   # ZeRO-1/2 offload staging
+    wl = Workload(**resolve(fields))
     for flag, value, problem in contradictions(wl):
         raise InputError(flag, value, problem)
     return wl
@@ -177,6 +240,13 @@ def run(args: argparse.Namespace) -> int:
     from .catalogue import resolve
     from .whatif import what_ifs
 
+    if args.simulate and args.model and not args.profile:   # an architecture doctor has no formula for
+        from .simulate import alone
+
+        code = alone(args.model, args.offline, lambda: _workload(args, {}), args.simulate_timeout,
+                     args.format == "json")
+        if code is not None:
+            return code
     model, base, profile_gpu, resolved, headroom = None, {}, None, {}, 10.0
     if args.profile:
         from ..profile import load
@@ -203,14 +273,32 @@ def run(args: argparse.Namespace) -> int:
     capacity, label, cc = gpu_capacity(args, profile_gpu)
     wl = replace(wl, sm=cc)
     est = estimate(arch, wl)
+    second = None
+    if wl.method == "hessian":
+        from .second_order import plan as second_order_plan
+
+        est, second = second_order_plan(arch, wl, est, args.hessian or "hvp", args.probes or 1,
+                                        args.calibration_samples or GPTQ_NSAMPLES, capacity)
+    elif args.hessian or args.probes or args.calibration_samples:
+        flag = "--hessian" if args.hessian else "--probes" if args.probes else "--calibration-samples"
+        raise InputError(flag, str(args.hessian or args.probes or args.calibration_samples),
+                         f"applies to --method hessian only; the method is {wl.method}")
     if wl.method in ("lora", "qlora") and est.trainable == 0:
-        names = sorted({lin.name for lin in arch.block.linears})
+        names = sorted({lin.name for block, _ in arch.kinds for lin in block.linears})   # every layer kind
         raise InputError("--lora-targets", str(wl.lora_targets), f"matches no linear module of {model}; expected "
                          f"names among {', '.join(names)}, or all-linear")
     if wl.images and arch.vision is None:
         raise InputError("--images", str(wl.images), f"{model} has no vision tower; expected 0 for a text model")
     verdict = fits(est, capacity, headroom) if capacity else None
     options = what_ifs(arch, wl, capacity, est) if verdict in ("does not fit", "tight") or capacity is None else []
+    if second is not None and second.kind != "hvp":   # the what-ifs re-estimate an HVP
+        options = []
+    sim = None
+    if args.simulate:
+        from .simulate import for_command
+
+        sim = for_command(model, {} if args.model else resolved, arch, wl, est, args.simulate_timeout,
+                          args.offline)
     if args.format == "json":
         out = {"schema": "doctor.estimate/1", "model": model, "model_source": arch.source,
                "workload": {k: v for k, v in wl.__dict__.items() if k not in ("cuda_context_mib",)},
@@ -218,9 +306,22 @@ def run(args: argparse.Namespace) -> int:
                "gpu": {"label": label, "capacity_bytes": capacity} if capacity else None, "verdict": verdict,
                "what_ifs": [{"change": w.change, "flags": w.flag, "cost": w.cost, "peak_bytes": w.estimate.peak_bytes,
                              "fits": capacity is None or w.estimate.peak_bytes <= capacity} for w in options]}
+        if sim is not None:
+            out["simulation"] = sim.to_dict()
+        if second is not None:
+            out["second_order"] = second.to_dict(capacity)
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
         from .render import render
 
         render(model, arch, wl, est, capacity, label, verdict, options)
-    return 1 if verdict == "does not fit" else 0
+        if second is not None:
+            from rich.console import Console
+
+            Console(highlight=False).print("\n".join(second.lines(capacity)), markup=False)
+        if sim is not None:
+            from .simulate import render as render_simulation
+
+            render_simulation(sim)
+    nowhere = second is not None and second.kind == "full" and second.full_verdict.startswith("cannot fit")
+    return 1 if verdict == "does not fit" or nowhere else 0

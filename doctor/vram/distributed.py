@@ -161,6 +161,10 @@ class Sharding:
     offload_params: str = "none"
     zero_init: bool = True               # ZeRO-3 builds the model partitioned (deepspeed.zero.Init)
     load_bytes: int = 4                  # bytes per parameter of the model as created on the CPU (fp32 default)
+    # FSDP gradients (see _fsdp): accumulation inside FSDP.no_sync() keeps them unsharded; frozen parameters sharing
+    # a flat parameter with trainable ones (use_orig_params=True, one unit per block) get gradient memory too
+    no_sync: bool = False
+    frozen_grads: bool = False
     knobs: dict[str, Any] = field(default_factory=dict)   # DeepSpeed config values (DS_DEFAULTS keys)
     source: str = ""                     # the DeepSpeed config it was read from
 
@@ -187,6 +191,8 @@ class Sharding:
     def describe(self) -> str:
         if self.engine == "fsdp":
             what = f"FSDP {self.fsdp}" + (", CPUOffload(offload_params=True)" if self.offload_params != "none" else "")
+            what += (", accumulation in no_sync" if self.no_sync else "") + (
+                ", frozen weights in the trainable flat parameters" if self.frozen_grads else "")
         elif self.engine == "deepspeed":
             what = f"DeepSpeed ZeRO-{self.zero}"
             if self.offload_optimizer != "none":
@@ -435,7 +441,27 @@ def _fsdp(c: Counts, pr: Precision, s: Sharding) -> Memory:
                 "no-shard": "NO_SHARD (replicated, like DDP)"}[s.fsdp]
     src = f"{FSDP_DOC}: ShardingStrategy.{strategy}"
     where["params_shard"] = Term(pr.weights / S * node, f"{_b(pr.weights)}{per}", src, pinned=off)
-    where["grads_shard"] = Term(ps * T / S * node, f"{ps} B x {T:,}{per}", src, pinned=off)
+    # frozen parameters in the trainable ones' flat parameters: the unit's gradient covers all of its parameters, in
+    # the flat parameter's one dtype (FSDP flattens tensors of a uniform dtype): the base's
+    G, what, src_g = T, f"{T:,} trainable", src
+    if s.frozen_grads:
+        G, what, ps = P + T, f"{P + T:,} (frozen ones too)", pc
+        src_g = (f"{src}; torch/distributed/fsdp/_wrap_utils.py: a module with both requires_grad=True and False "
+                 "parameters under use_orig_params=True: 'the gradient memory usage will be higher than expected "
+                 "({total_param_numel} numel instead of {nonfrozen_param_numel} numel before sharding via "
+                 "reduce-scatter)'")
+        mem.notes.append("frozen and trainable parameters share FSDP flat parameters (use_orig_params=True): the "
+                         "gradients cover the frozen ones too")
+    no_sync = s.no_sync and pr.grad_accum > 1
+    if no_sync:   # on the GPU even with CPUOffload: "the gradients will not be offloaded to CPU when inside the
+        # context manager. Instead, they will only be offloaded right after the eventual sync" (no_sync's docstring)
+        gpu["grads"] = Term(ps * G, f"{ps} B x {what}, unsharded", src_g + (
+            "; FullyShardedDataParallel.no_sync: 'FSDP will accumulate the full model gradients (instead of gradient "
+            "shards) until the eventual sync'"))
+        mem.notes.append(f"gradient accumulation inside FSDP.no_sync(): every rank keeps the unsharded gradients "
+                         f"({_b(ps * G)}) until the synchronizing micro-batch")
+    if off or not no_sync:   # the synchronized shard (on the GPU it takes the unsharded gradients' place)
+        where["grads_shard"] = Term(ps * G / S * node, f"{ps} B x {what}{per}", src_g, pinned=off)
     where["optimizer_states"] = Term(pr.state_bytes / S * node, f"{_b(pr.state_bytes)}{per}", src)
     unit = c.largest_unit
     if s.fsdp in ("full", "hybrid"):

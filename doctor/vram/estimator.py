@@ -13,6 +13,7 @@ from .. import refdata
 from ..errors import InputError
 from . import activations as act
 from . import distributed as dist
+from . import versions
 from .arch import Arch, Linear
 
 METHODS = ("inference", "full", "lora", "qlora", "hessian")
@@ -21,7 +22,8 @@ ATTENTION = ("eager", "sdpa", "flash")
 OPTIMIZERS = ("adamw", "adamw_fused", "adamw_loop", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "sgd", "adafactor",
               "muon", "lion", "lion_8bit")
 QUANT = ("none", "nf4", "int8", "awq", "gptq")
-DEFAULT_LORA = {"opt": ("q_proj", "v_proj"), "bert": ("query", "value"), "nanochat": ("c_q", "c_v")}
+DEFAULT_LORA = {"opt": ("q_proj", "v_proj"), "bert": ("query", "value"), "nanochat": ("c_q", "c_v"),
+                "nemotron_h": ("q_proj", "k_proj", "v_proj", "o_proj")}   # peft/utils/constants.py (0.21)
 MIB = 2**20
 
 
@@ -40,6 +42,7 @@ class Workload:
     optimizer: str = "adamw"
     lora_rank: int = 8
     lora_targets: str = "default"      # default | all-linear | comma-separated module names
+    lora_dropout: float = 0.0          # LoRA dropout probability (PEFT LoraConfig default 0.0)
     adapter_dtype: str = "fp32"        # PEFT upcasts adapters to fp32 (autocast_adapter_dtype=True)
     quant: str = "none"
     double_quant: bool = False
@@ -60,6 +63,27 @@ class Workload:
     zero_init: bool = True             # ZeRO-3 builds the model partitioned (deepspeed.zero.Init)
     deepspeed_config: str | None = None   # the DeepSpeed JSON the knobs below were read from
     ds_knobs: dict[str, Any] = field(default_factory=dict)   # its bucket sizes, pin_memory, nvme_path, ...
+    # installed library versions where they change memory (doctor/vram/versions.py; None: unknown, the current
+    # behaviour is assumed and the notes say so)
+    transformers_version: str | None = None
+    peft_version: str | None = None
+    bitsandbytes_version: str | None = None
+    chunked_ce: bool = False           # fused linear cross-entropy (Liger): logits computed in chunks, never whole
+    # inference: the heads a static KV cache is sized by - "kv" (grouped-query: the key/value heads, as transformers
+    # and LitGPT cache) or "query" (k and v expanded to the query heads before the cache update, as torchtune's
+    # CausalSelfAttention did until its GQA-sized cache)
+    kv_cache_heads: str = "kv"
+    # FSDP gradient memory (doctor/vram/distributed.py _fsdp): accumulation inside FSDP.no_sync() (Lightning Fabric's
+    # no_backward_sync) keeps every rank's gradients unsharded; LoRA's frozen base in the same flat parameters as its
+    # adapters (use_orig_params=True, a block-wrap policy: LitGPT) gets gradient memory for the frozen weights too
+    fsdp_no_sync: bool = False
+    fsdp_frozen_grads: bool = False
+    # the loss's cross-entropy on the half-precision logits, without the fp32 upcast transformers' loss makes
+    # (LitGPT's chunked lm_head + chunked_cross_entropy): the logits and log_softmax's output, both in the dtype
+    half_ce: bool = False
+    # whose model code runs the training step: "hf" (transformers / peft, what doctor's activations follow) or
+    # "litgpt" (LitGPT's own GPT at commit 8641822: bf16 RMSNorm, fused qkv LoRA; activations.litgpt_decoder)
+    implementation: str = "hf"
 
 
 @dataclass
@@ -96,23 +120,25 @@ def ssm_state_bytes(arch: Arch, batch: int, p: int) -> float:
     """A Mamba model's generation state: per layer a conv state (batch, conv channels, d_conv) and an SSM state
     (Mamba-1: batch, d_inner, d_state; Mamba-2: batch, heads, head_dim, d_state), in the model's dtype - constant
     in the context length (transformers' MambaCache / Mamba2 cache; mamba_ssm allocate_inference_cache)."""
-    s = arch.block.ssm
-    if s is None:
-        return 0.0
-    ssm = s.d_inner * s.d_state if s.version == 1 else s.heads * s.head_dim * s.d_state
-    return arch.layers * batch * (s.conv_dim * s.d_conv + ssm) * p
+    total = 0.0
+    for b, n in arch.kinds:   # a hybrid model: its Mamba layers only
+        s = b.ssm
+        if s is not None:
+            ssm = s.d_inner * s.d_state if s.version == 1 else s.heads * s.head_dim * s.d_state
+            total += n * batch * (s.conv_dim * s.d_conv + ssm) * p
+    return total
 
 
 def lora_targets(arch: Arch, wl: Workload) -> frozenset[str]:
     if wl.method not in ("lora", "qlora"):
         return frozenset()
     if wl.lora_targets == "all-linear":
-        names = {lin.name for lin in arch.block.linears}
+        names = {lin.name for b, _ in arch.kinds for lin in b.linears}
         if arch.vision:
             names |= {lin.name for lin in arch.vision.block.linears}
         return frozenset(names)
     if wl.lora_targets == "default":
-        if arch.block.ssm is not None:   # peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no Mamba row
+        if any(b.ssm for b, _ in arch.kinds) and arch.family not in DEFAULT_LORA:   # peft's mapping: no Mamba row
             raise InputError(arch.source or "--lora-targets", "lora_targets", f"PEFT has no default LoRA targets for "
                              f"{arch.family}; expected module names such as in_proj (--lora-targets in_proj)")
         return frozenset(DEFAULT_LORA.get(arch.family, ("q_proj", "v_proj")))
@@ -134,7 +160,7 @@ def _quant_bytes(quant: str, double: bool, lin: Linear) -> float:
 
 def _linears(arch: Arch) -> list[tuple[Linear, int]]:
     """(linear, how many) for every linear a 4-bit loader converts."""
-    rows = [(lin, arch.layers) for lin in arch.block.linears]
+    rows = [(lin, n) for b, n in arch.kinds for lin in b.linears]
     if arch.vision:
         rows += [(lin, arch.vision.depth) for lin in arch.vision.block.linears]
         rows += [(lin, 1) for lin in arch.vision.merger_linears]
@@ -145,7 +171,7 @@ def _weights(arch: Arch, wl: Workload, wbytes: int) -> tuple[float, float]:
     """(weight bytes, largest dequantized linear) — quantized linears stored packed, the rest in the dtype."""
     if wl.quant == "none":
         return arch.params * wbytes, 0.0
-    rows = _linears(arch) if wl.quant in ("nf4", "int8") else [(lin, arch.layers) for lin in arch.block.linears]
+    rows = _linears(arch) if wl.quant in ("nf4", "int8") else [(lin, n) for b, n in arch.kinds for lin in b.linears]
     quantized = sum(lin.params * n for lin, n in rows)
     packed = sum(lin.params * n * _quant_bytes(wl.quant, wl.double_quant, lin) for lin, n in rows)
     largest = max(lin.params for lin, _ in rows) * DTYPES[wl.dtype]
@@ -280,7 +306,8 @@ def sharding_of(wl: Workload) -> dist.Sharding | None:
     return dist.Sharding(engine=engine, zero=wl.zero or 0, fsdp=wl.fsdp or "full", world_size=wl.world_size,
                          gpus_per_node=wl.gpus_per_node, offload_optimizer=wl.offload_optimizer,
                          offload_params=wl.offload_params, zero_init=wl.zero_init, knobs=dict(wl.ds_knobs),
-                         source=wl.deepspeed_config or "")
+                         source=wl.deepspeed_config or "", no_sync=wl.fsdp_no_sync,
+                         frozen_grads=wl.fsdp_frozen_grads and wl.method in ("lora", "qlora"))
 
 
 def largest_layer(arch: Arch) -> int:
@@ -294,8 +321,10 @@ def largest_layer(arch: Arch) -> int:
 def largest_unit(arch: Arch) -> int:
     """FSDP's largest wrapped unit under a transformer-block wrap policy: a block, or the root (embeddings, head,
     final norm and whatever no block holds)."""
-    blocks = arch.layers * arch.block.params + (arch.vision.depth * arch.vision.block.params if arch.vision else 0)
-    units = [arch.block.params, arch.params - blocks] + ([arch.vision.block.params] if arch.vision else [])
+    blocks = sum(n * b.params for b, n in arch.kinds)
+    blocks += arch.vision.depth * arch.vision.block.params if arch.vision else 0
+    units = [b.params for b, _ in arch.kinds] + [arch.params - blocks]
+    units += [arch.vision.block.params] if arch.vision else []
     return max(units)
 
 
@@ -342,6 +371,53 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
     return dist.memory(counts, prec, sh)
 
 
+def chunked_ce_rows(arch: Arch, tokens: int) -> int:
+    """Rows of logits Liger's fused linear cross-entropy computes at a time: next_power_of_2(ceil(BT / ceil(V / H)))
+    (doctor/data/vram.yaml chunked_ce)."""
+    inc = -(-arch.head_outputs // arch.block.hidden)
+    return 1 << max(0, (-(-tokens // inc) - 1).bit_length())
+
+
+def chunked_ce_bytes(arch: Arch, tokens: int, p: int, amp: bool) -> tuple[float, float]:
+    """(loss-time bytes, of which grad_input kept for backward) of the fused linear cross-entropy: one chunk of
+    logits (its gradient computed in place, half under autocast), grad_input (BT x H, the input's dtype) and the
+    per-token fp32 loss."""
+    rows = min(tokens, chunked_ce_rows(arch, tokens))
+    kept = tokens * arch.block.hidden * (4 if amp else p)
+    return rows * arch.head_outputs * (2 if amp else p) + kept + tokens * 4, kept
+
+
+def _frozen_base(arch: Arch, wl: Workload, amp: bool, dequant: float, notes: list[str]) -> tuple[str, float]:
+    """(what a frozen quantized linear keeps for backward - activations.Ctx.frozen_keep -, the backward's transient
+    dequantized weights) of a LoRA / QLoRA job, with the notes naming the library behaviour applied."""
+    if wl.method not in ("lora", "qlora"):
+        return "", dequant
+    rows = refdata.load("vram")["quantized_lora"]
+    if wl.quant == "nf4":
+        kept = versions.bnb_keeps_input(wl.bitsandbytes_version)
+        notes.append(kept.note)
+        return ("input" if kept.old else ""), dequant
+    if wl.quant == "int8" and rows["int8"]["keeps_input"]:
+        notes.append("LoRA on an LLM.int8 base (bitsandbytes MatMul8bitLt): each int8 linear keeps its input until "
+                     "backward")
+        return "input", dequant
+    if wl.quant == "awq":
+        largest = max(lin.params for b, _ in arch.kinds for lin in b.linears)
+        notes.append("LoRA on an AWQ base (AutoAWQ WQLinear_GEMM): each quantized linear saves an fp16 copy of its "
+                     f"input; its backward dequantizes the weight and repeats it batch ({wl.batch}) times")
+        keep = "input" if wl.dtype == "fp16" and not amp else "half"
+        copies = wl.batch if rows["awq"]["backward_weight_copies"] == "batch" else 0
+        return keep, dequant + copies * largest * (4 if amp else DTYPES[wl.dtype])
+    if wl.quant == "gptq":
+        notes.append("LoRA on a GPTQ base (GPTQModel QuantLinearFunction): the quantized linears keep no input; "
+                     "backward dequantizes one weight at a time")
+        return "", dequant
+    if wl.method == "lora" and wl.quant == "none":
+        base = "fp32" if amp else wl.dtype
+        notes.append(versions.peft_adapter_dtype(wl.peft_version, base)[1] + f"; adapters here: {wl.adapter_dtype}")
+    return "", dequant
+
+
 def estimate(arch: Arch, wl: Workload) -> Estimate:
     """Peak GPU memory of one step of `wl` on `arch`."""
     data = overheads()
@@ -377,31 +453,47 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
 
     if not training:
         ctx_len = wl.context or wl.seq
-        b = arch.block
-        kv = 2 * arch.layers * b.kv_heads * b.head_dim * wl.batch * ctx_len * p
+        heads = (lambda k: k.heads) if wl.kv_cache_heads == "query" else (lambda k: k.kv_heads)
+        kv = 2 * sum(n * heads(k) * k.head_dim for k, n in arch.kinds) * wl.batch * ctx_len * p   # attention layers
         actx = act.Ctx(p, False, frozenset(), frozenset(), 0, abytes, wl.attention, llm_tokens_per_sample, False, False)
-        work = act.working_set(actx, b, tokens, llm_tokens_per_sample) + dequant
-        work += 2 * b.kv_heads * b.head_dim * wl.batch * ctx_len * p   # DynamicCache grows by cat: one layer copied
+        work = max(act.working_set(actx, k, tokens, llm_tokens_per_sample) for k, _ in arch.kinds) + dequant
+        cache = versions.kv_cache(arch.family, wl.transformers_version) if kv else None
+        if cache is not None and cache.old:   # legacy tuple cache: the previous step's whole cache beside the new one
+            breakdown["legacy_kv_copy"] = kv
+        else:   # DynamicCache grows by cat: one layer's cache copied
+            work += 2 * max(k.kv_heads * k.head_dim for k, _ in arch.kinds) * wl.batch * ctx_len * p
+        if cache is not None:
+            notes.append(cache.note)
         if arch.vision and vision_tokens:
             vctx = replace(actx, seq=vision_tokens // max(1, wl.images))
             work = max(work, act.working_set(vctx, arch.vision.block, vision_tokens * wl.batch, vctx.seq))
         logits = wl.batch * arch.head_outputs * (4 + p)                # generate keeps the last position, upcast
         breakdown.update(kv_cache=kv, activations=0, logits=logits, transient=work, gradients=0, optimizer_states=0)
         phase = "prefill"
-        if b.ssm is not None:
+        if any(k.ssm for k, _ in arch.kinds):
             state = ssm_state_bytes(arch, wl.batch, p)
             breakdown.update(ssm_state=state)
-            notes.append(f"SSM inference state (conv + ssm state per layer, the same for any context length): "
-                         f"{state / 2**30:.3f} GiB for batch {wl.batch}; no KV cache")
+            mamba = sum(n for k, n in arch.kinds if k.ssm)
+            notes.append(f"SSM inference state (conv + ssm state per Mamba layer, the same for any context length): "
+                         f"{state / 2**30:.3f} GiB for batch {wl.batch} over {mamba} layers; " + (
+                             f"KV cache for {ctx_len} tokens x batch {wl.batch} in the {arch.attention_layers} "
+                             f"attention layers only: {kv / 2**30:.2f} GiB" if kv else "no KV cache"))
         else:
-            notes.append(f"KV cache for {ctx_len} tokens x batch {wl.batch}: {kv / 2**30:.2f} GiB")
+            notes.append(f"KV cache for {ctx_len} tokens x batch {wl.batch}: {kv / 2**30:.2f} GiB" + (
+                " (k and v expanded to the query heads before caching)" if wl.kv_cache_heads == "query" else ""))
         return _finish(arch, wl, breakdown, overhead, phase, trainable, tokens, notes, rounding_tensors=arch.layers * 4)
 
     full = wl.method in ("full", "hessian")
+    keep, dequant = _frozen_base(arch, wl, amp, dequant, notes)
     ctx = act.Ctx(p=p, amp=amp, trainable=frozenset({"*"}) if full else frozenset(), lora=targets,
                   lora_rank=wl.lora_rank, adapter_bytes=abytes, attention=wl.attention, seq=llm_tokens_per_sample,
-                  dropout=wl.dropout and arch.block.dropout, full=full)
-    per_layer = act.per_token(ctx, arch.block) * tokens
+                  dropout=wl.dropout and any(k.dropout for k, _ in arch.kinds), full=full, frozen_keep=keep,
+                  lora_dropout=wl.lora_dropout > 0)
+    layer_bytes = _litgpt_layer(arch, wl, targets) if wl.implementation == "litgpt" else act.per_token
+    per_layer = max(layer_bytes(ctx, k) * tokens for k, _ in arch.kinds)   # the largest layer (recomputed one)
+    all_layers = sum(n * (layer_bytes(ctx, k) * tokens) for k, n in arch.kinds)
+    if wl.implementation == "litgpt":
+        notes.append("LitGPT's model code (bf16 RMSNorm, fused qkv with LoRA dropout, RoPE copies of q and k)")
     r = 4 if amp else p
     h = arch.block.hidden
     edges = tokens * (h * r + 4 * h + 8 + (h * p if full or arch.head is None else 0))  # embeddings, final norm, head input
@@ -410,9 +502,9 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
         activ = arch.layers * tokens * h * r + per_layer + edges
         notes.append("gradient checkpointing: each block keeps only its input; one block is recomputed in backward")
     else:
-        activ = arch.layers * per_layer + edges
+        activ = all_layers + edges
     if amp:   # autocast caches a half copy of every weight it casts until the forward ends (checkpointed or not)
-        activ += 2 * (arch.layers * sum(lin.params for lin in arch.block.linears)
+        activ += 2 * (sum(n * sum(lin.params for lin in k.linears) for k, n in arch.kinds)
                       + (arch.head.params if arch.head else arch.vocab * h))
     if arch.vision and vision_tokens:
         vision_train = any(lin.name in targets for lin in arch.vision.block.linears) or full
@@ -424,19 +516,35 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
         notes.append(f"{wl.images} image(s) of {wl.image_size}px: {vision_tokens // max(1, wl.images)} patches each, "
                      f"{vision_tokens // max(1, wl.images) // arch.vision.merge ** 2} tokens each in the language model")
     logits = tokens * arch.head_outputs * (8 + p + (p if p != 4 else 0))
-    work = act.working_set(ctx, arch.block, tokens, llm_tokens_per_sample) + dequant
+    if wl.half_ce:   # the logits (kept by the caller through backward) and log_softmax's saved output, both in p
+        logits = tokens * arch.head_outputs * 2 * (2 if amp else p)   # autocast: the head runs in half
+        notes.append("cross-entropy on the half-precision logits (no fp32 upcast): the logits and log_softmax's "
+                     "output are kept, both in the compute dtype")
+    if wl.chunked_ce:
+        logits, kept_input = chunked_ce_bytes(arch, tokens, p, amp)
+        if full or arch.head is None:   # the fused loss keeps grad_input, not the head's input
+            activ -= tokens * h * p
+        notes.append(f"fused linear cross-entropy (Liger): logits in chunks of {chunked_ce_rows(arch, tokens)} rows, "
+                     f"gradients in place; grad_input ({kept_input / 2**30:.2f} GiB) kept for backward" + (
+                         "" if arch.family in data["chunked_ce"]["patched_families"] else
+                         f"; Liger's model patches do not cover {arch.family}: the loss must call "
+                         "LigerFusedLinearCrossEntropyLoss itself"))
+    work = max(act.working_set(ctx, k, tokens, llm_tokens_per_sample) for k, _ in arch.kinds) + dequant
     grads = trainable * tbytes
     states, step_temp, opt_note = _optimizer(wl, arch, trainable, sizes, tbytes)
     notes.append(opt_note)
-    if wl.method == "hessian":
-        states, step_temp = 0.0, 0.0
-        activ *= 2                                   # create_graph=True keeps the first backward's graph too
-        grads_live = 3 * arch.params * p             # gradients (part of the graph), the vector v and Hv
-        notes.append("Hessian-vector product: double backward keeps forward and backward graphs; checkpointing "
-                     "does not shrink them")
-        breakdown.update(gradients=grads_live, optimizer_states=0, activations=activ, logits=logits, transient=work)
-        return _finish(arch, wl, breakdown, overhead, "double backward", arch.params, tokens, notes,
-                       rounding_tensors=arch.layers * 16)
+    if wl.method == "hessian":   # the terms and their derivation: doctor/vram/second_order.py
+        # imported here, not at the top: second_order builds on this module's Estimate
+        from . import second_order as so
+
+        notes.remove(opt_note)
+        hvp = so.hvp_terms(arch, wl, tokens, p, r)
+        notes.extend(so.hvp_notes(arch, wl))
+        breakdown.update({k: t.bytes for k, t in hvp.items()})
+        est = _finish(arch, wl, breakdown, overhead, "second backward (HVP)", arch.params, tokens, notes,
+                      rounding_tensors=arch.layers * 16)
+        est.terms = {k: t.to_dict() for k, t in hvp.items()}
+        return est
     sharded = distributed_memory(arch, wl)
     if sharded is not None:
         if sharded.sharding.engine == "deepspeed":   # DeepSpeed steps its own Adam (FusedAdam, or CPU Adam)
@@ -464,6 +572,23 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
         notes.append(f"paged optimizer: {states / 2**30:.2f} GiB of state can page out to CPU RAM, so the GPU needs "
                      f"at least {(est.peak_bytes - states) / 2**30:.2f} GiB (steps slow down while it pages)")
     return est
+
+
+def _litgpt_layer(arch: Arch, wl: Workload, targets: frozenset[str]) -> Any:
+    """activations.litgpt_decoder, for the set-ups it follows: LoRA / QLoRA on a multi-head-attention Llama block with
+    adapters on q, k, v only; InputError (exit 2) otherwise."""
+    where = "--implementation"
+    if wl.method not in ("lora", "qlora"):
+        raise InputError(where, "implementation", f"litgpt is modelled for LoRA / QLoRA; expected --method lora or "
+                         f"qlora, not {wl.method}")
+    for b, _ in arch.kinds:
+        if b.kind != "decoder" or not b.gated or b.kv_heads != b.heads or b.qk_norm:
+            raise InputError(where, "implementation", "litgpt is modelled for Llama blocks with multi-head attention "
+                             "(kv heads = heads); expected such a model")
+        if targets - {lin.name for lin in b.linears[:3]}:
+            raise InputError(where, "implementation", "litgpt is modelled with LoRA on the fused qkv only; expected "
+                             "--lora-targets among " + ",".join(lin.name for lin in b.linears[:3]))
+    return act.litgpt_decoder
 
 
 def _sharded(arch: Arch, wl: Workload, mem: dist.Memory, activ: float, logits: float, work: float,
@@ -505,6 +630,8 @@ def _finish(arch: Arch, wl: Workload, parts: dict[str, float], overhead: dict[st
             trainable: int, tokens: int, notes: list[str], rounding_tensors: int) -> Estimate:
     """Add allocator rounding and the process overheads; bound the estimate by the overheads' measured range."""
     data = overheads()
+    if wl.chunked_ce and "logits" in parts:   # the fused loss's own term, named as such in the breakdown
+        parts = {("chunked_ce" if k == "logits" else k): v for k, v in parts.items()}
     # PyTorch's caching allocator rounds large blocks up to 2 MiB: on average 1 MiB lost per large tensor
     rounding = rounding_tensors * data["allocator"]["round_large_bytes"] / 2
     breakdown = {k: round(v) for k, v in parts.items() if v}

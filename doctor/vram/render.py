@@ -14,6 +14,13 @@ LABELS = {
     "ssm_state": "SSM state (conv + ssm, constant in context)", "transient": "transient working set",
     "allocator_rounding": "allocator rounding (2 MiB blocks)", "cuda_context": "CUDA context",
     "cublas_workspace": "cuBLAS workspace",
+    # second order (doctor/vram/second_order.py)
+    "first_backward_graph": "first backward's graph (create_graph=True)", "pending_gradients":
+    "gradients waiting for the forward's nodes", "hvp_vector": "vector v", "hvp_result": "Hv",
+    "diagonal_accumulator": "Hutchinson accumulator (sum of z * Hz)", "hessian_matrix": "full Hessian (fp32)",
+    "layer_hessians": "layer Hessians H = 2XX^T (fp32)", "calibration_activations": "calibration inputs + outputs",
+    "legacy_kv_copy": "previous step's KV cache (legacy tuple cache)",
+    "chunked_ce": "fused cross-entropy (one logit chunk, grad_input, loss)",
     # distributed (doctor/vram/distributed.py): per rank
     "params": "parameters (whole, training dtype)", "grads": "gradients (whole)",
     "grads_partition": "gradients (ZeRO partitions held here)", "master_params_fp32": "fp32 master weights",

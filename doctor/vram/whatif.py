@@ -56,6 +56,7 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
     if wl.images > 1:
         out.append((f"{wl.images // 2} images per sample", f"--images {wl.images // 2}", "fewer images per sample",
                     replace(wl, images=wl.images // 2)))
+    out += _upgrades(wl)
     if training and wl.zero is not None and wl.zero < 3:
         out.append(("ZeRO-3 (parameters partitioned too)", "--zero 3", ("an all-gather per layer in forward and "
                     "backward"), replace(wl, zero=3)))
@@ -69,6 +70,29 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
         out.append(("FSDP full shard", "--fsdp full", "an all-gather per unit in backward too",
                     replace(wl, fsdp="full")))
     return out
+
+
+def _upgrades(wl: Workload) -> list[tuple[str, str, str, Workload]]:
+    """Library upgrades that drop a version's extra memory (doctor/data/vram.yaml `versions`)."""
+    from .versions import older, rows
+
+    out = []
+    since = rows()["bnb_4bit_input_kept"]["since"]
+    if (wl.method == "qlora" or (wl.method == "lora" and wl.quant == "nf4")) and older(wl.bitsandbytes_version, since):
+        out.append((f"bitsandbytes >= {since} (frozen 4-bit linears keep no input)",
+                    f"--bitsandbytes-version {since}", "an upgrade", replace(wl, bitsandbytes_version=since)))
+    if wl.method == "inference":
+        since = max(rows()["generate_dynamic_cache"]["since"].values(), key=_key)
+        if older(wl.transformers_version, since):
+            out.append((f"transformers >= {since} (generate keeps a DynamicCache)", f"--transformers-version {since}",
+                        "an upgrade", replace(wl, transformers_version=since)))
+    return out
+
+
+def _key(version: str) -> object:
+    from packaging.version import Version
+
+    return Version(version)
 
 
 def what_ifs(arch: Arch, wl: Workload, capacity: int | None, base: Estimate) -> list[WhatIf]:

@@ -17,13 +17,18 @@ FLAGS = {"method": "--method", "dtype": "--dtype", "batch": "--batch", "seq": "-
          "images": "--images", "image_size": "--image-size", "context": "--context",
          "deepspeed_config": "--deepspeed-config", "zero": "--zero", "fsdp": "--fsdp", "world_size": "--world-size",
          "gpus_per_node": "--gpus-per-node", "offload_optimizer": "--offload-optimizer",
-         "offload_params": "--offload-params"}
+         "offload_params": "--offload-params", "transformers_version": "--transformers-version",
+         "peft_version": "--peft-version", "bitsandbytes_version": "--bitsandbytes-version",
+         "kv_cache_heads": "--kv-cache-heads", "lora_dropout": "--lora-dropout",
+         "implementation": "--implementation"}
 PROFILE_KEYS = {"--quant": "quantization", "--double-quant": "double_quant", "--attention": "attn_implementation",
                 "--context": "context", "--method": "method", "--zero": "zero_stage", "--fsdp": "fsdp",
                 "--world-size": "world_size", "--gpus-per-node": "gpus_per_node",
                 "--offload-optimizer": "offload_optimizer", "--offload-params": "offload_params"}
 SWITCHES = {"checkpointing": ("--grad-checkpointing", None), "double_quant": ("--double-quant", None),
-            "amp": ("--amp", "--no-amp"), "zero_init": (None, "--no-zero-init")}
+            "amp": ("--amp", "--no-amp"), "zero_init": (None, "--no-zero-init"), "chunked_ce": ("--chunked-ce", None),
+            "fsdp_no_sync": ("--fsdp-no-sync", None), "fsdp_frozen_grads": ("--fsdp-frozen-grads", None),
+            "half_ce": ("--half-ce", None)}
 # job.workload keys of distributed training -> Workload fields
 SHARDING_KEYS = (("world_size", "world_size"), ("gpus_per_node", "gpus_per_node"), ("zero_stage", "zero"),
                  ("fsdp", "fsdp"), ("offload_optimizer", "offload_optimizer"), ("offload_params", "offload_params"),
@@ -104,7 +109,9 @@ def to_flags(model: str, fields: dict[str, Any]) -> str:
     """`--model M --method qlora --batch 1 ...`: the flags that give `doctor estimate` exactly these fields."""
     parts = ["--model", model]
     for field, value in fields.items():
-        if field in FLAGS and value is not None:
+        if field == "ds_knobs" and isinstance(value, dict) and value.get("version"):
+            parts += ["--deepspeed-version", str(value["version"])]   # the other knobs come with --deepspeed-config
+        elif field in FLAGS and value is not None:
             parts += [FLAGS[field], str(value)]
         elif field in SWITCHES:
             on, off = SWITCHES[field]
@@ -120,8 +127,9 @@ def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
     out = []
     if wl.method == "qlora" and wl.quant not in ("none", "nf4"):
         out.append(("--quant", wl.quant, "QLoRA trains on an NF4 base; expected nf4"))
-    if wl.quant in ("awq", "gptq") and wl.method != "inference":
-        out.append(("--quant", wl.quant, "AWQ/GPTQ kernels serve inference; expected --method inference"))
+    if wl.quant in ("awq", "gptq") and wl.method not in ("inference", "lora"):
+        out.append(("--quant", wl.quant, ("an AWQ/GPTQ base serves inference or LoRA on top of it (peft); expected "
+                                         "--method inference or --method lora")))
     if wl.double_quant and wl.quant not in ("nf4",) and wl.method != "qlora":
         out.append(("--double-quant", str(wl.quant), ("double quantization applies to NF4 (bitsandbytes 4-bit) "
                                                     "weights only; expected --quant nf4 or --method qlora")))
@@ -133,6 +141,25 @@ def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
                                                   "KV-cache length, prompt plus generated tokens")))
     if wl.context is not None and wl.method != "inference":
         out.append(("--context", str(wl.context), "sets the KV cache of generation; expected --method inference"))
+    if wl.implementation not in ("hf", "litgpt"):
+        out.append(("--implementation", str(wl.implementation), "expected hf or litgpt"))
+    if not 0 <= wl.lora_dropout < 1:
+        out.append(("--lora-dropout", str(wl.lora_dropout), "expected a probability from 0 up to (not including) 1"))
+    if wl.kv_cache_heads not in ("kv", "query"):
+        out.append(("--kv-cache-heads", str(wl.kv_cache_heads), "expected kv or query"))
+    elif wl.kv_cache_heads == "query" and wl.method != "inference":
+        out.append(("--kv-cache-heads", "query", "sizes the KV cache of generation; expected --method inference"))
+    if wl.half_ce and (wl.chunked_ce or wl.method in ("inference", "hessian")):
+        out.append(("--half-ce", wl.method if not wl.chunked_ce else "--chunked-ce", (
+            "sets how a training step's cross-entropy keeps the logits; expected --method full, lora or qlora, "
+            "without --chunked-ce")))
+    if (wl.fsdp_no_sync or wl.fsdp_frozen_grads) and wl.fsdp is None:
+        out.append(("--fsdp-no-sync" if wl.fsdp_no_sync else "--fsdp-frozen-grads", "set",
+                    "describes FSDP's gradients; expected --fsdp"))
+    if wl.chunked_ce and wl.method in ("inference", "hessian"):
+        out.append(("--chunked-ce", wl.method, ("the fused linear cross-entropy replaces a training step's loss (its "
+                                               "backward is not differentiable again); expected --method full, lora "
+                                               "or qlora")))
     out += _sharding_contradictions(wl)
     return out
 
@@ -169,12 +196,23 @@ def describe(wl: Workload) -> str:
     if wl.method != "inference":
         parts.append(wl.optimizer)
     if wl.method in ("lora", "qlora"):
-        parts.append(f"LoRA r={wl.lora_rank} ({wl.lora_targets})")
+        parts.append(f"LoRA r={wl.lora_rank} ({wl.lora_targets})" + (
+            f" dropout {wl.lora_dropout:g}" if wl.lora_dropout else ""))
     if wl.quant != "none" or wl.method == "qlora":
         parts.append((wl.quant if wl.quant != "none" else "nf4") + (" + double quant" if wl.double_quant else ""))
     parts.append(f"attention {wl.attention}")
     if wl.images:
         parts.append(f"{wl.images} image(s) {wl.image_size}px")
+    if wl.chunked_ce:
+        parts.append("fused linear cross-entropy")
+    if wl.half_ce:
+        parts.append("half-precision cross-entropy")
+    if wl.implementation != "hf":
+        parts.append(f"{wl.implementation} model code")
+    if wl.kv_cache_heads == "query":
+        parts.append("KV cache by query heads")
+    parts += [f"{lib} {getattr(wl, f'{lib}_version')}" for lib in ("transformers", "peft", "bitsandbytes")
+              if getattr(wl, f"{lib}_version")]
     if wl.zero is not None or wl.fsdp is not None or wl.world_size > 1:
         sh = sharding_of(wl)
         parts.append(sh.describe() if sh else "")
