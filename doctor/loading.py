@@ -39,8 +39,11 @@ def read_text(path: str | os.PathLike[str], limit: int, what: str) -> str:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise InputError(label, None, f"cannot read {what} ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):   # before fdopen, which refuses a directory with IsADirectoryError
+        os.close(fd)
+        raise InputError(label, None, f"is a directory; expected a {what} file")
     with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
                 "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"

@@ -16,7 +16,8 @@ def printable(text: str) -> str:
     out = []
     for ch in text:
         code = ord(ch)
-        if code < 0x20 or 0x7F <= code < 0xA0 or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+        if code < 0x20 or 0x7F <= code < 0xA0 or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069 \
+                or 0xD800 <= code <= 0xDFFF:   # a lone surrogate (from JSON's \ud800) cannot be written as UTF-8
             out.append(repr(ch)[1:-1] if code < 0x100 else f"\\u{code:04x}")
         else:
             out.append(ch)

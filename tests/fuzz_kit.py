@@ -514,6 +514,22 @@ class Case:
     isolated: bool = False
     facts: str | None = None                              # for locating check crashes
     refs: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)        # on exit 2 the line must name one of these (file or flag)
+
+
+def unnamed(o: Outcome, case: Case) -> list[str]:
+    """An exit-2 line that names none of the case's files nor any --flag (the contract: name the file or flag)."""
+    if o.rc != 2 or not case.names:
+        return []
+    shown = {n for n in case.names if n in o.err or excerpt_of(n) in o.err}
+    return [] if shown else [f"exit 2 naming no file or flag: {o.err.strip()[:200]}"]
+
+
+def excerpt_of(text: str) -> str:
+    """How doctor shows a long or odd path (doctor.loading.excerpt without its quotes)."""
+    from doctor.loading import excerpt
+
+    return excerpt(text, 200)[1:-1]
 
 
 class Recorder:
@@ -550,7 +566,7 @@ class Recorder:
             self.max_wall = (o.wall_s, case.argv)
         if o.rss_kib > self.max_rss[0]:
             self.max_rss = (o.rss_kib, case.argv)
-        for v in violations(o, case.command):
+        for v in violations(o, case.command) + unnamed(o, case):
             for refined, at, sig in self._classify(v, case):
                 self._keep(self.failures, refined, case, o, at, sig)
         for n in notes(o):
@@ -1121,6 +1137,8 @@ GPU_NAMES = ["A800 80GB", "NVIDIA H100 80GB HBM3", "H100", "NVIDIA A800-SXM4-80G
              "no such gpu", ANSI, "x" * 3000, "80GB", "V100", "NVIDIA", "a"]
 SIZES = ["80GB", "24GiB", "0GB", "0.0001KB", "1", "GB", "-1GB", "1e3GB", "9" * 400 + "GB", "1" * 30 + "TiB",
          "80 gib", " 80GB ", "80GB\n", "nan GB", "0.5MiB", "." + "0" * 400 + "1GB", "99999999999999999999TB"]
+VERSIONS = ["", "1.2.3.4.5rc", "../../x", "9" * 40, "9" * 5000, "4.57.1", "0.17.1", "0.45.0", "0.16.4", "v4.0",
+            "1!2.0", "4.0.dev0+local", "nul\x00", "💥", "-1", "0", "1e5", "4.57.1\n", " 4.57.1 ", ANSI]
 LORA_TARGETS = ["default", "all-linear", "nomatch", ",", ",,,", "q_proj,,", "", " ", "q_proj", "c_q,c_v",
                 "qkv", "linear_fc1", ANSI, "x" * 5000, "q_proj," * 500]
 
@@ -1144,6 +1162,8 @@ def _text_value(d: Draw, dest: str, ctx: dict[str, Any]) -> str:
                            ctx["empty_dir"], ctx["config"]]))
     if dest == "lora_targets":
         return d.pick(LORA_TARGETS)
+    if dest.endswith("_version"):
+        return d.pick(VERSIONS)
     if dest == "older_than":
         return d.pick(["30d", "12h", "0s", "-1d", "1", "d", "9" * 400 + "d", "1e5d", "99999999999w", "0.5min",
                        "nan d", "", ANSI])
@@ -1176,6 +1196,8 @@ def flag_value(d: Draw, spec: dict[str, Any], ctx: dict[str, Any]) -> list[str]:
         value = d.pick(["80GB", "24GiB", "40GB", "1TB", "100MB"])
     elif not hostile_value and spec["dest"] == "lora_targets":
         value = d.pick(["default", "all-linear", "q_proj,v_proj", "c_q,c_v", "query,value"])
+    elif not hostile_value and spec["dest"].endswith("_version"):
+        value = d.pick(["4.57.1", "4.40.0", "5.0.0", "0.17.1", "0.10.0", "0.45.0", "0.42.0", "0.16.4", "0.14.0"])
     elif not hostile_value and spec["dest"] == "older_than":
         value = d.pick(["30d", "12h", "90min", "2w"])
     else:
@@ -1216,13 +1238,37 @@ def estimate_flags_case(d: Draw, ctx: dict[str, Any]) -> Case:
     specs = flag_specs("estimate")
     argv = ["estimate", "--offline"]
     for spec in specs:
-        if spec["dest"] != "offline" and d.chance(6):
-            argv += flag_value(d, spec, ctx)
+        if spec["dest"] not in ("offline", "simulate", "simulate_timeout") and d.chance(6):   # --simulate: a
+            argv += flag_value(d, spec, ctx)                       # torch child, seconds a draw (simulate_case)
     if d.chance(2):
         argv += d.pick(CONTRADICTIONS)
     if not any(a.startswith(("--model", "--profile")) for a in argv) and not d.chance(10):
         argv.append("--model=" + d.pick(["opt-125m", "llama-2-7b", "qwen3-vl-32b-instruct", "nanochat-d12"]))
     return Case(argv, [], "flags", "estimate")
+
+
+NEW_ESTIMATE_FLAGS = ("hessian", "probes", "calibration_samples", "transformers_version", "peft_version",
+                      "bitsandbytes_version", "deepspeed_version", "chunked_ce")
+
+
+def new_estimate_flags_case(d: Draw, ctx: dict[str, Any]) -> Case:
+    """The second-order, library-version and chunked-CE flags alone, on a workload that otherwise runs (so most
+    draws reach a verdict, which the all-flags draw above rarely does)."""
+    specs = [s for s in flag_specs("estimate") if s["dest"] in NEW_ESTIMATE_FLAGS]
+    model = d.pick(["opt-125m", "llama-2-7b", "qwen3-vl-32b-instruct", "nanochat-d12", "opt-6.7b"])
+    argv = ["estimate", "--offline", f"--model={model}"]
+    method = d.pick([["--method=hessian"], [], ["--method=qlora"], ["--method=lora"], ["--method=inference"],
+                     ["--zero=2", "--world-size=2", "--offload-optimizer=cpu"], ["--method=hessian", "--dtype=fp16"]])
+    argv += method
+    second_order = ("hessian", "probes", "calibration_samples")
+    for spec in specs:   # mostly the flags that apply to the method drawn (d.chance(8): any)
+        applies = (spec["dest"] in second_order) == ("--method=hessian" in method) and not (
+            spec["dest"] == "chunked_ce" and ("--method=hessian" in method or "--method=inference" in method))
+        if (applies and not d.chance(3)) or d.chance(8):
+            argv += flag_value(d, spec, ctx)
+    if d.chance(4):
+        argv += d.pick([["--format=json"], ["--gpu=A800 80GB"], ["--seq=2048"], ["--batch=" + "9" * 30]])
+    return Case(argv, [], "new flags", "estimate", names=["--"])
 
 
 def other_flags_case(d: Draw, ctx: dict[str, Any]) -> Case:
@@ -1392,3 +1438,263 @@ def write_corpus_case(name: str, folder: Path) -> list[str]:
         else:
             (folder / fname).write_text(content)
     return [a.replace("{dir}", str(folder)) for a in argv]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (5) the newer surfaces: hybrid Mamba configs, `doctor baseline capture --from-report`, `doctor check --health`,
+# and the --simulate parent with a stand-in child
+
+
+HYBRID_SEEDS = {   # tests/test_vram_hybrid.py TINY: small configs transformers builds
+    "bamba": {"model_type": "bamba", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 5,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "attn_layer_indices": [1, 3],
+              "mamba_n_heads": 8, "mamba_d_state": 16, "mamba_n_groups": 2, "mamba_chunk_size": 16},
+    "nemotron_h": {"model_type": "nemotron_h", "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 100, "hybrid_override_pattern": "M-M*-M",
+                   "mamba_num_heads": 8, "mamba_head_dim": 16, "ssm_state_size": 16, "n_groups": 2, "chunk_size": 16},
+    "granitemoehybrid": {"model_type": "granitemoehybrid", "hidden_size": 64, "shared_intermediate_size": 96,
+                         "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,
+                         "num_local_experts": 0, "layer_types": ["mamba", "attention", "mamba", "attention"],
+                         "mamba_n_heads": 8, "mamba_d_state": 16, "mamba_n_groups": 2, "mamba_chunk_size": 16},
+}
+HYBRID_LISTS = [[], [0], [-1], [-(2**63)], [2**63], [10**30], [1, 1, 1], list(range(-5, 50)), ["1"], [True], [1.5],
+                [None], [[1]], "1,3", 3, None, {"1": 1}, ["mamba"], ["attention"] * 3, ["mlp"], ["moe"], ["M"],
+                ["linear_attention", "full_attention"], ["mamba", 1], ["mamba"] * 20000, [ANSI], [""]]
+HYBRID_PATTERNS = ["", "M", "*", "-", "E", "M?*", "m", "M" * 20000, "*" * 20000, "M\x00*", "M\u202e*", "💥", " M", "M-",
+                   "M*" * 3000, ANSI, 5, None, ["M"], {"M": 1}]
+HYBRID_INTS = [0, -1, 1, 2, 3, 10**9, 10**10, 10**10 + 1, 2**63, Raw("1" * 400), "4", 4.0, True, None, [4]]
+HYBRID_INT_KEYS = ["num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+                   "mamba_n_heads", "mamba_num_heads", "mamba_d_head", "mamba_head_dim", "mamba_expand",
+                   "mamba_n_groups", "n_groups", "mamba_d_state", "ssm_state_size", "mamba_d_conv", "conv_kernel",
+                   "intermediate_size", "shared_intermediate_size", "num_local_experts", "num_nextn_predict_layers",
+                   "vocab_size"]
+
+
+def hybrid_case(d: Draw, scratch: Scratch) -> Case:
+    """A hybrid attention + Mamba-2 config with hostile layer lists, patterns and sizes."""
+    folder = scratch.case_dir()
+    family = d.pick(sorted(HYBRID_SEEDS))
+    doc = copy.deepcopy(HYBRID_SEEDS[family])
+    whats = [f"from {family}"]
+    for _ in range(d.int(1, 3)):
+        op = d.int(0, 5)
+        if op <= 1:
+            key = d.pick(["attn_layer_indices", "layers_block_type", "layer_types"])
+            doc[key] = d.pick(HYBRID_LISTS)
+        elif op == 2:
+            key = "hybrid_override_pattern"
+            doc[key] = d.pick(HYBRID_PATTERNS)
+        elif op <= 4:
+            key = d.pick(HYBRID_INT_KEYS)
+            doc[key] = d.pick(HYBRID_INTS)
+        else:
+            key = d.pick(["mamba_d_head", "tie_word_embeddings", "attention_dropout", "mlp_bias", "use_bias",
+                          "mamba_conv_bias", "model_type"])
+            doc[key] = d.pick(["auto", "x", True, 1.5, -0.1, None, Raw("NaN"), "jamba", "zamba2", "falcon_h1", ""])
+        whats.append(f"{key} = {_short(doc[key])}")
+    path = folder / "config.json"
+    path.write_text(to_json(doc), encoding="utf-8")
+    argv = ["estimate", "--offline", "--model", str(path)]
+    argv += d.pick([[], ["--method", "inference", "--context", "32768"], ["--method", "lora"], ["--method", "qlora"],
+                    ["--format", "json"], ["--grad-checkpointing", "--batch", "4"], ["--method", "hessian"],
+                    ["--method", "hessian", "--hessian", d.pick(["hvp", "hutchinson", "gptq", "full"])],
+                    ["--zero", "3", "--world-size", "8"], ["--transformers-version", d.pick(["4.40.0", "5.0.0"])]])
+    return Case(argv, [path], "; ".join(whats), "estimate", names=[str(path), "--"])
+
+
+def baseline_report(folder: Path) -> Path:
+    """A real `doctor check --format json` report of an 8x A800 node with a literal bench section (the seed)."""
+    from benchfacts import device
+    from factsbuilder import QWEN_QLORA_ENV, autodl_box
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "NVIDIA A800-SXM4-80GB"
+    facts = autodl_box(dict(QWEN_QLORA_ENV), hf_home="/root/autodl-tmp/huggingface", count=8)
+    facts["provenance"]["hostname"] = "gpu01"
+    facts["bench"] = {"status": "ok", "device_type": "cuda", "timeout_s": 180.0, "duration_s": 30.0,
+                      "devices": [device(i, name, fp16=280.0 + i, bf16=282.0, gbps=1800.0 + i) for i in range(8)]}
+    src, out = folder / "gpu01.facts.json", folder / "gpu01.json"
+    src.write_text(json.dumps(facts))
+    o = run_inprocess(["check", "--facts", str(src), "-p", "base", "--format", "json", "--output", str(out)])
+    assert o.rc == 0 and out.is_file(), o.err
+    return out
+
+
+TOLERANCES = ["10%", "0", "0%", "99.999%", " 5 % ", "-5%", "200%", "100%", "nan", "inf", "1e309", "1e2", "", "%",
+              "10%%", "0x10", "1" * 400, "10 percent", ANSI, "５%"]
+REPORT_KEYS = ["facts", "facts.gpu", "facts.bench", "facts.python", "facts.torch", "facts.gpu.devices",
+               "facts.gpu.driver_version", "facts.bench.devices", "facts.python.distributions", "facts.python.version",
+               "facts.torch.version", "verdict", "verdict.exit_code", "results", "schema_version", "facts.provenance",
+               "facts.provenance.hostname", "profiles", "created", "doctor_version", "facts.bench.status"]
+
+
+def _report_edit(d: Draw, doc: dict[str, Any]) -> str:
+    """One targeted edit of a report: drop a section or set it to a hostile value of another type."""
+    key = d.pick(REPORT_KEYS)
+    node: Any = doc
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return "no-op"
+    if d.chance(3):
+        node.pop(parts[-1], None)
+        return f"drop {key}"
+    old = node.get(parts[-1])
+    node[parts[-1]] = d.pick([None, 1, -1, "", "x", [], {}, [None], [1, "x"], {"": None}, Raw("1" * 400), ANSI,
+                              "1" * 300_000, True, Raw("NaN"), [old] * 3 if old is not None else [{}],
+                              "570.124.06", "4.57.1", "==1", "1.0", 0, 3, [{"name": ANSI, "status": "ok"}]])
+    return f"set {key} = {_short(node[parts[-1]])}"
+
+
+def baseline_case(d: Draw, scratch: Scratch, seed: Path) -> Case:
+    """`doctor baseline capture --from-report` with a hostile report, output path, tolerance or name."""
+    folder = scratch.case_dir()
+    report = folder / "report.json"
+    whats: list[str] = []
+    kind = d.int(0, 9)
+    doc = json.loads(seed.read_text())
+    source: Path | str = report
+    if kind <= 3:
+        for _ in range(d.int(1, 3)):
+            whats.append(_report_edit(d, doc))
+        report.write_text(to_json(doc), encoding="utf-8")
+    elif kind <= 5:
+        for _ in range(d.int(1, 2)):
+            whats.append(mutate(d, doc, False, prefer=("facts", "verdict", "results")))
+        report.write_text(to_json(doc), encoding="utf-8")
+    elif kind == 6:
+        text = seed.read_text()
+        variant = d.int(0, 5)
+        if variant == 0:
+            report.write_bytes(text.encode()[: d.int(0, 2000)] + b"\xff\xfe\x80")
+            whats.append("non-UTF-8 bytes")
+        elif variant == 1:
+            report.write_text(text[: d.int(0, len(text) - 1)])
+            whats.append("truncated")
+        elif variant == 2:
+            report.write_text(text + " " * ((32 << 20) + 10))
+            whats.append("over the size limit")
+        elif variant == 3:
+            report.write_text(d.pick(["", "null", "[]", "1", '"x"', "{}", "[" * 100_000, '{"schema_version": "1.9"}',
+                                      '{"schema_version": "2.0"}', "\ufeff{}", '{"a": NaN}']))
+            whats.append(f"document {report.read_text()[:30]!r}")
+        elif variant == 4:
+            doc["facts"]["gpu"]["devices"] = doc["facts"]["gpu"]["devices"] * 500
+            doc["facts"]["bench"]["devices"] = doc["facts"]["bench"]["devices"] * 500
+            report.write_text(json.dumps(doc))
+            whats.append("4000 GPUs")
+        else:   # a facts snapshot where a report belongs
+            report.write_text(seed.with_name("gpu01.facts.json").read_text())
+            whats.append("a facts snapshot")
+    elif kind == 7:
+        fifo = folder / "fifo.json"
+        os.mkfifo(fifo)
+        source = d.pick([folder, "/dev/zero", "/dev/null", fifo, folder / "missing.json", "", "/proc/self/mem"])
+        whats.append(f"--from-report {source}")
+    else:
+        report.write_text(seed.read_text())
+    argv = ["baseline", "capture", "--from-report", str(source)]
+    out = folder / "site.yaml"
+    choice = d.int(0, 11)   # 0-4 and 10-11: a new file (hypothesis draws small numbers most often)
+    if choice == 5:
+        out = folder
+    elif choice == 6:
+        out = Path("/proc/doctor-fuzz.yaml")
+    elif choice == 7:
+        out = folder / "missing" / "site.yaml"
+    elif choice == 3:
+        out.write_text("kind: machine\n")
+        if d.chance(2):
+            argv.append("--force")
+    elif choice == 8:
+        out = folder / "out.fifo"
+        os.mkfifo(out)
+        argv.append("--force")
+    elif choice == 9:
+        out = folder / "a b'$(x)" / "site.yaml"
+        out.parent.mkdir()
+    argv += ["--output", str(out)]
+    if d.chance(2):
+        argv.append("--tolerance=" + d.pick(TOLERANCES))
+    if d.chance(4):
+        argv.append("--name=" + d.pick(STRINGS))
+    if d.chance(4):
+        argv.append("--versions=" + d.pick(["exact", "minimum", "none"]))
+    if d.int(0, 11) == 11:
+        argv += d.pick([["--profile", "base"], ["--python", sys.executable]])   # refused with --from-report
+    whats.append(f"--output {out.name}")
+    return Case(argv, [report] if report.is_file() else [], "; ".join(whats), "baseline",
+                names=[str(source), str(out), "--"])
+
+
+def health_profiles(folder: Path, seed_report: Path) -> list[list[str]]:
+    """The profile combinations --health is fuzzed with, a captured site baseline among them."""
+    site = folder / "site.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    o = run_inprocess(["baseline", "capture", "--from-report", str(seed_report), "-o", str(site), "--force"])
+    assert o.rc == 0, o.err
+    return [[], ["base"], ["a800-80g"], [str(site)], ["cpu-ci"], ["h100-80g", "opt-hessian"], [str(site), "base"]]
+
+
+def health_case(d: Draw, scratch: Scratch, seeds: dict[str, dict[str, Any]], profiles: list[list[str]]) -> Case:
+    """`doctor check --health --facts` with a mutated snapshot (the sections health reads most often)."""
+    folder = scratch.case_dir()
+    name = d.pick(sorted(seeds))
+    doc = copy.deepcopy(seeds[name])
+    whats = [f"from {name}"]
+    for _ in range(d.int(1, 3)):
+        slot = pick_slot(d, doc, ("gpu", "resources", "disk", "kernel", "host", "bench"))
+        if slot is not None and not d.chance(3):   # mostly a value of the same type: past the schema, to the checks
+            parent, key, where = slot
+            parent[key] = same_type(d, parent[key], False)
+            whats.append(f"set {where} = {_short(parent[key])} (same type)")
+        else:
+            whats.append(mutate(d, doc, False, prefer=("gpu", "resources", "disk", "kernel", "host", "bench")))
+    path = folder / "facts.json"
+    path.write_text(to_json(doc), encoding="utf-8")
+    refs = d.pick(profiles)
+    argv = ["check", "--health", "--facts", str(path), *[a for r in refs for a in ("-p", r)]]
+    extra = d.int(0, 9)
+    argv += [[], [], ["-v"], ["--strict"], ["--timeout", "0.001"], ["--timeout", "1e9"], ["--no-bench"], [],
+             ["-v", "--strict"], ["--format", "json"] if d.chance(2) else ["--output", str(folder / "x")]][extra]
+    return Case(argv, [path], "; ".join(whats), "check", facts=str(path), refs=refs,
+                names=[str(path), "--"])
+
+
+SIM_ANSWERS: list[Any] = [
+    {"ok": True, "peak_bytes": 1000, "by_category": {"params": 600}, "peak_phase": "backward"},
+    {"ok": True}, {"ok": True, "peak_bytes": "x"}, {"ok": True, "peak_bytes": None}, {"ok": True, "peak_bytes": -1},
+    {"ok": True, "peak_bytes": 2**70}, {"ok": True, "peak_bytes": 1.5e308}, {"ok": True, "peak_bytes": 10,
+                                                                            "by_category": "abc"},
+    {"ok": True, "peak_bytes": 10, "by_category": [1, 2]}, {"ok": True, "peak_bytes": 10, "by_category": {"a": "x"}},
+    {"ok": True, "peak_bytes": 10, "versions": "x", "notes": "n"}, {"ok": True, "peak_bytes": 10, "notes": [ANSI]},
+    {"ok": True, "peak_bytes": 10, "peak_phase": {"a": 1}, "seconds": "x", "params": [1]},
+    {"ok": False}, {"ok": False, "stage": None, "error": None}, {"ok": False, "stage": "import", "error": ANSI},
+    {"ok": False, "stage": [1], "error": {"a": 1}, "refused": True}, {"ok": "yes", "peak_bytes": 5}, {"ok": 0},
+]
+
+
+def simulate_case(d: Draw, folder: Path) -> tuple[Case, str]:
+    """`doctor estimate --simulate` with the child replaced by a stand-in printing a hostile answer (the text the
+    stand-in prints is returned, for the caller to put where the stand-in reads it)."""
+    kind = d.int(0, 5)
+    if kind <= 3:
+        answer = copy.deepcopy(d.pick(SIM_ANSWERS))
+        text = to_json(answer).replace("\n", "")
+        what = f"answer {text[:80]}"
+    else:
+        text = d.pick(["", "not json", "[1]", '{"ok"', "null", "1e999", '{"ok": true, "peak_bytes": NaN}',
+                       "x" * 200_000, '{"ok": true, "peak_bytes": 1' + "0" * 5000 + "}"])
+        what = f"raw stdout {text[:40]!r}"
+    model = d.pick(["opt-125m", "llama-2-7b", str(folder / "hybrid.json"), str(folder / "unmodelled.json")])
+    argv = ["estimate", "--offline", "--simulate", "--model", model]
+    argv += d.pick([[], ["--format", "json"], ["--method", "inference"], ["--method", "lora"],
+                    ["--transformers-version", "4.40.0"], ["--simulate-timeout", "1"]])
+    return Case(argv, [], what, "estimate", names=[model, "--"]), text
+
+
+SIM_STAND_IN = """import os, sys
+sys.stdout.write(open(os.environ["FUZZ_SIM_ANSWER"], encoding="utf-8").read() + "\\n")
+sys.exit(int(os.environ.get("FUZZ_SIM_RC", "0")))
+"""

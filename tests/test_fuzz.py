@@ -6,7 +6,10 @@ and finish in bounded time (here: 10 s per input) and memory (the isolated runs:
 
 Four kinds of input, each mutated from doctor's own seeds by a deterministic mutator (hypothesis, derandomized,
 no shrinking: every example runs and every violation is collected, then the test asserts there are none):
-profiles (and the DeepSpeed configs they name), facts snapshots, model configs, command-line flags. The
+profiles (and the DeepSpeed configs they name), facts snapshots, model configs, command-line flags; and the
+newer surfaces: hybrid Mamba configs, `doctor baseline capture --from-report` (hostile reports, output paths,
+tolerances), `doctor check --health --facts`, the --simulate parent (its child replaced by a stand-in that
+prints a hostile answer). On exit 2 those also check the line names the file or the flag. The
 corpus replays the minimal inputs the fuzzer once found breaking the contract. A few fixed cases run in a
 child process with a time and memory limit (aliases, nesting, /dev/zero, FIFOs, long `extends` chains).
 Whole file: about a minute on 2 cores (DOCTOR_FUZZ_SCALE=8 multiplies the examples, for a longer local run).
@@ -116,6 +119,13 @@ def test_fuzz_estimate_flags(sandbox):
         rec.run(fk.estimate_flags_case(Draw(data), ctx))
 
     one()
+
+    @fuzz_settings(60)
+    @given(st.data())
+    def new_flags(data):
+        rec.run(fk.new_estimate_flags_case(Draw(data), ctx))
+
+    new_flags()
     _finish(rec)
 
 
@@ -135,6 +145,81 @@ def test_fuzz_other_flags(sandbox):
         rec.run(fk.validate_flags_case(Draw(data), ctx))
 
     validate()
+    _finish(rec)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# (5) the newer surfaces: hybrid Mamba configs, baseline capture, --health, the --simulate parent
+
+
+def test_fuzz_hybrid_configs(sandbox):
+    rec, scratch = Recorder("hybrid"), fk.Scratch("hybrid")
+
+    @fuzz_settings(120)
+    @given(st.data())
+    def one(data):
+        rec.run(fk.hybrid_case(Draw(data), scratch))
+
+    one()
+    _finish(rec)
+
+
+def test_fuzz_baseline_capture(sandbox):
+    rec, scratch = Recorder("baseline"), fk.Scratch("baseline")
+    seed = fk.baseline_report(fk.FUZZ_DIR / "work" / "baseline-seed")
+
+    @fuzz_settings(110)
+    @given(st.data())
+    def one(data):
+        o = rec.run(case := fk.baseline_case(Draw(data), scratch, seed))
+        if o.rc not in (0, 2):   # its documented exit codes
+            rec._keep(rec.failures, f"baseline capture exit {o.rc}", case, o)
+
+    one()
+    _finish(rec)
+
+
+def test_fuzz_health(sandbox):
+    rec, scratch = Recorder("health"), fk.Scratch("health")
+    seed = fk.baseline_report(fk.FUZZ_DIR / "work" / "baseline-seed")
+    seeds = dict(fk.facts_seeds(), a800_bench=json.loads(seed.with_name("gpu01.facts.json").read_text()))
+    profiles = fk.health_profiles(fk.FUZZ_DIR / "work" / "health-profiles", seed)
+
+    @fuzz_settings(120)
+    @given(st.data())
+    def one(data):
+        rec.run(fk.health_case(Draw(data), scratch, seeds, profiles))
+
+    one()
+    _finish(rec)
+
+
+def test_fuzz_simulate_parent(sandbox, monkeypatch):
+    """--simulate with the torch child replaced by a stand-in printing a hostile answer (tests/test_vram_simulate.py
+    runs the real child)."""
+    from doctor.vram import simulate
+
+    folder = fk.FUZZ_DIR / "work" / "simulate"
+    folder.mkdir(parents=True, exist_ok=True)
+    stand_in, answer = folder / "stand_in.py", folder / "answer.txt"
+    stand_in.write_text(fk.SIM_STAND_IN)
+    (folder / "hybrid.json").write_text(json.dumps(fk.HYBRID_SEEDS["bamba"]))
+    (folder / "unmodelled.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2, "n_embd": 64}))
+    monkeypatch.setenv("FUZZ_SIM_ANSWER", str(answer))
+    real = simulate.run_child
+    monkeypatch.setattr(simulate, "run_child", lambda req, timeout_s, script=None, **kw: real(req, timeout_s, stand_in))
+    rec = Recorder("simulate")
+
+    @fuzz_settings(30)
+    @given(st.data())
+    def one(data):
+        d = Draw(data)
+        case, text = fk.simulate_case(d, folder)
+        answer.write_text(text, encoding="utf-8")
+        monkeypatch.setenv("FUZZ_SIM_RC", str(d.pick([0, 0, 0, 1, 139])))
+        rec.run(case)
+
+    one()
     _finish(rec)
 
 

@@ -6,7 +6,7 @@ import statistics
 from typing import Any, Callable
 
 from doctor.bench.reference import gpu_reference, level, tolerance
-from doctor.model import NO_GPU, Remediation, Result, Status, failed, fold, passed, skipped, warned
+from doctor.model import NO_GPU, Remediation, Result, Status, errored, failed, fold, passed, skipped, warned
 from doctor.registry import check
 
 Outcome = tuple[Status, str, "Remediation | None"]
@@ -86,7 +86,12 @@ def _judge(facts: dict[str, Any], stage: str, first: bool,
     outcomes: list[Outcome] = []
     for dev in devs:
         data, blocked = _stage(dev, stage, first)
-        outcomes.append(blocked or merge(judge_one(dev, data or {}), dev.get("label") or dev.get("key")))
+        label = dev.get("label") or dev.get("key")
+        try:
+            outcomes.append(blocked or merge(judge_one(dev, data or {}), label))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:   # a figure the bench did not record
+            outcomes.append((Status.ERROR, f"{label}: could not decide: the {stage} figures are incomplete "
+                             f"({type(exc).__name__}: {exc})", None))
     return combine(outcomes, "devices")
 
 
@@ -114,6 +119,8 @@ def combine(outcomes: list[Outcome], what: str) -> Result:
         return skipped(summary + extra, *lines)
     if status is Status.PASS:
         return passed(summary + extra, *lines)
+    if status is Status.ERROR:
+        return errored(summary + extra, *lines)
     return (failed if status is Status.FAIL else warned)(summary + extra, remedy, *lines)
 
 

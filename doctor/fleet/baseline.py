@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import __version__, refdata
 from ..errors import InputError
+from ..loading import excerpt
 from .node import PACKAGES, read
 
 VERSION_MODES = ("exact", "minimum", "none")
@@ -35,12 +36,12 @@ def figure(dev: dict[str, Any], key: str) -> float | None:
         return float(value) if ok else None
 
     if key.startswith("matmul_"):
-        fig = (dev.get("matmul") or {}).get(key.split("_")[1])
+        fig = _dict(dev.get("matmul")).get(key.split("_")[1])
         return num(fig.get("tflops")) if isinstance(fig, dict) and "error" not in fig else None
     if key == "bandwidth_gbps":
         bw = dev.get("bandwidth")
         return num(bw.get("gbps")) if isinstance(bw, dict) and bw.get("verified") else None
-    tr = (dev.get("hvp") or {}).get("transformer")
+    tr = _dict(dev.get("hvp")).get("transformer")
     if not isinstance(tr, dict):
         return None
     rates = [num((tr.get(m) or {}).get("per_s")) for m in ("double_backward", "forward_over_reverse")
@@ -81,13 +82,18 @@ def parse_tolerance(text: str) -> float:
     return value
 
 
+def _printable(text: str) -> str:
+    """`text` without the characters YAML refuses in a file (control characters, DEL, C1, surrogates)."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
 def _q(value: Any) -> str:
     """A YAML scalar: JSON's quoting is valid YAML (flow style)."""
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(_printable(value) if isinstance(value, str) else value, ensure_ascii=False)
 
 
 def _comment(text: str) -> str:
-    return " ".join(str(text).split())
+    return " ".join(_printable(str(text)).split())
 
 
 def _line(yaml: str, why: str) -> str:
@@ -136,6 +142,10 @@ def build(report: Any, source: str, *, tolerance_pct: float = 10.0, name: str | 
                          + "; a baseline is captured on a known-good node")
     facts = report["facts"]
     gpu, bench = _dict(facts.get("gpu")), facts.get("bench")
+    for key, section in (("gpu", gpu), ("bench", bench)):
+        listed = section.get("devices") if isinstance(section, dict) else None
+        if listed is not None and not isinstance(listed, list):
+            raise InputError(source, f"facts.{key}.devices", f"is {excerpt(listed)}; expected a list of devices")
     out = Baseline("")
     host = node.name if node.name_from != "file name" else f"{node.name} (file name; the report is redacted)"
     title = name or node.name
@@ -175,7 +185,8 @@ def build(report: Any, source: str, *, tolerance_pct: float = 10.0, name: str | 
     checks += _bench(bench, tolerance_pct, out)
     head = [f"# Site baseline {_comment(title)}, written by `doctor baseline capture` (doctor {__version__})"
             + (f" at {captured}" if captured else "") + ".",
-            (f"# Source: {_comment(source)}; host {_comment(host)}; report created {node.created or '?'} by doctor "
+            (f"# Source: {_comment(source)}; host {_comment(host)}; report created "
+             f"{_comment(node.created or '?')} by doctor "
              f"{_comment(report.get('doctor_version') or '?')}; profiles judged: "
              f"{_comment(', '.join(node.profiles) or '?')}; verdict exit {node.exit_code}."),
             "# Each value below names the fact of that report it came from. Bench floors: the median over the",

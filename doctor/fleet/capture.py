@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from ..args import seconds
 from ..errors import InputError
 from ..loading import FACTS_BYTES, read_text
+from ..output import printable
 from ..secrets import scrub
 from .baseline import VERSION_MODES, build, parse_tolerance
 from .node import parse
@@ -60,10 +62,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise InputError(args.output, None, "is a directory; expected the YAML file to write (--output)")
+    if out.exists() and not out.is_file():   # --force would rename over a device node or FIFO (/dev/null)
+        raise InputError(args.output, None, "is not a regular file; expected the YAML file to write (--output)")
     if out.exists() and not args.force:
         raise InputError(args.output, None, "exists; pass --force to overwrite it")
     if not out.parent.is_dir():
         raise InputError(args.output, None, f"its directory {out.parent} does not exist")
+    if args.from_report == "":   # not "check this node now", which is what leaving --from-report out asks
+        raise InputError("--from-report", None, "is empty; expected a `doctor check --format json` report file")
     if args.from_report:
         fresh = [f for f, v in (("--profile", args.profile), ("--python", args.python)) if v]
         if fresh:
@@ -77,12 +83,12 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     baseline = build(data, source, tolerance_pct=tolerance, name=args.name, versions=args.versions, captured=now)
     _write_checked(scrub(baseline.text), out)
-    print(f"wrote {out}: a machine profile from {source}")
-    for line in baseline.kept:
-        print(f"  {line}")
+    print(printable(f"wrote {out}: a machine profile from {source}"))
+    for line in baseline.kept:   # the report's own text (GPU names, versions): escaped for the terminal
+        print(printable(f"  {line}"))
     for line in baseline.omitted:
-        print(f"  left out: {line}")
-    print(f"check a node against it: doctor check --profile {out}")
+        print(printable(f"  left out: {line}"))
+    print(f"check a node against it: doctor check --profile {shlex.quote(str(out))}")
     return 0
 
 
@@ -102,7 +108,10 @@ def _write_checked(text: str, out: Path) -> None:
     from ..profile import load
     from ..registry import discover
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.parent)
+    except OSError as exc:   # a read-only or pseudo file system (/proc), no permission
+        raise InputError(str(out), None, f"cannot write the profile ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
