@@ -29,26 +29,37 @@ MODELS = Path(__file__).parents[1] / "doctor" / "data" / "models"
 GIB = 2**30
 
 
-@pytest.mark.parametrize("name", sorted(HUB_IDS))
-def test_parameter_count_equals_transformers_meta_build(name):
-    """The analytic count against the model transformers builds on the meta device from the same config.json."""
+@pytest.fixture(scope="module")
+def meta_counts() -> dict[str, int]:
+    """Every built-in model's parameter count as transformers builds it on the meta device, in one subprocess
+    (torch and transformers are imported once, not once per model)."""
     pytest.importorskip("transformers")
+    paths = {name: str(MODELS / (name + ".json")) for name in sorted(HUB_IDS)}
     code = f"""
 import json, torch, transformers
 from transformers import AutoConfig
-c = AutoConfig.from_pretrained({str(MODELS / (name + '.json'))!r})
-with torch.device('meta'):
-    if c.model_type == 'bert':
-        m = transformers.BertForSequenceClassification(c)
-    elif c.model_type == 'qwen3_vl':
-        m = transformers.Qwen3VLForConditionalGeneration._from_config(c)
-    else:
-        m = transformers.AutoModelForCausalLM.from_config(c)
-print(sum(p.numel() for p in m.parameters()))
+out = {{}}
+for name, path in {paths!r}.items():
+    c = AutoConfig.from_pretrained(path)
+    with torch.device('meta'):
+        if c.model_type == 'bert':
+            m = transformers.BertForSequenceClassification(c)
+        elif c.model_type == 'qwen3_vl':
+            m = transformers.Qwen3VLForConditionalGeneration._from_config(c)
+        else:
+            m = transformers.AutoModelForCausalLM.from_config(c)
+    out[name] = sum(p.numel() for p in m.parameters())
+print(json.dumps(out))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert resolve(name).params == int(out.stdout.split()[-1])
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", sorted(HUB_IDS))
+def test_parameter_count_equals_transformers_meta_build(name, meta_counts):
+    """The analytic count against the model transformers builds on the meta device from the same config.json."""
+    assert resolve(name).params == meta_counts[name]
 
 
 def test_nanochat_d20_is_the_561m_model():
@@ -68,21 +79,36 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("family,dtype,attn,lora", [
+AUTOGRAD_CASES = [
     ("llama", "fp32", "eager", None), ("llama", "bf16", "eager", None), ("llama", "bf16", "sdpa", None),
     ("llama", "bf16", "sdpa", ["q_proj", "v_proj"]), ("qwen3", "bf16", "eager", None),
-    ("opt", "fp32", "eager", None), ("opt", "bf16", "sdpa", None), ("bert", "fp32", "eager", None)])
-def test_saved_activations_match_autograd_on_cpu(family, dtype, attn, lora):
+    ("opt", "fp32", "eager", None), ("opt", "bf16", "sdpa", None), ("bert", "fp32", "eager", None)]
+
+
+def _spec(family: str, dtype: str, attn: str, lora: list[str] | None) -> dict:
+    return dict(model_type=family, config=TINY[family], dtype=dtype, attn=attn, batch=2, seq=16, lora=lora,
+                lora_rank=4)
+
+
+@pytest.fixture(scope="module")
+def autograd_saved() -> list[dict]:
+    """tests/vram/saved_bytes.py over every case, in one subprocess (torch and transformers imported once)."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    specs = [_spec(*case) for case in AUTOGRAD_CASES]
+    out = subprocess.run([sys.executable, str(HERE / "vram" / "saved_bytes.py"), json.dumps(specs)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(AUTOGRAD_CASES)),
+                         ids=["-".join(str(x) for x in c[:3]) + ("-lora" if c[3] else "") for c in AUTOGRAD_CASES])
+def test_saved_activations_match_autograd_on_cpu(case, autograd_saved):
     """Bytes per token one block keeps for backward, measured with saved_tensors_hooks on the real Hugging Face
     implementation. Dropout is off here: on CPU dropout keeps a float mask, CUDA's fused kernel a 1-byte one."""
-    pytest.importorskip("transformers")
-    if lora:
-        pytest.importorskip("peft")
-    spec = dict(model_type=family, config=TINY[family], dtype=dtype, attn=attn, batch=2, seq=16, lora=lora, lora_rank=4)
-    out = subprocess.run([sys.executable, str(HERE / "vram" / "saved_bytes.py"), json.dumps(spec)],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    measured = json.loads(out.stdout.strip().splitlines()[-1])["per_token"][-1]
+    family, dtype, attn, lora = AUTOGRAD_CASES[case]
+    measured = autograd_saved[case]["per_token"][-1]
     arch = from_config(dict(TINY[family], model_type=family))
     full = lora is None
     ctx = act.Ctx(p=4 if dtype == "fp32" else 2, amp=False, trainable=frozenset({"*"}) if full else frozenset(),

@@ -95,6 +95,12 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--fsdp-frozen-grads", action="store_true", default=None,
                    help="FSDP LoRA: the frozen base shares flat parameters with the adapters (use_orig_params=True, "
                         "one unit per block, as LitGPT wraps): gradients cover the frozen weights too")
+    d.add_argument("--ram-efficient-loading", action="store_true", default=None,
+                   help="FSDP: accelerate's fsdp_cpu_ram_efficient_loading - local rank 0 loads the checkpoint on the "
+                        "CPU, the other ranks build on the meta device (default: every rank loads it)")
+    d.add_argument("--load-dtype", choices=("fp32", "fp16", "bf16"),
+                   help="the dtype from_pretrained builds the model in on the CPU (default: fp32, transformers' "
+                        "default before 5.0)")
     d.add_argument("--deepspeed-config", metavar="FILE", help="a DeepSpeed JSON: stage, offload, pin_memory, "
                                                               "bucket sizes (flags override it)")
     p.add_argument("--gpu", metavar="NAME", help="judge against this GPU of doctor's table (`doctor gpus`), e.g. "
@@ -121,7 +127,8 @@ ARG_FIELDS = (("method", "method"), ("dtype", "dtype"), ("amp", "amp"), ("batch"
               ("half_ce", "half_ce"), ("fsdp_no_sync", "fsdp_no_sync"), ("fsdp_frozen_grads", "fsdp_frozen_grads"),
               ("transformers_version", "transformers_version"), ("peft_version", "peft_version"),
               ("bitsandbytes_version", "bitsandbytes_version"), ("kv_cache_heads", "kv_cache_heads"),
-              ("lora_dropout", "lora_dropout"), ("implementation", "implementation"))
+              ("lora_dropout", "lora_dropout"), ("implementation", "implementation"),
+              ("ram_efficient_loading", "ram_efficient_loading"), ("load_dtype", "load_dtype"))
 
 
 def _version(flag: str) -> Any:
@@ -133,7 +140,8 @@ def _version(flag: str) -> Any:
         try:
             return check(flag, text)
         except Bad:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a version; expected a PEP 440 version such as "
+            shown = text if len(text) <= 60 else text[:60] + "..."
+            raise argparse.ArgumentTypeError(f"{shown!r} is not a version; expected a PEP 440 version such as "
                                              "4.57.1") from None
 
     parse.__name__ = "version"

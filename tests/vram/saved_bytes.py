@@ -64,5 +64,6 @@ def measure(spec: dict) -> dict:
     return {"per_token": [x / (b * s) for x in per_layer], "transformers": transformers.__version__}
 
 
-if __name__ == "__main__":
-    print(json.dumps(measure(json.loads(sys.argv[1]))))
+if __name__ == "__main__":   # one spec, or a list of specs measured in this one process
+    arg = json.loads(sys.argv[1])
+    print(json.dumps([measure(spec) for spec in arg] if isinstance(arg, list) else measure(arg)))
