@@ -100,6 +100,8 @@ SCHEMA: dict[str, Any] = {
             "fsdp": Choice(("full", "shard-grad-op", "hybrid", "hybrid-zero2", "no-shard")),
             "offload_optimizer": Choice(("none", "cpu", "nvme")), "offload_params": Choice(("none", "cpu", "nvme")),
             "zero_init": bool,
+            # how the model is built on the CPU: accelerate's fsdp_cpu_ram_efficient_loading; from_pretrained's dtype
+            "ram_efficient_loading": bool, "load_dtype": Choice(("fp32", "fp16", "bf16")),
             "params": Num(1, 10**13, integer=True),   # parameter count of a model doctor cannot build from a config
         },
         "software": {"python": Specifier, "packages": MapOf(Specifier), "build_extensions": bool},

@@ -146,7 +146,7 @@ def test_published_peaks_benchmark_within_target():
     mean_o, worst_o = summary(original)
     assert mean_o <= 0.10 and worst_o <= 0.20, detail
     mean_all, worst_all = summary(results)
-    assert mean_all <= 0.15 and worst_all <= 4.20, detail      # achieved: 14.7% / 415.7% (CPU RAM of FSDP offload)
+    assert mean_all <= 0.08 and worst_all <= 0.70, detail      # achieved: 7.1% / 64.9% (CPU RAM of FSDP offload)
     assert not (mean_all <= TARGET_MEAN and worst_all <= TARGET_MAX), "target met: tighten this test to it"
     # rows marked `modelled: false` (a set-up feature doctor does not model, the reason in the row) stay in the
     # whole table above; the modelled subset is reported beside it (achieved: 4.8% / 13.4%, torchtune's LoRA rows)

@@ -377,3 +377,104 @@ def test_half_ce_counts_what_litgpt_chunked_cross_entropy_keeps():
     arch = resolve("llama-2-7b")
     wl = Workload(method="lora", dtype="bf16", batch=1, seq=512, half_ce=True)
     assert estimate(arch, wl).breakdown["logits"] == 512 * arch.head_outputs * 2 * 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# how the model is built on the CPU before FSDP / DeepSpeed take it, and HF's "auto" DeepSpeed buckets
+
+
+def _load(wl: Workload) -> Any:
+    from doctor.vram.estimator import distributed_memory
+
+    return distributed_memory(resolve("llama-2-7b"), wl)
+
+
+def test_fsdp_ram_efficient_loading_builds_one_copy_per_node():
+    """accelerate's fsdp_cpu_ram_efficient_loading: local rank 0 loads, the other ranks build on meta (transformers
+    is_fsdp_enabled() and not is_local_dist_rank_0()); the default has each rank build its own copy."""
+    arch = resolve("llama-2-7b")
+    wl = Workload(method="lora", dtype="bf16", fsdp="full", world_size=4, load_dtype="fp32")
+    every, once = _load(wl), _load(replace(wl, ram_efficient_loading=True))
+    assert every.cpu_load == 4 * 4 * arch.params and once.cpu_load == 4 * arch.params
+    assert "meta" in once.load["model_load"].formula and "cpu_ram_efficient_loading" in once.load["model_load"].source
+    assert _load(replace(wl, load_dtype="bf16", ram_efficient_loading=True)).cpu_load == 2 * arch.params
+
+
+def test_load_dtype_default_follows_transformers_version():
+    """from_pretrained builds in fp32 before transformers 5 and in the checkpoint's dtype ("auto") from 5.0, which
+    doctor does not know: fp32 counted, with a note saying so; the same note where the version is unknown."""
+    wl = Workload(method="lora", dtype="bf16", fsdp="full", world_size=2)
+    old = _load(replace(wl, transformers_version="4.46.3"))
+    new, unknown = _load(replace(wl, transformers_version="5.2.0")), _load(wl)
+    assert old.cpu_load == new.cpu_load == unknown.cpu_load == 2 * 4 * resolve("llama-2-7b").params
+    assert not any("load dtype" in n for n in old.notes)
+    assert any("checkpoint's dtype" in n and "--load-dtype" in n for n in new.notes)
+    assert any("version is unknown" in n for n in unknown.notes)
+
+
+def test_qlora_fsdp_loads_the_packed_4bit_base():
+    """transformers quantizes a bitsandbytes 4-bit base on the GPU and keeps it on the CPU under FSDP / ZeRO-3: one
+    copy is the packed base plus the rest in the load dtype, far under the bf16 model."""
+    from doctor.vram.estimator import _weights
+
+    arch = resolve("llama-2-7b")
+    wl = Workload(method="qlora", dtype="bf16", double_quant=True, fsdp="full", world_size=2, load_dtype="bf16",
+                  ram_efficient_loading=True)
+    mem = _load(wl)
+    assert mem.cpu_load == pytest.approx(_weights(arch, replace(wl, quant="nf4"), 2)[0])
+    assert 0.25 * 2 * arch.params < mem.cpu_load < 0.4 * 2 * arch.params
+    assert "quantize the parameter on the GPU" in mem.load["model_load"].source
+
+
+def test_deepspeed_auto_buckets_resolve_from_hidden_size():
+    """transformers' trainer_config_finalize / accelerate fill "auto" from hidden_size: reduce_bucket_size h^2,
+    ZeRO-3 stage3_prefetch_bucket_size int(0.9 h^2) and stage3_param_persistence_threshold 10 h."""
+    knobs, notes = dist.resolve_auto({"reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+                                      "stage3_param_persistence_threshold": "auto"}, 8192, 3)
+    assert (knobs["reduce_bucket_size"], knobs["stage3_prefetch_bucket_size"],
+            knobs["stage3_param_persistence_threshold"]) == (8192**2, int(0.9 * 8192**2), 81920)
+    two, _ = dist.resolve_auto({"reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto"}, 4096, 2)
+    assert two["reduce_bucket_size"] == 4096**2 and "stage3_prefetch_bucket_size" not in two
+    assert len(notes) == 3
+    from doctor.vram.workload import deepspeed_fields
+
+    text = json.dumps({"zero_optimization": {"stage": 3, "reduce_bucket_size": "auto",
+                                             "stage3_prefetch_bucket_size": "auto"}, "bf16": {"enabled": True}})
+    wl = Workload(method="full", world_size=2, **deepspeed_fields(text, "ds.json", {}))
+    mem = _load(wl)
+    assert mem.gpu["reduce_bucket"].bytes == 4096**2 * 2 and '"auto"' in mem.gpu["reduce_bucket"].formula
+    assert mem.gpu["prefetch_bucket"].bytes == int(0.9 * 4096**2) * 2
+    default = _load(replace(wl, ds_knobs={}))
+    assert default.gpu["reduce_bucket"].bytes == 500_000_000 * 2
+    from doctor.vram.estimator import distributed_memory
+
+    blind = distributed_memory(None, wl, params=10**9)
+    assert blind.gpu["reduce_bucket"].bytes == 500_000_000 * 2
+    assert any('"auto"' in n and "hidden size is unknown" in n for n in blind.notes)
+
+
+def test_load_profile_keys_and_flags_reach_the_workload(capsys):
+    from doctor.cli import main
+    from doctor.vram.workload import to_flags, workload_from_job
+
+    _, fields = workload_from_job({"workload": {"model": "llama-2-7b", "fsdp": "full", "world_size": 2,
+                                                "ram_efficient_loading": True, "load_dtype": "bf16"}})
+    assert fields["ram_efficient_loading"] is True and fields["load_dtype"] == "bf16"
+    flags = to_flags("llama-2-7b", fields)
+    assert "--ram-efficient-loading" in flags and "--load-dtype bf16" in flags
+    assert main(["estimate", "--model", "llama-2-7b", "--method", "lora", "--ram-efficient-loading"]) == 2
+    err = capsys.readouterr().err
+    assert "--ram-efficient-loading" in err and "--fsdp" in err and err.count("\n") == 1
+
+
+def test_cpu_what_ifs_offer_ram_efficient_loading_and_the_load_dtype():
+    from doctor.vram.whatif import cpu_what_ifs
+
+    arch = resolve("llama-2-7b")
+    wl = Workload(method="lora", dtype="bf16", fsdp="full", world_size=8, transformers_version="4.46.3")
+    found = {w.flag: w for w in cpu_what_ifs(arch, wl, None, 64e9, 0)}
+    base = 8 * 4 * arch.params
+    assert found["--ram-efficient-loading"].cpu_bytes < base / 4 and found["--load-dtype bf16"].cpu_bytes < base
+    done = replace(wl, ram_efficient_loading=True, load_dtype="bf16")
+    assert not {"--ram-efficient-loading", "--load-dtype bf16"} & {w.flag for w in cpu_what_ifs(arch, done, None,
+                                                                                                 64e9, 0)}

@@ -315,9 +315,12 @@ def test_estimate_deepspeed_config_unopenable_is_bad_input(capsys, name):
 
 def test_deepspeed_config_sets_the_sharding(tmp_path):
     fields, notes = parse_deepspeed_text(json.dumps({"zero_optimization": {"stage": 3, "offload_param": {
-        "device": "cpu", "pin_memory": False}, "reduce_bucket_size": "auto"}, "bf16": {"enabled": True}}))
+        "device": "cpu", "pin_memory": False}, "reduce_bucket_size": "auto", "allgather_bucket_size": "auto"},
+        "bf16": {"enabled": True}}))
     assert fields["zero"] == 3 and fields["offload_params"] == "cpu" and fields["dtype"] == "bf16"
-    assert fields["ds_knobs"]["pin_memory"] is False and any("reduce_bucket_size" in n for n in notes)
+    # reduce_bucket_size "auto" is kept for the model's hidden size (resolve_auto); HF fills no allgather "auto"
+    assert fields["ds_knobs"]["pin_memory"] is False and fields["ds_knobs"]["reduce_bucket_size"] == "auto"
+    assert any("allgather_bucket_size" in n for n in notes) and not any("reduce_bucket_size" in n for n in notes)
 
 
 def test_bit16_staging_follows_the_deepspeed_version():
@@ -375,3 +378,17 @@ def test_nvme_offload_is_judged_against_the_path_free_space(free_gib):
         assert r.status is Status.FAIL
         assert f"NVMe offload needs {need:.1f} GiB on /root/autodl-tmp/nvme but /root/autodl-tmp has " \
                f"{free_gib:.1f} GiB free" in r.summary
+
+
+def test_memory_ram_reads_the_profiles_loading_keys():
+    """job.workload.ram_efficient_loading / load_dtype reach memory.ram: eight FSDP ranks each building a 7B model in
+    fp32 need 8 x 28 GB on the node; accelerate's fsdp_cpu_ram_efficient_loading builds one copy, bf16 halves it."""
+    from doctor.checks.resources import memory_ram
+
+    P = 7_000_000_000
+    base = {"params": P, "optimizer": "adamw", "dtype": "bf16", "fsdp": "full", "world_size": 8,
+            "load_dtype": "fp32"}
+    every = memory_ram(fb.autodl_box(), workload=base)
+    once = memory_ram(fb.autodl_box(), workload={**base, "ram_efficient_loading": True, "load_dtype": "bf16"})
+    assert every.status is Status.FAIL and f"{8 * 4 * P / GIB:.1f} GiB" in every.summary
+    assert once.status is Status.PASS and f"{2 * P / GIB:.1f} GiB" in once.summary

@@ -32,6 +32,10 @@ ZERO2_FN = "deepspeed/runtime/zero/stage_1_and_2.py: estimate_zero2_model_states
 ZERO3_FN = "deepspeed/runtime/zero/stage3.py: estimate_zero3_model_states_mem_needs"
 STAGE12 = "deepspeed/runtime/zero/stage_1_and_2.py: DeepSpeedZeroOptimizer"
 STAGE3 = "deepspeed/runtime/zero/stage3.py: DeepSpeedZeroOptimizer_Stage3"
+RAM_EFFICIENT_SRC = ("accelerate utils/dataclasses.py FullyShardedDataParallelPlugin: cpu_ram_efficient_loading 'only "
+                     "the first process loads the pretrained model checkpoint while all other processes have empty "
+                     "weights' (forces sync_module_states); transformers modeling_utils.py: 'if is_fsdp_enabled() "
+                     "and not is_local_dist_rank_0()' -> meta")
 FSDP_DOC = "PyTorch FSDP (https://docs.pytorch.org/docs/stable/fsdp.html; torch/distributed/fsdp/_flat_param.py)"
 
 # deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig) and offload_config.py defaults
@@ -161,6 +165,14 @@ class Sharding:
     offload_params: str = "none"
     zero_init: bool = True               # ZeRO-3 builds the model partitioned (deepspeed.zero.Init)
     load_bytes: int = 4                  # bytes per parameter of the model as created on the CPU (fp32 default)
+    # one copy of the model as loaded on the CPU, where it is not load_bytes x params (a 4-bit base quantized on the
+    # way in); 0: load_bytes x params. `load_what` names it in the term's formula
+    load_model_bytes: float = 0.0
+    load_what: str = ""
+    load_source: str = ""
+    # accelerate's fsdp_cpu_ram_efficient_loading: only local rank 0 of each node loads the checkpoint, the others
+    # build on the meta device and receive the weights through sync_module_states (default False)
+    ram_efficient_loading: bool = False
     # FSDP gradients (see _fsdp): accumulation inside FSDP.no_sync() keeps them unsharded; frozen parameters sharing
     # a flat parameter with trainable ones (use_orig_params=True, one unit per block) get gradient memory too
     no_sync: bool = False
@@ -170,7 +182,21 @@ class Sharding:
 
     def knob(self, name: str) -> Any:
         value = self.knobs.get(name)
-        return DS_DEFAULTS[name] if value is None else value
+        return DS_DEFAULTS[name] if value is None or value == "auto" else value
+
+    def auto_note(self, name: str) -> str:
+        """' ("auto": hidden_size^2 = 8192^2)' where the knob's value was resolved from "auto", else ''."""
+        how = (self.knobs.get("auto_resolved") or {}).get(name)
+        return f' ("auto": {how})' if how else ""
+
+    def one_copy(self, params: int) -> tuple[float, str]:
+        """(bytes, formula) of one copy of the model as built on the CPU."""
+        if self.load_model_bytes:
+            return self.load_model_bytes, f"{_b(self.load_model_bytes)} ({self.load_what})"
+        return self.load_bytes * params, f"{self.load_bytes} B x {params:,}"
+
+    def load_src(self, source: str) -> str:
+        return f"{source}; {self.load_source}" if self.load_source else source
 
     @property
     def per_node(self) -> int:
@@ -370,14 +396,18 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
     overlap = s.knob("overlap_comm") if s.knobs.get("overlap_comm") is not None else stage == 3
     if stage in (1, 2) and (s.knob("contiguous_gradients") or off_opt != "none"):
         n = 2 if overlap else 1
-        gpu["reduce_buckets"] = Term(n * bucket * p, f"{n} x reduce_bucket_size {bucket:,.0f} x {p} B",
+        gpu["reduce_buckets"] = Term(n * bucket * p, f"{n} x reduce_bucket_size {bucket:,.0f}"
+                                     f"{s.auto_note('reduce_bucket_size')} x {p} B",
                                      f"{STAGE12}.setup_buckets (ipg buffers; 2 with overlap_comm)", False)
     if stage == 3 and s.knob("contiguous_gradients"):
-        gpu["reduce_bucket"] = Term(bucket * p, f"reduce_bucket_size {bucket:,.0f} x {p} B",
+        gpu["reduce_bucket"] = Term(bucket * p, f"reduce_bucket_size {bucket:,.0f}"
+                                    f"{s.auto_note('reduce_bucket_size')} x {p} B",
                                     f"{STAGE3}.__init__ (IPG bucket buffer)", False)
     if stage == 3:
         pre = min(float(s.knob("stage3_prefetch_bucket_size")), float(s.knob("stage3_max_live_parameters")), P)
-        gpu["prefetch_bucket"] = Term(pre * p, f"stage3_prefetch_bucket_size {pre:,.0f} x {p} B",
+        gpu["prefetch_bucket"] = Term(pre * p, f"min(stage3_prefetch_bucket_size {pre:,.0f}"
+                                      f"{s.auto_note('stage3_prefetch_bucket_size')}, max_live_parameters, "
+                                      f"params) x {p} B",
                                       "deepspeed/runtime/zero/partitioned_param_coordinator.py (parameters gathered "
                                       "ahead of use)", False)
     if stage in (1, 2) and off_opt != "none":
@@ -416,8 +446,9 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
         load["model_load"] = Term(lb * c.largest_layer * g, f"{lb} B x {c.largest_layer:,} largest layer x {g} ranks "
                                   "(zero.Init)", f"{doc}: 'largest_layer_params * 4 * n_gpus'")
     else:
-        load["model_load"] = Term(lb * P * g, f"{lb} B x {P:,} x {g} ranks (each builds the model in fp32)",
-                                  f"{doc}: 'params * 4 * n_gpus'")
+        one, what = s.one_copy(P)
+        load["model_load"] = Term(one * g, f"{what} x {g} ranks (each builds the whole model)",
+                                  s.load_src(f"{doc}: 'params * 4 * n_gpus'"))
     if c.largest_layer == 0 and stage == 3:
         mem.notes.append("the largest layer is unknown (no model config): its gathered bytes are counted as 0")
     return mem
@@ -473,9 +504,15 @@ def _fsdp(c: Counts, pr: Precision, s: Sharding) -> Memory:
         gpu["params_unsharded"] = Term(P * pc, f"{P:,} x {pc} B (parameters stay unsharded from forward to the "
                                        "end of backward)", src, False)
         gpu["grads_unsharded"] = Term(unit * pc, f"{unit:,} x {pc} B", src, False)
-    load["model_load"] = Term(s.load_bytes * P * g, f"{s.load_bytes} B x {P:,} x {g} ranks (each builds the model "
-                              "before wrapping it)", f"{DS_MEMORY_DOC}: 'params * 4 * n_gpus'; FSDP docs: "
-                              "sync_module_states / meta-device init build it once", False)
+    one, what = s.one_copy(P)
+    if s.ram_efficient_loading:   # transformers: is_fsdp_enabled() and not is_local_dist_rank_0() -> meta device
+        load["model_load"] = Term(one, f"{what} x 1 rank (local rank 0 loads, the other {g - 1} build on meta)",
+                                  s.load_src(RAM_EFFICIENT_SRC), False)
+    else:
+        load["model_load"] = Term(one * g, f"{what} x {g} ranks (each builds the model before wrapping it)",
+                                  s.load_src(f"{DS_MEMORY_DOC}: 'params * 4 * n_gpus'; accelerate "
+                                             "FullyShardedDataParallelPlugin: cpu_ram_efficient_loading defaults to "
+                                             "False (FSDP_CPU_RAM_EFFICIENT_LOADING unset)"), False)
     if off:
         mem.notes.append("FSDP CPUOffload(offload_params=True) keeps the parameter and gradient shards on the CPU "
                          "(pinned) and runs the optimizer step there")
@@ -490,8 +527,9 @@ def memory(c: Counts, pr: Precision, s: Sharding) -> Memory:
         return _fsdp(c, pr, s)
     if s.engine == "ddp":   # replicated: per-rank GPU state is the single-GPU figure; each rank loads the model
         mem = Memory(s)
-        mem.load["model_load"] = Term(s.load_bytes * c.params * s.per_node, f"{s.load_bytes} B x {c.params:,} x "
-                                      f"{s.per_node} ranks", f"{DS_MEMORY_DOC}: 'params * 4 * n_gpus'", False)
+        one, what = s.one_copy(c.params)
+        mem.load["model_load"] = Term(one * s.per_node, f"{what} x {s.per_node} ranks",
+                                      s.load_src(f"{DS_MEMORY_DOC}: 'params * 4 * n_gpus'"), False)
         return mem
     return _deepspeed(c, pr, s)
 
@@ -578,7 +616,9 @@ def from_deepspeed_config(config: Any) -> tuple[dict[str, Any], list[str]]:
         if value is None:
             continue
         number = _int_like(value)
-        if number is None:
+        if value == "auto" and key in AUTO_KEYS:
+            knobs[key] = "auto"   # resolved from the model's hidden size (resolve_auto)
+        elif number is None:
             notes.append(f"zero_optimization.{key} is {str(value)[:20]!r}; DeepSpeed's default "
                          f"{DS_DEFAULTS[key]:,} used")
         else:
@@ -606,6 +646,40 @@ def from_deepspeed_config(config: Any) -> tuple[dict[str, Any], list[str]]:
         fields["batch"] = mb
     fields["ds_knobs"] = knobs
     return fields, notes
+
+
+# transformers integrations/deepspeed.py HfTrainerDeepSpeedConfig.trainer_config_finalize (and accelerate's
+# Accelerator._prepare_deepspeed, the same formulas) fill these "auto" values from model.config.hidden_size
+AUTO_KEYS = ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold")
+AUTO_SRC = ("transformers src/transformers/integrations/deepspeed.py@02348331 HfTrainerDeepSpeedConfig."
+            "trainer_config_finalize: fill_only('zero_optimization.reduce_bucket_size', hidden_size * hidden_size); "
+            "ZeRO-3: stage3_prefetch_bucket_size 0.9 * hidden_size * hidden_size (int(...) in transformers 5 and "
+            "accelerate's Accelerator._prepare_deepspeed), stage3_param_persistence_threshold 10 * hidden_size")
+
+
+def resolve_auto(knobs: dict[str, Any], hidden: int | None, stage: int) -> tuple[dict[str, Any], list[str]]:
+    """The knobs with HF's "auto" values filled in as transformers / accelerate do, from the model's hidden size
+    (`auto_resolved` names each formula). The prefetch and persistence keys are filled under ZeRO-3 only; a value
+    left "auto" counts as DeepSpeed's default, with a note."""
+    autos = [k for k in AUTO_KEYS if knobs.get(k) == "auto"]
+    if not autos:
+        return knobs, []
+    out = {k: v for k, v in knobs.items() if k not in autos}
+    if not hidden:
+        return out, [f"zero_optimization.{k} is \"auto\" and the model's hidden size is unknown (no model config): "
+                     f"DeepSpeed's default {DS_DEFAULTS[k]:,} counted (HF fills hidden_size-based values)" for k in autos]
+    rules = {"reduce_bucket_size": (hidden * hidden, f"hidden_size^2 = {hidden}^2"),
+             "stage3_prefetch_bucket_size": (int(0.9 * hidden * hidden), f"int(0.9 x hidden_size^2) = 0.9 x {hidden}^2"),
+             "stage3_param_persistence_threshold": (10 * hidden, f"10 x hidden_size = 10 x {hidden}")}
+    resolved = dict(out.get("auto_resolved") or {})
+    notes = []
+    for key in autos:
+        if key != "reduce_bucket_size" and stage != 3:
+            continue   # fill_only under is_zero3() only; DeepSpeed reads these in ZeRO-3 alone
+        out[key], resolved[key] = rules[key]
+        notes.append(f"zero_optimization.{key} \"auto\" -> {rules[key][0]:,} ({rules[key][1]}; {AUTO_SRC.split(':')[0]})")
+    out["auto_resolved"] = resolved
+    return out, notes
 
 
 def parse_deepspeed_text(text: str) -> tuple[dict[str, Any], list[str]]:

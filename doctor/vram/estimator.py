@@ -62,6 +62,12 @@ class Workload:
     offload_params: str = "none"       # none | cpu | nvme
     zero_init: bool = True             # ZeRO-3 builds the model partitioned (deepspeed.zero.Init)
     deepspeed_config: str | None = None   # the DeepSpeed JSON the knobs below were read from
+    # how each rank builds the model on the CPU before DeepSpeed / FSDP takes it (distributed.py `model_load`):
+    # accelerate's fsdp_cpu_ram_efficient_loading (local rank 0 loads, the rest on meta; accelerate's default False)
+    # and from_pretrained's dtype (None: the library default - fp32 before transformers 5, the checkpoint's dtype,
+    # dtype="auto", from 5.0); a 4-bit base is loaded quantized (its packed bytes) under FSDP / ZeRO-3
+    ram_efficient_loading: bool = False
+    load_dtype: str | None = None
     ds_knobs: dict[str, Any] = field(default_factory=dict)   # its bucket sizes, pin_memory, nvme_path, ...
     # installed library versions where they change memory (doctor/vram/versions.py; None: unknown, the current
     # behaviour is assumed and the notes say so)
@@ -307,7 +313,32 @@ def sharding_of(wl: Workload) -> dist.Sharding | None:
                          gpus_per_node=wl.gpus_per_node, offload_optimizer=wl.offload_optimizer,
                          offload_params=wl.offload_params, zero_init=wl.zero_init, knobs=dict(wl.ds_knobs),
                          source=wl.deepspeed_config or "", no_sync=wl.fsdp_no_sync,
-                         frozen_grads=wl.fsdp_frozen_grads and wl.method in ("lora", "qlora"))
+                         frozen_grads=wl.fsdp_frozen_grads and wl.method in ("lora", "qlora"),
+                         ram_efficient_loading=wl.ram_efficient_loading and engine == "fsdp")
+
+
+LOAD_DTYPE_SRC = ("transformers PreTrainedModel.from_pretrained: before 5.0 the model is created in torch's default "
+                  "dtype (fp32) unless torch_dtype is given; 5.x: 'if dtype is None: dtype = \"auto\"' (the "
+                  "checkpoint's dtype)")
+QUANT_LOAD_SRC = ("transformers modeling_utils.py _load_state_dict_into_meta_model (4.4x): 'For quantized modules with "
+                  "FSDP/DeepSpeed Stage 3, we need to quantize the parameter on the GPU and then cast it to CPU' "
+                  "(param_to = 'meta' off local rank 0 under FSDP)")
+
+
+def load_bytes_of(wl: Workload, notes: list[str]) -> int:
+    """Bytes per parameter of the model as from_pretrained creates it on the CPU (notes say what was assumed)."""
+    if wl.load_dtype is not None:
+        return DTYPES[wl.load_dtype]
+    old = versions.older(wl.transformers_version, "5.0.0.dev0")
+    if old:
+        return 4
+    why = ("transformers' version is unknown: counted as fp32, from_pretrained's default before 5.0 (5.x loads in "
+           "the checkpoint's dtype, dtype='auto')" if old is None else
+           f"transformers {wl.transformers_version} loads in the checkpoint's dtype (dtype='auto'), which doctor "
+           "does not know: counted as fp32, the largest")
+    notes.append(f"the model's load dtype is unset; {why}; pass --load-dtype (job.workload.load_dtype), the job's "
+                 f"from_pretrained dtype ({LOAD_DTYPE_SRC})")
+    return 4
 
 
 def largest_layer(arch: Arch) -> int:
@@ -368,7 +399,21 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
     master = 0 if fsdp else 4
     prec = dist.Precision(weights=weights, param_bytes=tb, state_bytes=states, master_bytes=master,
                           grad_bytes=4, compute_bytes=p, grad_accum=wl.grad_accum)
-    return dist.memory(counts, prec, sh)
+    notes: list[str] = []
+    lb = load_bytes_of(wl, notes)
+    sh = replace(sh, load_bytes=lb)
+    quant = wl.quant if wl.quant != "none" else ("nf4" if wl.method == "qlora" else "none")
+    if arch is not None and quant == "nf4" and (fsdp or (sh.zero == 3 and not sh.zero_init)):
+        packed = _weights(arch, replace(wl, quant=quant), lb)[0]
+        sh = replace(sh, load_model_bytes=packed, load_source=QUANT_LOAD_SRC,
+                     load_what=f"the 4-bit base as packed, quantized on the GPU and kept on the CPU; the rest in {lb} B")
+    if arch is not None or sh.knobs:
+        knobs, auto_notes = dist.resolve_auto(sh.knobs, arch.block.hidden if arch is not None else None, sh.zero)
+        sh = replace(sh, knobs=knobs)
+        notes += auto_notes
+    mem = dist.memory(counts, prec, sh)
+    mem.notes += notes
+    return mem
 
 
 def chunked_ce_rows(arch: Arch, tokens: int) -> int:

@@ -141,6 +141,9 @@ def _node(arch: Arch | None, wl: Workload, params: int | None, allowance: float)
     return mem.cpu_bytes + allowance * ranks, gpu, mem.nvme_bytes
 
 
+BF = {"bf16": "bfloat16", "fp16": "float16"}
+
+
 def cpu_what_ifs(arch: Arch | None, wl: Workload, params: int | None, limit: float, allowance: float
                  ) -> list[CpuWhatIf]:
     """Alternatives to a sharded job whose CPU RAM per node does not fit `limit` (bytes), each re-computed:
@@ -176,6 +179,16 @@ def cpu_what_ifs(arch: Arch | None, wl: Workload, params: int | None, limit: flo
         add("no offload (model states stay on the GPUs)", "--offload-optimizer none --offload-params none",
             "the GPU holds the optimizer state", replace(wl, offload_optimizer="none", offload_params="none"))
     cpu, gpu, nvme = _node(arch, wl, params, allowance)
+    if wl.fsdp is not None and not wl.ram_efficient_loading and \
+            _node(arch, replace(wl, ram_efficient_loading=True), params, allowance)[0] < cpu:
+        add("accelerate's fsdp_cpu_ram_efficient_loading (local rank 0 loads the checkpoint, the other ranks build "
+            "on the meta device)", "--ram-efficient-loading", "transformers models only; sync_module_states "
+            "broadcasts rank 0's weights (accelerate turns it on)", replace(wl, ram_efficient_loading=True))
+    if wl.dtype in ("bf16", "fp16") and wl.load_dtype in (None, "fp32"):
+        new = replace(wl, load_dtype=wl.dtype)
+        if _node(arch, new, params, allowance)[0] < cpu:
+            add(f"load the model in {wl.dtype} (from_pretrained dtype=torch.{BF[wl.dtype]})", f"--load-dtype {wl.dtype}",
+                "none where the checkpoint is stored in that dtype", new)
     if math.isfinite(cpu):
         need = math.ceil(cpu / 1e9)
         out.append(CpuWhatIf(f"a machine with {need} GB of RAM per node", "", "a larger instance", cpu, gpu, nvme,

@@ -20,19 +20,21 @@ FLAGS = {"method": "--method", "dtype": "--dtype", "batch": "--batch", "seq": "-
          "offload_params": "--offload-params", "transformers_version": "--transformers-version",
          "peft_version": "--peft-version", "bitsandbytes_version": "--bitsandbytes-version",
          "kv_cache_heads": "--kv-cache-heads", "lora_dropout": "--lora-dropout",
-         "implementation": "--implementation"}
+         "implementation": "--implementation", "load_dtype": "--load-dtype"}
 PROFILE_KEYS = {"--quant": "quantization", "--double-quant": "double_quant", "--attention": "attn_implementation",
                 "--context": "context", "--method": "method", "--zero": "zero_stage", "--fsdp": "fsdp",
                 "--world-size": "world_size", "--gpus-per-node": "gpus_per_node",
-                "--offload-optimizer": "offload_optimizer", "--offload-params": "offload_params"}
+                "--offload-optimizer": "offload_optimizer", "--offload-params": "offload_params",
+                "--ram-efficient-loading": "ram_efficient_loading", "--load-dtype": "load_dtype"}
 SWITCHES = {"checkpointing": ("--grad-checkpointing", None), "double_quant": ("--double-quant", None),
             "amp": ("--amp", "--no-amp"), "zero_init": (None, "--no-zero-init"), "chunked_ce": ("--chunked-ce", None),
             "fsdp_no_sync": ("--fsdp-no-sync", None), "fsdp_frozen_grads": ("--fsdp-frozen-grads", None),
-            "half_ce": ("--half-ce", None)}
+            "half_ce": ("--half-ce", None), "ram_efficient_loading": ("--ram-efficient-loading", None)}
 # job.workload keys of distributed training -> Workload fields
 SHARDING_KEYS = (("world_size", "world_size"), ("gpus_per_node", "gpus_per_node"), ("zero_stage", "zero"),
                  ("fsdp", "fsdp"), ("offload_optimizer", "offload_optimizer"), ("offload_params", "offload_params"),
-                 ("zero_init", "zero_init"))
+                 ("zero_init", "zero_init"), ("ram_efficient_loading", "ram_efficient_loading"),
+                 ("load_dtype", "load_dtype"))
 
 
 # HF TrainingArguments.optim names (transformers/training_args.py OptimizerNames) -> doctor's optimizer names
@@ -176,6 +178,11 @@ def _sharding_contradictions(wl: Workload) -> list[tuple[str, str, str]]:
                "gradients, and with them the optimizer step, to the CPU; expected --offload-params cpu"
                if wl.fsdp else "optimizer offload is DeepSpeed ZeRO's; expected --zero 1, 2 or 3")
         out.append(("--offload-optimizer", wl.offload_optimizer, why))
+    if wl.load_dtype is not None and wl.load_dtype not in ("fp32", "fp16", "bf16"):
+        out.append(("--load-dtype", str(wl.load_dtype), "expected fp32, fp16 or bf16 (from_pretrained's dtype)"))
+    if wl.ram_efficient_loading and wl.fsdp is None:
+        out.append(("--ram-efficient-loading", "set", ("is accelerate's fsdp_cpu_ram_efficient_loading (transformers' "
+                                                       "is_fsdp_enabled()); expected --fsdp")))
     if wl.fsdp is not None and wl.offload_params == "nvme":
         out.append(("--offload-params", "nvme", "FSDP's CPUOffload offloads to the CPU only; expected cpu"))
     if wl.gpus_per_node is not None and (wl.gpus_per_node > wl.world_size or wl.world_size % wl.gpus_per_node):
