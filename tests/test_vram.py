@@ -131,7 +131,7 @@ def test_nf4_bytes_per_parameter_match_bitsandbytes(double):
 
 def test_published_peaks_benchmark_within_target():
     """doctor/data/vram_measured.yaml (python -m doctor.vram.bench). The 13 original rows hold mean <= 10%, worst
-    <= 20% (achieved 6.9% / 13.4%). Issue 18's rows (LitGPT 2023 LoRA / QLoRA / FSDP / generation, PEFT 70B ZeRO-3 / FSDP / CPU offload,
+    <= 20% (achieved 5.0% / 8.9%, torchtune's LoRA rows read in GB of 1e9 as their recipe printed them). Issue 18's rows (LitGPT 2023 LoRA / QLoRA / FSDP / generation, PEFT 70B ZeRO-3 / FSDP / CPU offload,
     PEFT's MetaMathQA runs, torchtune's QLoRA and generation tutorials) are NOT within its target (mean <= 5%,
     worst <= 10%): this asserts the bounds achieved now, so a change that makes the table worse fails, and the
     bench exits 1 while the target is missed."""
@@ -146,15 +146,14 @@ def test_published_peaks_benchmark_within_target():
     mean_o, worst_o = summary(original)
     assert mean_o <= 0.10 and worst_o <= 0.20, detail
     mean_all, worst_all = summary(results)
-    assert mean_all <= 0.08 and worst_all <= 0.70, detail      # achieved: 7.1% / 64.9% (CPU RAM of FSDP offload)
+    assert mean_all <= 0.08 and worst_all <= 0.70, detail      # achieved: 6.3% / 65.9% (CPU RAM of FSDP offload)
     assert not (mean_all <= TARGET_MEAN and worst_all <= TARGET_MAX), "target met: tighten this test to it"
     # rows marked `modelled: false` (a set-up feature doctor does not model, the reason in the row) stay in the
-    # whole table above; the modelled subset is reported beside it (achieved: 4.8% / 13.4%, torchtune's LoRA rows)
+    # whole table above; the modelled subset is reported beside it (achieved: 4.1% / 9.5%, PEFT's QLoRA ZeRO-3 row)
     modelled = [r for r in results if r.modelled]
     assert len(results) - len(modelled) <= 2 and all(r.unmodelled for r in results if not r.modelled)
     mean_m, worst_m = summary(modelled)
-    assert mean_m <= 0.05 and worst_m <= 0.14, detail
-    assert worst_m > TARGET_MAX, "the modelled subset meets the worst-row target: tighten this test to it"
+    assert mean_m <= TARGET_MEAN and worst_m <= TARGET_MAX, detail   # issue 18's target, on the modelled rows
 
 
 def test_mechanisms_move_the_estimate_the_right_way():

@@ -414,14 +414,16 @@ def test_load_dtype_default_follows_transformers_version():
 
 def test_qlora_fsdp_loads_the_packed_4bit_base():
     """transformers quantizes a bitsandbytes 4-bit base on the GPU and keeps it on the CPU under FSDP / ZeRO-3: one
-    copy is the packed base plus the rest in the load dtype, far under the bf16 model."""
-    from doctor.vram.estimator import _weights
+    copy is the packed codes (the absmax statistics stay on the GPU) plus the rest in the load dtype, far under the
+    bf16 model."""
+    from doctor.vram.estimator import _weights, quant_state_bytes
 
     arch = resolve("llama-2-7b")
     wl = Workload(method="qlora", dtype="bf16", double_quant=True, fsdp="full", world_size=2, load_dtype="bf16",
                   ram_efficient_loading=True)
     mem = _load(wl)
-    assert mem.cpu_load == pytest.approx(_weights(arch, replace(wl, quant="nf4"), 2)[0])
+    nf4 = replace(wl, quant="nf4")
+    assert mem.cpu_load == pytest.approx(_weights(arch, nf4, 2)[0] - quant_state_bytes(arch, nf4))
     assert 0.25 * 2 * arch.params < mem.cpu_load < 0.4 * 2 * arch.params
     assert "quantize the parameter on the GPU" in mem.load["model_load"].source
 
@@ -478,3 +480,49 @@ def test_cpu_what_ifs_offer_ram_efficient_loading_and_the_load_dtype():
     done = replace(wl, ram_efficient_loading=True, load_dtype="bf16")
     assert not {"--ram-efficient-loading", "--load-dtype bf16"} & {w.flag for w in cpu_what_ifs(arch, done, None,
                                                                                                  64e9, 0)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a 4-bit base's quantization statistics under FSDP / ZeRO-3, and torchtune's memory unit
+
+
+def test_params4bit_rebuilt_as_transformers_does_keeps_its_statistics_beside_the_data():
+    """transformers' FSDP / ZeRO-3 load rebuilds each quantized weight as
+    type(value)(value.data.to(param_to), **value.__dict__): `.data` holds the packed codes only (0.5 B a parameter in
+    the bf16 quant storage) and the absmax statistics ride along by reference in quant_state, so they stay where
+    bitsandbytes quantized them (the GPU), whole; the estimate keeps exactly those bytes whole on every rank."""
+    torch = pytest.importorskip("torch")
+    bnb = pytest.importorskip("bitsandbytes")
+    from doctor.vram.arch import Linear
+    from doctor.vram.estimator import _quant_bytes, quant_state_bytes
+
+    w = torch.randn(256, 512, dtype=torch.bfloat16)
+    p = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=True, quant_type="nf4",
+                          quant_storage=torch.bfloat16)._quantize("cpu")
+    rebuilt = type(p)(p.data.to("cpu"), **p.__dict__)
+    qs = rebuilt.quant_state
+    assert qs is p.quant_state and qs.nested
+    stats = qs.absmax.nbytes + qs.state2.absmax.nbytes
+    assert rebuilt.data.nbytes == w.numel() // 2
+    assert stats == pytest.approx((_quant_bytes("nf4", True, Linear("x", 512, 256)) - 0.5) * w.numel(), abs=1)
+
+    arch = resolve("llama-2-7b")
+    base = Workload(method="qlora", dtype="bf16", double_quant=True, quant="nf4", fsdp="full", world_size=2)
+    whole = quant_state_bytes(arch, base)
+    assert whole == pytest.approx(sum(lin.params * n for b, n in arch.kinds for lin in b.linears) * (1 / 64 + 1 / 4096))
+    for wl in (base, replace(base, world_size=4), replace(base, offload_params="cpu"),
+               replace(base, fsdp=None, zero=3)):
+        assert _load(wl).gpu["quant_state"].bytes == pytest.approx(whole)
+    assert "quant_state" not in _load(replace(base, quant="none", method="lora")).gpu
+
+
+def test_torchtune_lora_rows_are_in_gb_of_1e9():
+    """torchtune's LoRA / QLoRA tutorials (2024-04-15) printed memory_stats_log's "/ 1e9" figures (GiB only from
+    2024-08-15): their LoRA model init, "GPU peak memory allocation: 13.96 GB", sits just above Llama-2-7B's bf16
+    weights in units of 1e9 bytes, while 13.96 GiB would leave 1.5e9 bytes unexplained."""
+    data = refdata.load("vram_measured")
+    weights = 2 * resolve("llama-2-7b").params
+    assert 0 < 13.96e9 - weights < 0.5e9 < 13.96 * 2**30 - weights - 1e9
+    tt = [r for r in data["rows"] if r["source"] in ("torchtune_lora", "torchtune_qlora")]
+    assert len(tt) == 5 and all(r["unit"] == "GB" for r in tt)
+    assert "/ 1e9" in data["sources"]["torchtune_lora"]

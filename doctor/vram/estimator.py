@@ -184,6 +184,21 @@ def _weights(arch: Arch, wl: Workload, wbytes: int) -> tuple[float, float]:
     return packed + (arch.params - quantized) * wbytes, largest
 
 
+def quant_state_bytes(arch: Arch, wl: Workload) -> float:
+    """Bytes of a 4-bit base's quantization statistics (absmax, and with double quant its second level): the part
+    of _quant_bytes beyond the 0.5 B of packed codes. bitsandbytes keeps them in Params4bit.quant_state, beside the
+    parameter's data, not in it."""
+    if wl.quant != "nf4":
+        return 0.0
+    return sum(lin.params * n * (_quant_bytes("nf4", wl.double_quant, lin) - 0.5) for lin, n in _linears(arch))
+
+
+QUANT_STATE_SRC = ("transformers modeling_utils.py _load_state_dict_into_meta_model (4.4x), under FSDP / ZeRO-3: "
+                   "'value = type(value)(value.data.to(param_to), **val_kwargs, **value.__dict__)' moves only the "
+                   "packed codes off the GPU; the quant_state in value.__dict__ (bitsandbytes quantize_4bit ran on the "
+                   "GPU) stays there, and FSDP / DeepSpeed shard parameter data only")
+
+
 def _trainable(arch: Arch, wl: Workload, targets: frozenset[str]) -> tuple[int, list[int]]:
     """(trainable parameter count, sizes of the trainable tensors)."""
     if wl.method in ("full", "hessian"):
@@ -384,7 +399,8 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
         base = replace(wl, quant=quant)
         abytes = DTYPES.get(wl.adapter_dtype, 4)
         sbytes = (4 if amp else p) if fsdp else 4
-        weights = _weights(arch, base, 4 if amp else p)[0] + (trainable * abytes if frozen else 0)
+        qstate = quant_state_bytes(arch, base) if sh.engine == "fsdp" or sh.zero == 3 else 0.0
+        weights = _weights(arch, base, 4 if amp else p)[0] - qstate + (trainable * abytes if frozen else 0)
         states = _optimizer(base, arch, trainable, sizes, sbytes)[0]
         counts = dist.Counts(arch.params, trainable, largest_layer(arch), largest_unit(arch), largest_layer(arch))
         tb = abytes if frozen else (4 if amp else p)
@@ -395,6 +411,7 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
         per_state = STATE_BYTES[wl.optimizer] * (p / 4 if fsdp and not amp and wl.optimizer not in FIXED_STATE_BYTES
                                                  else 1)
         weights, states, tb = params * (4 if amp else p), params * per_state, 4 if amp else p
+        qstate = 0.0
         counts = dist.Counts(params, params)
     master = 0 if fsdp else 4
     prec = dist.Precision(weights=weights, param_bytes=tb, state_bytes=states, master_bytes=master,
@@ -404,7 +421,7 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
     sh = replace(sh, load_bytes=lb)
     quant = wl.quant if wl.quant != "none" else ("nf4" if wl.method == "qlora" else "none")
     if arch is not None and quant == "nf4" and (fsdp or (sh.zero == 3 and not sh.zero_init)):
-        packed = _weights(arch, replace(wl, quant=quant), lb)[0]
+        packed = _weights(arch, replace(wl, quant=quant), lb)[0] - qstate
         sh = replace(sh, load_model_bytes=packed, load_source=QUANT_LOAD_SRC,
                      load_what=f"the 4-bit base as packed, quantized on the GPU and kept on the CPU; the rest in {lb} B")
     if arch is not None or sh.knobs:
@@ -412,6 +429,9 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
         sh = replace(sh, knobs=knobs)
         notes += auto_notes
     mem = dist.memory(counts, prec, sh)
+    if qstate:   # whole on every rank's GPU, whatever the sharding or parameter offload
+        mem.gpu["quant_state"] = dist.Term(qstate, f"{qstate / 2**30:.2f} GiB of 4-bit absmax statistics, whole on "
+                                           "each rank (not sharded, not offloaded)", QUANT_STATE_SRC, False)
     mem.notes += notes
     return mem
 

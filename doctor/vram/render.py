@@ -21,6 +21,7 @@ LABELS = {
     "layer_hessians": "layer Hessians H = 2XX^T (fp32)", "calibration_activations": "calibration inputs + outputs",
     "legacy_kv_copy": "previous step's KV cache (legacy tuple cache)",
     "chunked_ce": "fused cross-entropy (one logit chunk, grad_input, loss)",
+    "quant_state": "4-bit absmax statistics (whole on every rank)",
     # distributed (doctor/vram/distributed.py): per rank
     "params": "parameters (whole, training dtype)", "grads": "gradients (whole)",
     "grads_partition": "gradients (ZeRO partitions held here)", "master_params_fp32": "fp32 master weights",
