@@ -140,12 +140,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _check_health(request: Any, args: argparse.Namespace) -> int:
     """`--health`: one line per failure (`check_id: summary`) on stdout; with -v every result on stderr."""
     from . import health
+    from .session import health as judge_health
 
     given = [flag for flag, on in (("--distributed", args.distributed), ("--output", args.output),
                                    ("--format", args.format != "console")) if on]
     if given:
         raise InputError(given[0], None, "cannot be combined with --health (it prints one line per failure)")
-    report = health.check(request)
+    report = judge_health(request)
     for line in health.lines(report):
         print(printable(line))
     if args.verbose:

@@ -1,12 +1,9 @@
 """`doctor check --health`: the fast mode for Slurm's HealthCheckProgram (run as root outside any job, every
 HealthCheckInterval, killed after 60 s). Only the probes that need neither torch nor the job's Python (NVML,
 the kernel log, host, RAM and disk) run, under one budget; only the checks that read nothing else are judged;
-no benchmark. One line per failure, beginning with the check id."""
+no benchmark. One line per failure, beginning with the check id. doctor.session.health runs it."""
 from __future__ import annotations
 
-from typing import Any
-
-from .errors import InputError
 from .model import Report, Status
 
 BUDGET_S = 15.0   # the whole probing phase; slurmd kills the program at 60 s
@@ -25,38 +22,6 @@ def timeouts(budget_s: float) -> dict[str, float]:
     """Each probe's limit within the budget (they run at once, so the budget bounds the whole phase)."""
     return {"gpu": min(budget_s, 10.0), "kernel": min(budget_s, 5.0), "host": min(budget_s, 5.0),
             "resources": min(budget_s, 5.0), "disk": min(budget_s, 5.0)}
-
-
-def check(req: Any) -> Report:
-    """Judge this node (or the snapshot `req.facts`) with the health checks of `req.profiles` (default: as
-    doctor check). Never imports torch, never starts the torch probe."""
-    from . import facts as facts_mod
-    from .interpreter import select
-    from .profile import load
-    from .registry import discover
-    from .runner import judge, report
-    from .session import _default_profile
-
-    registry = discover()
-    refs = list(req.profiles)
-    profile = load(refs, registry, offline=True) if refs else None
-    budget = min(req.timeout_s, BUDGET_S)
-    if req.facts is None:
-        target = select(req.python)
-        paths = profile.storage_paths() if profile else {}
-        facts = facts_mod.collect(target, timeouts(budget), names=list(PROBES), paths=paths, offline=True)
-    elif isinstance(req.facts, str):
-        facts = facts_mod.load(req.facts)
-    else:
-        raise InputError("--health", None, "judges a snapshot file (--facts FILE) or this node")
-    notes = [f"--health: probes {', '.join(PROBES)} within {budget:g} s; checks judged where the profile enables "
-             "them: " + ", ".join(HEALTH_CHECKS)]
-    if profile is None:
-        ref, note = _default_profile(facts)
-        profile = load([ref], registry, offline=True)
-        notes.append(note)
-    judged = judge(facts, profile, registry, keep=lambda cid: cid in HEALTH_CHECKS)
-    return report(facts, profile, registry, judged, req.strict, notes)
 
 
 def lines(report: Report) -> list[str]:

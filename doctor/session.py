@@ -154,6 +154,38 @@ def check(req: Request) -> Report:
     return report(facts, profile, registry, judged, req.strict, notes)
 
 
+def health(req: Request) -> Report:
+    """`doctor check --health`: judge this node (or the snapshot `req.facts`) with the health checks of
+    `req.profiles` (default: as check()), from the probes doctor.health names under its one budget. Never
+    imports torch, never starts the torch probe."""
+    from . import facts as facts_mod
+    from .health import BUDGET_S, HEALTH_CHECKS, PROBES, timeouts
+    from .interpreter import select
+    from .profile import load
+    from .registry import discover
+    from .runner import judge, report
+
+    registry = discover()
+    refs = list(req.profiles)
+    profile = load(refs, registry, offline=True) if refs else None
+    budget = min(req.timeout_s, BUDGET_S)
+    if req.facts is None:
+        paths = profile.storage_paths() if profile else {}
+        facts = facts_mod.collect(select(req.python), timeouts(budget), names=list(PROBES), paths=paths, offline=True)
+    elif isinstance(req.facts, str):
+        facts = facts_mod.load(req.facts)
+    else:
+        raise InputError("--health", None, "judges a snapshot file (--facts FILE) or this node")
+    notes = [f"--health: probes {', '.join(PROBES)} within {budget:g} s; checks judged where the profile enables "
+             "them: " + ", ".join(HEALTH_CHECKS)]
+    if profile is None:
+        ref, note = _default_profile(facts)
+        profile = load([ref], registry, offline=True)
+        notes.append(note)
+    judged = judge(facts, profile, registry, keep=lambda cid: cid in HEALTH_CHECKS)
+    return report(facts, profile, registry, judged, req.strict, notes)
+
+
 def check_distributed(req: Request, timeout_s: float) -> Any:
     """`doctor check --distributed`: check() on this rank, then every rank's report compared on rank 0
     (doctor.distributed.driver: gloo control group, timed barrier, all-reduce, cross-rank checks)."""

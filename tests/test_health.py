@@ -74,10 +74,9 @@ def test_health_refuses_the_other_modes(cli, site):
 
 def test_live_run_imports_no_torch_and_probes_only_its_probes():
     code = ("import json, sys, time\n"
-            "from doctor import health\n"
-            "from doctor.session import Request\n"
+            "from doctor.session import Request, health\n"
             "t = time.monotonic()\n"
-            "report = health.check(Request(('cpu-ci',), offline=True))\n"
+            "report = health(Request(('cpu-ci',), offline=True))\n"
             "print(json.dumps({'s': time.monotonic() - t, 'probes': sorted(report.facts['probes']),\n"
             "                  'heavy': [m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules],\n"
             "                  'exit': int(report.exit_code)}))\n")
