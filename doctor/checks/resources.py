@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import replace
 from typing import Any, Callable
 
 from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
@@ -126,6 +125,23 @@ def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance
     return passed(f"{judged}, {gib(avail)} available{expect}{needs}", *details, *job_details)
 
 
+def _job_workload(facts: dict[str, Any], workload: Any, deepspeed: Any) -> tuple[Any, dict[str, Any], Any] | None:
+    """(model, the job's own fields, Workload) of the profile's job with the inspected interpreter's library versions applied, as
+    vram.budget reads them (doctor.vram.versions.with_facts); None when the profile sets no usable workload."""
+    from doctor.vram.estimator import Workload
+    from doctor.vram.versions import resolve, with_facts
+    from doctor.vram.workload import workload_from_job
+
+    if not isinstance(workload, dict):
+        return None
+    model, fields = workload_from_job({"workload": workload,
+                                       "deepspeed": deepspeed if isinstance(deepspeed, dict) else {}})
+    try:
+        return model, fields, Workload(**resolve(with_facts(fields, facts)))
+    except (TypeError, ValueError):
+        return None
+
+
 def _paged_spill(facts: dict[str, Any], workload: dict[str, Any] | None, eff: float,
                  allowance_gib: float) -> Result | None:
     """A one-GPU job with a bitsandbytes paged optimizer whose GPU peak exceeds the GPU's free memory: the
@@ -133,16 +149,13 @@ def _paged_spill(facts: dict[str, Any], workload: dict[str, Any] | None, eff: fl
     None when that does not apply (no paged optimizer, a distributed job) or cannot be computed (no model
     config or no GPU memory figure: vram.budget reports those)."""
     from doctor.errors import InputError
-    from doctor.vram.estimator import PAGED, Workload, estimate, sharding_of
-    from doctor.vram.workload import attached_model, workload_from_job
+    from doctor.vram.estimator import PAGED, estimate, sharding_of
+    from doctor.vram.workload import attached_model
 
-    if not isinstance(workload, dict):
+    job = _job_workload(facts, workload, None)
+    if job is None:
         return None
-    model, fields = workload_from_job({"workload": workload, "deepspeed": {}})
-    try:
-        wl = Workload(**fields)
-    except (TypeError, ValueError):
-        return None
+    model, _, wl = job
     if wl.optimizer not in PAGED or wl.method == "inference" or sharding_of(wl) is not None:
         return None
     try:
@@ -158,8 +171,8 @@ def _paged_spill(facts: dict[str, Any], workload: dict[str, Any] | None, eff: fl
     allowance = allowance_gib * GIB
     figure = (f"{gib(spill + allowance)} of CPU RAM ({gib(spill)} of {wl.optimizer} state paged out of the GPU: "
               f"peak {gib(est.peak_bytes)} vs {gib(gpu_free)} free; + {gib(allowance)} allowance)")
-    details = [f"paged optimizer state: {gib(est.paged_bytes)}; what does not fit on the GPU moves to CPU RAM "
-               "(https://huggingface.co/docs/bitsandbytes/main/en/explanations/optimizers#paged-optimizers)",
+    details = [(f"paged optimizer state: {gib(est.paged_bytes)}; what does not fit on the GPU moves to CPU RAM "
+                "(https://huggingface.co/docs/bitsandbytes/main/en/explanations/optimizers#paged-optimizers)"),
                f"process allowance: {allowance_gib:g} GiB (doctor's assumption, not measured)"]
     if spill + allowance <= eff:
         return passed(f"the job needs {figure}", *details)
@@ -216,28 +229,18 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
     from doctor.errors import InputError
     from doctor.vram.distributed import Counts, deepspeed_figures
     from doctor.vram.estimator import (
-        Workload,
         distributed_memory,
         largest_layer,
         largest_unit,
         sharding_of,
     )
     from doctor.vram.whatif import cpu_what_ifs
-    from doctor.vram.workload import attached_model, to_flags, unknown_optimizer, workload_from_job
+    from doctor.vram.workload import attached_model, to_flags, unknown_optimizer
 
-    if not isinstance(workload, dict):
+    job = _job_workload(facts, workload, deepspeed)   # with DeepSpeed's version: bit16 staging depends on it
+    if job is None:
         return None
-    model, fields = workload_from_job({"workload": workload, "deepspeed": deepspeed if isinstance(deepspeed, dict)
-                                       else {}})
-    try:
-        wl = Workload(**fields)
-    except (TypeError, ValueError):
-        return None
-    python = facts.get("python")
-    dists = python.get("distributions") if isinstance(python, dict) else None
-    version = dists.get("deepspeed") if isinstance(dists, dict) else None
-    if isinstance(version, str) and isinstance(wl.ds_knobs, dict):   # bit16 staging depends on it (distributed.py)
-        wl = replace(wl, ds_knobs={**wl.ds_knobs, "version": version})
+    model, fields, wl = job   # fields: the job's own, for the printed doctor estimate commands
     sh = sharding_of(wl)
     if sh is None or wl.method == "inference":
         return None
