@@ -120,16 +120,17 @@ def inspected(facts: dict[str, Any]) -> str:
 def check(req: Request) -> Report:
     """Judge this machine (or the snapshot) against the profiles: every check once, the bench checks after the
     bench phase that the passive checks gate."""
-    from .bench.phase import bench_section, wanted
     from .interpreter import select
-    from .profile import load
-    from .registry import discover
-    from .runner import judge, report
 
     if req.facts is not None and req.python:
         raise InputError("--python", None, "has no effect with --facts (the snapshot names the Python it inspected)")
     target = select(req.python) if req.facts is None else None
     run = start_torch(target, req.timeout_s, req.offline) if target is not None else None  # before the imports below
+    from .bench.phase import bench_section, wanted
+    from .profile import load
+    from .registry import discover
+    from .runner import judge, report
+
     registry = discover()
     refs = list(req.profiles)
     facts, profile = snapshot(req, target, refs, registry, run)

@@ -263,15 +263,14 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
     counts = (Counts(arch.params, arch.params, largest_layer(arch), largest_unit(arch), largest_layer(arch))
               if arch is not None else Counts(params or 0, params or 0))
     ds = deepspeed_figures(counts, sh)
-    peak_is_load = mem.cpu_load > mem.cpu_training
-    terms = mem.load if peak_is_load else mem.cpu
+    peak = mem.peak_moment
     what = sh.describe() + (f", from {sh.source}" if sh.source else "")
     details = [f"job: {what}"]
-    details += [f"CPU per node, {k}: {gib(t.bytes)} = {t.formula} [{t.source}]" for k, t in terms.items()]
-    if not peak_is_load:
+    details += [f"CPU per node, {k}: {gib(t.bytes)} = {t.formula} [{t.source}]" for k, t in mem.moments()[peak].items()]
+    if peak != "model load":
         details += [f"CPU per node while loading the model (freed before training): {gib(mem.cpu_load)}"]
-    else:
-        details += [f"CPU per node during training: {gib(mem.cpu_training)} (the model load is the peak)"]
+    if peak != "training":
+        details += [f"CPU per node during training: {gib(mem.cpu_training)} (the {peak} is the peak)"]
     details.append(f"process allowance: {allowance_gib:g} GiB x {sh.per_node} rank(s) = {gib(allowance)} "
                    "(doctor's assumption for Python, torch/CUDA libraries and host-side CUDA state; not measured)")
     if mem.pinned_bytes:
@@ -281,7 +280,7 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
                        f"x{ds['buffer_factor']:g} buffer = {gib(ds['cpu_per_node_with_buffer_bytes'])}; "
                        f"GPU {gib(ds['gpu_per_rank_bytes'])} per rank (model states only)")
     details += [f"note: {n}" for n in mem.notes]
-    moment = "model load" if peak_is_load else "training state"
+    moment = {"training": "training state"}.get(peak, peak)
     figure = f"{gib(need)} of CPU RAM per node ({gib(mem.cpu_bytes)} {moment} + {gib(allowance)} allowance)"
     problems = []
     if mem.nvme_bytes:

@@ -37,6 +37,17 @@ RAM_EFFICIENT_SRC = ("accelerate utils/dataclasses.py FullyShardedDataParallelPl
                      "weights' (forces sync_module_states); transformers modeling_utils.py: 'if is_fsdp_enabled() "
                      "and not is_local_dist_rank_0()' -> meta")
 FSDP_DOC = "PyTorch FSDP (https://docs.pytorch.org/docs/stable/fsdp.html; torch/distributed/fsdp/_flat_param.py)"
+# FSDP1 CPUOffload(offload_params=True), read in torch 2.13's torch/distributed/fsdp (the same lines since 2.0)
+CPU_GRAD_SRC = ("torch/distributed/fsdp/_flat_param.py FlatParamHandle.init_flat_param_attributes: 'flat_param."
+                "_local_shard = flat_param._local_shard.pin_memory()' and 'flat_param._cpu_grad = torch.zeros_like("
+                "flat_param._local_shard, device=cpu_device).pin_memory()' for every flat parameter, frozen ones too")
+PINNED_ROUND_SRC = ("ATen/core/CachingHostAllocator.h (torch 2.13 include/): 'Round up the allocation to the nearest "
+                    "power of two to improve reuse' (c10::llvm::PowerOf2Ceil) for sizes up to pinned_max_round_"
+                    "threshold and pinned_max_cached_size, both SIZE_MAX by default (c10/core/AllocatorConfig.h); "
+                    "pin_memory() allocates there")
+LAZY_INIT_SRC = ("torch/distributed/fsdp/_runtime_utils.py _share_state_and_init_handle_attrs: init_flat_param_"
+                 "attributes() for every handle at the lazy init; the unpinned shard stays flat_param.data until the "
+                 "unit's first pre_unshard(): 'self.flat_param_to(self.device, non_blocking=True)' (_flat_param.py)")
 
 # deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig) and offload_config.py defaults
 DS_DEFAULTS: dict[str, Any] = {
@@ -44,12 +55,14 @@ DS_DEFAULTS: dict[str, Any] = {
     "overlap_comm": None,                 # None: True for stage 3 only (config.py overlap_comm_valid)
     "stage3_prefetch_bucket_size": 50_000_000, "stage3_max_live_parameters": 1_000_000_000,
     "stage3_param_persistence_threshold": 100_000, "sub_group_size": 1_000_000_000,
-    "pin_memory": True, "param_buffer_count": 5, "param_buffer_size": 100_000_000,
+    "pin_memory": True,   # from DeepSpeed 0.19.5; earlier releases default to False (PIN_DEFAULT_SINCE)
+    "param_buffer_count": 5, "param_buffer_size": 100_000_000,
     "param_max_in_cpu": 1_000_000_000, "optimizer_buffer_count": 4, "nvme_path": None,
 }
 
 
 STAGING_SINCE = (0, 17, 0)   # DeepSpeed PR #7309 (first released in v0.17.0): pinned bit16 CPU staging buffer
+PIN_DEFAULT_SINCE = (0, 19, 5)   # offload_config.py 'pin_memory: bool = True' (PR #8207); 'False' up to v0.19.4
 
 
 def version_tuple(version: Any) -> tuple[int, ...] | None:
@@ -133,6 +146,12 @@ class Counts:
     largest_layer: int = 0
     largest_unit: int = 0
     largest_param: int = 0
+    # FSDP flat parameters as (bytes unsharded, bytes per element, how many): each is sharded and, under CPU
+    # offload, pinned whole per rank; () where the wrap is unknown (no model config)
+    units: tuple[tuple[float, int, int], ...] = ()
+    # DeepSpeed: element counts of the trainable tensors in model.parameters() order (the order ZeRO flattens them
+    # and cuts ZeRO-3 sub-groups in); () where unknown (no model config)
+    tensors: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -259,8 +278,18 @@ class Memory:
     gpu: dict[str, Term] = field(default_factory=dict)
     cpu: dict[str, Term] = field(default_factory=dict)
     load: dict[str, Term] = field(default_factory=dict)
+    # FSDP CPU offload's lazy init: each unpinned shard beside its pinned copy until the unit's first forward
+    init: dict[str, Term] = field(default_factory=dict)
     nvme: dict[str, Term] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def moments(self) -> dict[str, dict[str, Term]]:
+        """CPU terms per node at each moment that can be the peak, training first."""
+        return {"training": self.cpu, "model load": self.load, **({"FSDP lazy init": self.init} if self.init else {})}
+
+    @property
+    def peak_moment(self) -> str:
+        return max(self.moments().items(), key=lambda kv: sum(t.bytes for t in kv[1].values()))[0]
 
     @property
     def gpu_states(self) -> float:
@@ -286,10 +315,15 @@ class Memory:
         return sum(t.bytes for t in self.load.values())
 
     @property
+    def cpu_init(self) -> float:
+        return sum(t.bytes for t in self.init.values())
+
+    @property
     def cpu_bytes(self) -> float:
-        """CPU RAM per node at its peak: training state with its buffers, or the model load, whichever is larger
-        (the model created on the CPU is freed once it moves to the GPUs, before the optimizer state exists)."""
-        return max(self.cpu_training, self.cpu_load)
+        """CPU RAM per node at its peak: training state with its buffers, the model load, or FSDP's lazy init,
+        whichever is largest (the model created on the CPU is freed once it moves to the GPUs, before the optimizer
+        state exists)."""
+        return max(self.cpu_training, self.cpu_load, self.cpu_init)
 
     @property
     def pinned_bytes(self) -> float:
@@ -302,17 +336,19 @@ class Memory:
     def cpu_block(self) -> dict[str, Any]:
         """The JSON `cpu` block: per-node bytes, the breakdown by term, and each term's formula and source."""
         s = self.sharding
-        peak_is_load = self.cpu_load > self.cpu_training
+        peak = self.peak_moment
         return {
-            "per_node_bytes": round(self.cpu_bytes), "peak_moment": "model load" if peak_is_load else "training",
-            "breakdown": {k: round(t.bytes) for k, t in (self.load if peak_is_load else self.cpu).items()},
+            "per_node_bytes": round(self.cpu_bytes), "peak_moment": peak,
+            "breakdown": {k: round(t.bytes) for k, t in self.moments()[peak].items()},
             "training_bytes": round(self.cpu_training), "load_bytes": round(self.cpu_load),
+            "init_bytes": round(self.cpu_init),
             "pinned_bytes": round(self.pinned_bytes), "model_states_bytes": round(self.cpu_states),
             "nvme_per_node_bytes": round(self.nvme_bytes),
             "nvme_path": s.knob("nvme_path") if self.nvme else None,
             "gpus_per_node": s.per_node, "nodes": s.nodes, "world_size": s.world_size, "sharding": s.describe(),
             "terms": {f"{where}.{k}": t.to_dict() for where, terms in (("cpu", self.cpu), ("load", self.load),
-                                                                        ("nvme", self.nvme)) for k, t in terms.items()},
+                                                                        ("init", self.init), ("nvme", self.nvme))
+                      for k, t in terms.items()},
         }
 
 
@@ -330,6 +366,14 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
     p, m, gb = pr.param_bytes, pr.master_bytes, pr.grad_bytes
     off_opt, off_par = s.offload_optimizer, s.offload_params
     pin = bool(s.knob("pin_memory"))
+    version = version_tuple(s.knobs.get("version"))
+    if s.knobs.get("pin_memory") in (None, "auto") and (off_opt, off_par) != ("none", "none"):
+        if version is not None and version < PIN_DEFAULT_SINCE:
+            pin = False
+        elif version is None:
+            mem.notes.append("offload pin_memory is unset and DeepSpeed's version unknown: counted as true, the "
+                             "default since 0.19.5 (offload_config.py 'pin_memory: bool = True', PR #8207); earlier "
+                             "releases default to false")
     if stage < 3 and off_opt == "nvme":
         off_opt = "cpu"
         mem.notes.append("ZeRO-1/2 treat offload_optimizer.device nvme as CPU offload (stage_1_and_2.py: "
@@ -438,6 +482,7 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
         else:
             mem.notes.append("the largest parameter tensor is unknown (no model config): the offload gradient "
                              "staging buffers (one such tensor each on GPU and CPU) are not counted")
+    _deepspeed_pinned(mem, c, pr, s, off_opt, off_par, pin)
 
     # the model as created on the CPU before deepspeed.initialize moves it: each rank builds it whole in fp32,
     # or, under ZeRO-3's zero.Init, one module at a time (memory.rst "4 (in 4*n_gpus)")
@@ -452,6 +497,119 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
     if c.largest_layer == 0 and stage == 3:
         mem.notes.append("the largest layer is unknown (no model config): its gathered bytes are counted as 0")
     return mem
+
+
+# DeepSpeed's pinned CPU blocks (get_accelerator().pin_memory(t): 'return tensor.pin_memory()' for CUDA,
+# accelerator/cuda_accelerator.py v0.14-v0.19.4, abstract_accelerator.py _pin_memory since v0.19.5), read in
+# deepspeedai/DeepSpeed@edaa7221 (v0.19.5+27) and the tags named
+MASTER_PIN_ALWAYS = ((0, 14, 1), (0, 18, 3))   # PR #5301 pinned the fp32 master partition under any CPU offload;
+# PR #7689 ("stage 1-2: don't pin memory if not configured", v0.18.3) put it back under offload_optimizer.pin_memory
+DS_PIN12_SRC = (f"{STAGE12}.__init__ (v0.19.5): 'aligned_numel = int(math.ceil(orig_group_numel / alignment)) * "
+                "alignment' (alignment = 2 x dp world size) split into dp equal partitions; per param group 'if self."
+                "cpu_offload_pin_memory: weights_partition = get_accelerator().pin_memory(weights_partition)' (fp32), "
+                "'temp_pinned = get_accelerator().pin_memory(temp_buffer_bit16)'; initialize_optimizer_states: 'single_"
+                "partition_of_fp32_groups[i].grad = get_accelerator().pin_memory(single_grad_partition) if self.cpu_"
+                "offload_pin_memory'; 'temp_grad_buffer_for_cpu_offload = torch.zeros(largest_param_numel, ..., dtype="
+                "self.dtype)' pinned likewise; async_accumulate_grad_in_cpu_via_gpu: 'torch.zeros(param.numel(), dtype="
+                "param.dtype, ...)' pinned per parameter in the rank's partition")
+DS_PIN3_SRC = (f"{STAGE3} (v0.19.5): partition_numel = ceil(numel / dp) per parameter (partition_parameters.py "
+               "_padding_size); 'grad_partitions_flat_buffer = torch.zeros(sum(p.partition_numel() ...), dtype=self."
+               "gradient_accumulation_dtype' (the model dtype unless data_types.grad_accum_dtype: engine.py "
+               "get_data_types), pinned 'if self.offload_optimizer_pin_memory'; initialize_optimizer_states: "
+               "'subgroup_gradient_buffer = get_accelerator().pin_memory(subgroup_gradient_buffer)' (fp32, one per "
+               "sub-group: _create_fp16_sub_groups cuts at 'local_sub_group_size >= sub_group_size'); offload_param: "
+               "_create_param_groups_fp16_flat_cpu_memory pins one flat buffer per param group, whatever pin_memory; "
+               "the fp32 master partition is '.clone().detach()', not pinned")
+ONE_GROUP_NOTE = ("pinned blocks counted for one optimizer param group of all trainable parameters, as with a "
+                  "DeepSpeed config that has an \"optimizer\" block (transformers deepspeed_optim_sched: "
+                  "'optimizer = DummyOptim(params=model_parameters)'); without one the Trainer's own optimizer makes "
+                  "a second, small group of the biases and norm weights (Trainer.get_decay_parameter_names), pinned "
+                  "as blocks of its own")
+
+
+def _pinned_members(sizes: tuple[int, ...], part: int, rank: int) -> list[int]:
+    """The tensors a ZeRO-1/2 rank's partition [rank x part, (rank + 1) x part) of the flat group touches
+    (stage_1_and_2.py get_partition_info)."""
+    lo, hi, start, out = rank * part, (rank + 1) * part, 0, []
+    for n in sizes:
+        if start < hi and start + n > lo:
+            out.append(n)
+        start += n
+    return out
+
+
+def _deepspeed_pinned(mem: Memory, c: Counts, pr: Precision, s: Sharding, off_opt: str, off_par: str,
+                      pin: bool) -> None:
+    """`pinned_rounding`: the caching host allocator rounds each block DeepSpeed pins up to a power of two, and a
+    pinned block is resident whole. Per rank from the trainable tensors' sizes (Counts.tensors), times GPUs/node."""
+    stage, N, g = s.zero, s.world_size, s.per_node
+    p, m = pr.param_bytes, pr.master_bytes or 4
+    version = version_tuple(s.knobs.get("version"))
+    kinds: list[str] = []   # what is pinned, before the sizes are needed
+    if stage in (1, 2) and off_opt != "none":
+        lo, hi = MASTER_PIN_ALWAYS
+        master = (version is not None and lo <= version < hi) or (pin and (version is None or version >= hi))
+        kinds += (["master"] if master else []) + (["staging"] if pin and (
+            version is None or version >= STAGING_SINCE) else []) + (["grads", "temp"] if pin else [])
+        kinds += ["accum"] if pin and pr.grad_accum > 1 else []
+        if not pin and version is None:
+            mem.notes.append("DeepSpeed's version is unknown: counted as >= 0.18.3, which leaves the fp32 master "
+                             "partition unpinned with pin_memory false; 0.14.1 to 0.18.2 pin it anyway (PR #5301, "
+                             "undone by PR #7689)")
+    elif stage == 3:
+        kinds += (["flat_grads"] if pin and off_opt != "none" else []) + (["sub_grads"] if pin and off_opt == "cpu"
+                                                                          else [])
+        kinds += ["params_flat"] if off_par == "cpu" else []
+    if not kinds:
+        return
+    if not c.tensors:
+        mem.notes.append("the trainable tensors are not listed (no model config, or over 2,000,000 of them): the "
+                         "pinned host allocator's power-of-two rounding of DeepSpeed's pinned blocks is not counted")
+        return
+    sizes, total = c.tensors, sum(c.tensors)
+    blocks: list[tuple[str, int]] = []   # (what, bytes), the same on every rank
+    if stage in (1, 2):
+        part = math.ceil(total / (2 * N)) * 2
+        named = {"master": (f"fp32 master partition ({m} B x {part:,})", m * part),
+                 "staging": (f"bit16 staging ({p} B x {part:,})", p * part),
+                 "grads": (f"fp32 gradient partition ({m} B x {part:,})", m * part),
+                 "temp": (f"gradient staging ({p} B x largest tensor {max(sizes):,})", p * max(sizes))}
+        blocks = [named[k] for k in kinds if k in named]
+        src = DS_PIN12_SRC
+    else:
+        parts = [math.ceil(n / N) for n in sizes]
+        flat = sum(parts)
+        if "flat_grads" in kinds:
+            blocks.append((f"grad_partitions_flat_buffer ({p} B x {flat:,})", p * flat))
+        if "sub_grads" in kinds:
+            cut, run = float(s.knob("sub_group_size")), 0
+            subs = [flat] if cut >= flat else []
+            for i, n in enumerate(parts if cut < flat else []):
+                run += n
+                if run >= cut or i == len(parts) - 1:
+                    subs.append(run)
+                    run = 0
+            blocks += [(f"fp32 sub-group gradient ({m} B x {n:,})", m * n) for n in subs]
+        if "params_flat" in kinds:
+            blocks.append((f"bit16 parameter flat buffer ({p} B x {flat:,})", p * flat))
+        src = DS_PIN3_SRC
+    extra = g * sum(pow2_ceil(b) - b for _, b in blocks)
+    shown = "; ".join(f"{w}: {_b(b)} -> {_b(pow2_ceil(b))}" for w, b in blocks[:6])
+    shown += f"; {len(blocks) - 6} more" if len(blocks) > 6 else ""
+    formula = f"{g} GPUs/node x sum(PowerOf2Ceil(block) - block) over each rank's pinned blocks ({shown})"
+    if "accum" in kinds:   # per parameter of the rank's partition, so per rank: the fullest node counts
+        nodes = []
+        for first in range(0, N, g):
+            nodes.append(sum(pow2_ceil(p * n) - p * n for r in range(first, min(first + g, N))
+                             for n in _pinned_members(sizes, part, r)))
+        extra += max(nodes)
+        formula += (f" + {_b(max(nodes))} for the gradient accumulation buffers ({p} B x each tensor in a rank's "
+                    f"partition, the fullest node's {g} ranks)")
+    mem.cpu["pinned_rounding"] = Term(extra, formula, f"{PINNED_ROUND_SRC}; {src}", False, True)
+    mem.notes.append(ONE_GROUP_NOTE)
+    if "sub_grads" in kinds:
+        mem.notes.append("ZeRO-3 sub-groups cut in module order (embeddings, blocks, final norm, head), each block's "
+                         "norm weights taken together; sub_group_size " f"{float(s.knob('sub_group_size')):,.0f}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -491,8 +649,12 @@ def _fsdp(c: Counts, pr: Precision, s: Sharding) -> Memory:
             "shards) until the eventual sync'"))
         mem.notes.append(f"gradient accumulation inside FSDP.no_sync(): every rank keeps the unsharded gradients "
                          f"({_b(ps * G)}) until the synchronizing micro-batch")
-    if off or not no_sync:   # the synchronized shard (on the GPU it takes the unsharded gradients' place)
-        where["grads_shard"] = Term(ps * G / S * node, f"{ps} B x {what}{per}", src_g, pinned=off)
+    if off:   # a pinned CPU buffer as large as each flat parameter's shard, whatever requires grad
+        where["grads_shard"] = Term(pr.weights / S * node, f"{_b(pr.weights)}{per} (one pinned gradient buffer per "
+                                    "flat parameter shard, in its dtype, frozen ones included)", CPU_GRAD_SRC,
+                                    pinned=True)
+    elif not no_sync:   # the synchronized shard (on the GPU it takes the unsharded gradients' place)
+        where["grads_shard"] = Term(ps * G / S * node, f"{ps} B x {what}{per}", src_g)
     where["optimizer_states"] = Term(pr.state_bytes / S * node, f"{_b(pr.state_bytes)}{per}", src)
     unit = c.largest_unit
     if s.fsdp in ("full", "hybrid"):
@@ -514,11 +676,36 @@ def _fsdp(c: Counts, pr: Precision, s: Sharding) -> Memory:
                                              "FullyShardedDataParallelPlugin: cpu_ram_efficient_loading defaults to "
                                              "False (FSDP_CPU_RAM_EFFICIENT_LOADING unset)"), False)
     if off:
+        _fsdp_offload(mem, c, pr, s)
         mem.notes.append("FSDP CPUOffload(offload_params=True) keeps the parameter and gradient shards on the CPU "
                          "(pinned) and runs the optimizer step there")
     if c.largest_unit == 0:
         mem.notes.append("the largest FSDP unit is unknown (no model config): its unsharded bytes are counted as 0")
     return mem
+
+
+def pow2_ceil(n: int) -> int:
+    """c10::llvm::PowerOf2Ceil: the least power of two >= n (0 for 0)."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
+def _fsdp_offload(mem: Memory, c: Counts, pr: Precision, s: Sharding) -> None:
+    """CPUOffload's pinned blocks, rounded up to powers of two, and its lazy init, when every unpinned shard still
+    sits beside its pinned copy (the peak when the optimizer state is small, as with LoRA)."""
+    S, g, cpu = s.shards, s.per_node, mem.cpu
+    if c.units:   # FSDP pads each flat parameter to a multiple of its shards; each rank pins its own shard
+        shards = [(math.ceil(b / e / S) * e, n) for b, e, n in c.units]
+        extra = sum((pow2_ceil(int(a)) - a) * n for a, n in shards)
+        count = sum(n for _, n in shards)
+        cpu["pinned_rounding"] = Term(2 * extra * g, f"2 x sum(PowerOf2Ceil(shard) - shard) over {count:,} flat "
+                                      f"parameters x {g} GPUs/node (each parameter shard and its gradient buffer)",
+                                      PINNED_ROUND_SRC, False, True)
+    else:
+        mem.notes.append("the FSDP units are unknown (no model config): the pinned host allocator's power-of-two "
+                         "rounding of each shard is not counted")
+    mem.init["unpinned_shards"] = Term(pr.weights / S * g, f"{_b(pr.weights)} / {S} shards x {g} GPUs/node, freed "
+                                       "at each unit's first forward", LAZY_INIT_SRC, False)
+    mem.init.update({k: cpu[k] for k in ("params_shard", "grads_shard", "pinned_rounding") if k in cpu})
 
 
 def memory(c: Counts, pr: Precision, s: Sharding) -> Memory:

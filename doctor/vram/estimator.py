@@ -374,6 +374,76 @@ def largest_unit(arch: Arch) -> int:
     return max(units)
 
 
+FSDP_WRAP_SRC = ("accelerate FSDP TRANSFORMER_BASED_WRAP (one unit per block, the root holds the rest); peft "
+                 "utils/other.py fsdp_auto_wrap_policy: lambda_policy_fn wraps each leaf whose weight requires grad "
+                 "(lora_A / lora_B) as its own unit")
+
+
+def fsdp_units(arch: Arch, wl: Workload, wbytes: int, abytes: int, weights: float,
+               adapters_apart: bool) -> tuple[tuple[float, int, int], ...]:
+    """FSDP flat parameters as (bytes, bytes per element, how many) under a transformer-block wrap (FSDP_WRAP_SRC):
+    each block, each LoRA matrix apart when `adapters_apart` (else in its block), and the root with the rest of
+    `weights` (the same total as distributed_memory's). Quantized linears count their packed codes only."""
+    quant, r = wl.quant, wl.lora_rank
+    targets = lora_targets(arch, wl) if wl.method in ("lora", "qlora") else frozenset()
+
+    def packed(lin: Linear, vision: bool) -> float:
+        if quant == "none" or (vision and quant not in ("nf4", "int8")):
+            return lin.params * wbytes
+        return lin.params * (0.5 if quant == "nf4" else _quant_bytes(quant, wl.double_quant, lin))
+
+    units: list[tuple[float, int, int]] = []
+    apart: list[tuple[float, int, int]] = []
+    blocks = [(b, n, False) for b, n in arch.kinds]
+    blocks += [(arch.vision.block, arch.vision.depth, True)] if arch.vision else []
+    loose = [(lin, 1) for lin in arch.vision.merger_linears] if arch.vision else []
+    for b, n, vision in blocks:
+        size = sum(packed(lin, vision) for lin in b.linears) + (b.params - sum(lin.params for lin in b.linears)) * wbytes
+        for lin in b.linears:
+            if lin.name in targets:
+                if adapters_apart:
+                    apart += [(r * lin.fan_in * abytes, abytes, n), (r * lin.fan_out * abytes, abytes, n)]
+                else:
+                    size += r * (lin.fan_in + lin.fan_out) * abytes
+        units.append((size, wbytes, n))
+    apart += [(r * d * abytes, abytes, k) for lin, k in loose if lin.name in targets and adapters_apart
+              for d in (lin.fan_in, lin.fan_out)]
+    root = weights - sum(b * n for b, _, n in units + apart)
+    return (*units, *apart, (max(root, 0.0), wbytes, 1))
+
+
+MAX_TENSORS = 2_000_000   # beyond this many trainable tensors they are not listed (a config with 10^9 layers)
+
+
+def trainable_tensors(arch: Arch, wl: Workload, targets: frozenset[str], trainable: int) -> tuple[int, ...]:
+    """Trainable tensors' element counts in model.parameters() order (DeepSpeed's pinned blocks): vision tower,
+    embeddings, blocks (each block's norm weights together), final norm, head; () where they do not add up to
+    `trainable` or there are more than MAX_TENSORS."""
+    full, r, v = wl.method in ("full", "hessian"), wl.lora_rank, arch.vision
+
+    def lins(ls: tuple[Linear, ...]) -> list[int]:
+        return [x for lin in ls for x in ((lin.fan_in * lin.fan_out, lin.fan_out * lin.bias) if full else
+                                           (r * lin.fan_in, r * lin.fan_out) if lin.name in targets else ())]
+
+    per_block = [(b, n, len(lins(b.linears)) + 1) for b, n in arch.kinds]
+    count = sum(n * k for _, n, k in per_block) + ((v.depth + 1) * (len(v.block.linears) * 2 + 1) if v else 0)
+    if count > MAX_TENSORS:
+        return ()
+    out: list[int] = [v.embed_params] * full if v else []
+    for _ in range(v.depth if v else 0):
+        out += lins(v.block.linears) + [v.block.other_params] * full
+    out += (lins(v.merger_linears) + [v.merger_other] * full) if v else []
+    emb = arch.vocab * arch.block.hidden
+    out += ([emb, arch.embed_params - emb] if arch.embed_params >= emb else [arch.embed_params]) * full
+    for b, n, _ in per_block:
+        block = lins(b.linears) + [b.other_params] * full
+        for _ in range(n):
+            out += block
+    out += ([arch.final_params] + lins((arch.head,) if arch.head else ())) * full
+    kept = tuple(x for x in out if x > 0)
+    return kept if sum(kept) == trainable else ()
+
+
 # bytes per parameter of optimizer state for a model doctor has no config for (fp32 parameters; torch's optimizers
 # scale with the parameter dtype, bitsandbytes' do not: BNB_FP32_STATES and the 8-bit ones)
 STATE_BYTES = {"adamw": 8, "adamw_fused": 8, "adamw_loop": 8, "adamw_8bit": 2 + 8 / 256, "sgd": 4,
@@ -402,7 +472,9 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
         qstate = quant_state_bytes(arch, base) if sh.engine == "fsdp" or sh.zero == 3 else 0.0
         weights = _weights(arch, base, 4 if amp else p)[0] - qstate + (trainable * abytes if frozen else 0)
         states = _optimizer(base, arch, trainable, sizes, sbytes)[0]
-        counts = dist.Counts(arch.params, trainable, largest_layer(arch), largest_unit(arch), largest_layer(arch))
+        units = fsdp_units(arch, base, 4 if amp else p, abytes, weights, frozen and not sh.frozen_grads) if fsdp else ()
+        counts = dist.Counts(arch.params, trainable, largest_layer(arch), largest_unit(arch), largest_layer(arch),
+                             units, trainable_tensors(arch, wl, targets, trainable) if sh.engine == "deepspeed" else ())
         tb = abytes if frozen else (4 if amp else p)
     else:
         if not params or wl.optimizer not in STATE_BYTES:

@@ -32,6 +32,8 @@ LABELS = {
     "grads_shard": "gradient shard", "params_unsharded": "unsharded parameters (FSDP)",
     "grads_unsharded": "unsharded gradients (FSDP)", "optimizer_step_temporaries": "optimizer step temporaries",
     "ddp_buckets": "DDP gradient buckets", "model_load": "model as built on the CPU",
+    "unpinned_shards": "unpinned shards (until each unit's first forward)",
+    "pinned_rounding": "pinned blocks' power-of-two rounding",
     "offload_bit16_staging": "pinned parameter staging (offload)", "offload_grad_accumulation":
     "gradient accumulation buffer (offload)", "params_in_cpu": "parameters kept in CPU (NVMe offload)",
     "param_swap_buffers": "parameter swap buffers", "optimizer_swap_buffers": "optimizer swap buffers",
@@ -86,7 +88,8 @@ def _render_cpu(con: Any, cpu: dict[str, Any]) -> None:
     """The CPU RAM per node of a distributed job, by term, with DeepSpeed's estimator figure beside it."""
     from rich.table import Table
 
-    when = "while the model loads" if cpu["peak_moment"] == "model load" else "during training"
+    when = {"model load": "while the model loads", "training": "during training",
+            "FSDP lazy init": "at FSDP's lazy init (before the first forward)"}.get(cpu["peak_moment"], "")
     con.print(f"[bold]CPU RAM per node[/] ({cpu['sharding']}): {gib(cpu['per_node_bytes'])} {when}")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("component")
@@ -94,10 +97,12 @@ def _render_cpu(con: Any, cpu: dict[str, Any]) -> None:
     for key, value in cpu["breakdown"].items():
         table.add_row(LABELS.get(key, key), f"{value / 2**30:.2f}")
     con.print(table)
-    other = "model load" if cpu["peak_moment"] == "training" else "training"
-    con.print(f"  {other}: {gib(cpu['load_bytes' if other == 'model load' else 'training_bytes'])}; pinned "
-              f"{gib(cpu['pinned_bytes'])}" + (f"; NVMe {gib(cpu['nvme_per_node_bytes'])} on {cpu['nvme_path']}"
-                                              if cpu["nvme_per_node_bytes"] else ""))
+    moments = {"training": cpu["training_bytes"], "model load": cpu["load_bytes"],
+               "FSDP lazy init": cpu.get("init_bytes", 0)}
+    others = "; ".join(f"{k}: {gib(v)}" for k, v in moments.items()
+                       if k != cpu["peak_moment"] and (v or k != "FSDP lazy init"))
+    con.print(f"  {others}; pinned {gib(cpu['pinned_bytes'])}" + (
+        f"; NVMe {gib(cpu['nvme_per_node_bytes'])} on {cpu['nvme_path']}" if cpu["nvme_per_node_bytes"] else ""))
     ds = cpu.get("deepspeed_estimator")
     if ds:
         con.print(f"  DeepSpeed's estimator ({ds['function']}): CPU {gib(ds['cpu_per_node_bytes'])} per node "

@@ -1,0 +1,137 @@
+"""DeepSpeed's pinned CPU blocks rounded up to powers of two by PyTorch's caching host allocator (`pinned_rounding`,
+doctor/vram/distributed.py _deepspeed_pinned). Figures below are worked by hand from llama-2-7b's shapes
+(hidden 4096, intermediate 11008, 32 layers, vocab 32000, untied head: 6,738,415,616 parameters) and the DeepSpeed
+lines quoted in the term's source (stage_1_and_2.py / stage3.py, v0.19.5)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from doctor.vram.arch import from_config
+from doctor.vram.estimator import Workload, distributed_memory
+
+MODELS = Path(__file__).parents[1] / "doctor" / "data" / "models"
+LLAMA = from_config(json.loads((MODELS / "llama-2-7b.json").read_text()), name="llama-2-7b")
+T = 6_738_415_616
+EMB = 32000 * 4096
+GIB = 2**30
+ZERO2 = Workload(dtype="bf16", zero=2, world_size=1, offload_optimizer="cpu", ds_knobs={"pin_memory": True})
+
+
+def _up(n: int) -> int:
+    """The least power of two >= n, by doubling (independent of the code under test)."""
+    k = 1
+    while k < n:
+        k *= 2
+    return k
+
+
+def _pinned(wl: Workload, params: int | None = None):
+    mem = distributed_memory(None if params else LLAMA, wl, params)
+    return mem, mem.cpu.get("pinned_rounding")
+
+
+def test_llama_7b_zero2_offload_pins_power_of_two_blocks():
+    """One GPU: the fp32 master partition (4 B x 6,738,415,616 = 25.10 GiB) takes a 32 GiB block, and so does the
+    fp32 gradient partition; the bf16 staging copy (12.55 GiB) a 16 GiB one; the bf16 gradient staging buffer
+    (the embedding, 32000 x 4096 x 2 B = 250 MiB) a 256 MiB one."""
+    assert T == LLAMA.params
+    mem, term = _pinned(ZERO2)
+    assert term is not None and term.pinned and not term.states
+    assert _up(4 * T) == 32 * GIB and _up(2 * T) == 16 * GIB and _up(2 * EMB) == 256 * 2**20
+    want = 2 * (32 * GIB - 4 * T) + (16 * GIB - 2 * T) + (256 * 2**20 - 2 * EMB)
+    assert term.bytes == want == 18_521_481_216
+    assert "25.10 GiB -> 32.00 GiB" in term.formula and "CachingHostAllocator.h" in term.source
+    assert any("one optimizer param group" in n for n in mem.notes)
+    # not a model state: DeepSpeed's estimator comparison (cpu_states) is the same without pinning
+    unpinned, none = _pinned(replace(ZERO2, ds_knobs={"pin_memory": False, "version": "0.19.5"}))
+    assert none is None and mem.cpu_states == unpinned.cpu_states
+    assert mem.cpu_training - unpinned.cpu_training == pytest.approx(want)
+
+
+def test_two_gpus_halve_the_partitions_and_count_both_ranks():
+    """World size 2 on one node: each rank's partitions hold ceil(T / 4) x 2 = 3,369,207,808 elements (the group
+    aligned to 2 x world size); 4 B x that = 12.55 GiB -> 16 GiB, 2 B -> 8 GiB; two ranks' blocks per node."""
+    part = 3_369_207_808
+    _, term = _pinned(replace(ZERO2, world_size=2))
+    assert _up(4 * part) == 16 * GIB and _up(2 * part) == 8 * GIB
+    want = 2 * (2 * (16 * GIB - 4 * part) + (8 * GIB - 2 * part) + (256 * 2**20 - 2 * EMB))
+    assert term.bytes == want
+
+
+def test_pin_memory_false_pins_nothing_from_0_18_3_but_the_master_partition_before():
+    """PR #5301 (v0.14.1) pinned the fp32 master partition under any CPU offload; PR #7689 (v0.18.3) gated it on
+    pin_memory again. v0.16.9 also predates the bit16 staging buffer (PR #7309, v0.17.0)."""
+    off = {"pin_memory": False}
+    for version in ("0.18.3", "0.19.5", "0.14.0"):
+        assert _pinned(replace(ZERO2, ds_knobs={**off, "version": version}))[1] is None
+    _, term = _pinned(replace(ZERO2, ds_knobs={**off, "version": "0.17.5"}))
+    assert term.bytes == 32 * GIB - 4 * T
+    _, term = _pinned(replace(ZERO2, ds_knobs={"pin_memory": True, "version": "0.16.9"}))
+    assert term.bytes == 2 * (32 * GIB - 4 * T) + (256 * 2**20 - 2 * EMB)   # no bit16 staging block
+    mem, term = _pinned(replace(ZERO2, ds_knobs=off))
+    assert term is None and any("0.14.1 to 0.18.2 pin it anyway" in n for n in mem.notes)
+
+
+def test_unset_pin_memory_follows_the_version_default():
+    """offload_config.py: 'pin_memory: bool = False' up to v0.19.4, 'True' from v0.19.5 (PR #8207)."""
+    assert _pinned(replace(ZERO2, ds_knobs={"version": "0.19.4"}))[1] is None
+    assert _pinned(replace(ZERO2, ds_knobs={"version": "0.19.5"}))[1].bytes == 18_521_481_216
+    mem, term = _pinned(replace(ZERO2, ds_knobs={}))
+    assert term.bytes == 18_521_481_216 and any("default since 0.19.5" in n for n in mem.notes)
+
+
+def test_gradient_accumulation_pins_one_block_per_parameter():
+    """accumulated_grads_in_cpu: a bf16 buffer of each parameter's numel. Per layer the 32 MiB attention
+    projections are powers of two; gate / up / down (2 B x 45,088,768 = 86 MiB) take 128 MiB each (96 of them);
+    the embedding and the head (250 MiB) 256 MiB each; the norms (8 KiB per layer) are powers of two."""
+    _, one = _pinned(ZERO2)
+    _, four = _pinned(replace(ZERO2, grad_accum=4))
+    mlp = 2 * 11008 * 4096
+    assert _up(mlp) == 128 * 2**20
+    assert four.bytes - one.bytes == 96 * (128 * 2**20 - mlp) + 2 * (256 * 2**20 - 2 * EMB) == 4_240_441_344
+
+
+def test_zero3_sub_group_size_splits_the_pinned_gradient_blocks():
+    """ZeRO-3 optimizer offload, one GPU: the bf16 grad_partitions_flat_buffer (12.55 GiB -> 16 GiB) and one fp32
+    gradient buffer per sub-group. With sub_group_size 1e9 the first sub-group closes at the tensor that reaches it:
+    the embedding (131,072,000) + 4 layers of 202,383,360 = 940,605,440, then layer 5's q, k, v, o (16,777,216 each)
+    -> 1,007,714,304 elements (3.75 GiB -> 4 GiB). Without the split, one fp32 block of 25.10 GiB -> 32 GiB."""
+    z3 = replace(ZERO2, zero=3)
+    _, split = _pinned(z3)
+    assert "fp32 sub-group gradient (4 B x 1,007,714,304): 3.75 GiB -> 4.00 GiB" in split.formula
+    _, whole = _pinned(replace(z3, ds_knobs={"pin_memory": True, "sub_group_size": 10**12}))
+    assert whole.bytes == (16 * GIB - 2 * T) + (32 * GIB - 4 * T)
+    assert split.bytes != whole.bytes
+    # the fp32 master partition is '.clone().detach()' (pageable) under ZeRO-3: no block of its own
+    assert "master" not in split.formula
+
+
+def test_zero3_parameter_offload_pins_its_flat_buffer_whatever_pin_memory():
+    """_create_param_groups_fp16_flat_cpu_memory pins one bf16 flat buffer per param group unconditionally."""
+    wl = Workload(dtype="bf16", zero=3, world_size=1, offload_params="cpu", ds_knobs={"pin_memory": False})
+    _, term = _pinned(wl)
+    assert term.bytes == 16 * GIB - 2 * T
+
+
+def test_no_model_config_counts_no_rounding_and_says_so():
+    mem, term = _pinned(ZERO2, params=7_000_000_000)
+    assert term is None
+    assert any("trainable tensors are not listed" in n for n in mem.notes)
+
+
+def test_a_config_with_a_billion_layers_lists_no_tensors_and_returns_at_once():
+    """trainable_tensors stops before enumerating 10^9 blocks (bad input a user can give as a config.json)."""
+    import time
+
+    arch = from_config({"model_type": "llama", "hidden_size": 64, "intermediate_size": 176, "num_attention_heads": 4,
+                        "num_key_value_heads": 2, "num_hidden_layers": 10**9, "vocab_size": 128})
+    t0 = time.perf_counter()
+    mem = distributed_memory(arch, Workload(method="full", dtype="bf16", zero=2, offload_optimizer="cpu",
+                                            world_size=8))
+    assert time.perf_counter() - t0 < 5
+    assert mem is not None and "pinned_rounding" not in mem.cpu
+    assert any("trainable tensors are not listed" in n for n in mem.notes)
