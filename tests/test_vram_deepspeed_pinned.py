@@ -135,3 +135,92 @@ def test_a_config_with_a_billion_layers_lists_no_tensors_and_returns_at_once():
     assert time.perf_counter() - t0 < 5
     assert mem is not None and "pinned_rounding" not in mem.cpu
     assert any("trainable tensors are not listed" in n for n in mem.notes)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# which terms are pinned, ZeRO-3's gradient partitions in the accumulation dtype, and ZeRO-1/2's per-tensor
+# accumulation buffers (DeepSpeed lines quoted in doctor/vram/distributed.py GRAD_FLAT_SRC, GRAD_NVME_SRC,
+# DS_PIN3_SRC and the offload_grad_accumulation term's source; deepspeedai/DeepSpeed@edaa7221)
+
+Z3 = Workload(dtype="bf16", zero=3, world_size=8, offload_optimizer="cpu", offload_params="cpu",
+              ds_knobs={"pin_memory": True, "version": "0.19.5"})
+# llama-2-7b's tensors in model.parameters() order: q, k, v, o (4096 x 4096), gate, up, down (11008 x 4096), two
+# norms (4096 each) per layer; the embedding and the head (32000 x 4096), the final norm (4096)
+LAYER = [4096 * 4096] * 4 + [11008 * 4096] * 3 + [4096, 4096]
+
+
+def test_zero3_master_partition_is_pageable_and_zero2s_follows_the_version():
+    """stage3.py: 'self.fp32_partitioned_groups_flat.append(converted.clone().detach())', never pinned. ZeRO-1/2:
+    pinned under any CPU offload from 0.14.1 to 0.18.2 (PR #5301), never before, with pin_memory from 0.18.3."""
+    mem = distributed_memory(LLAMA, Z3)
+    assert not mem.cpu["master_params_fp32"].pinned and mem.cpu["grads_fp32"].pinned
+    assert mem.pinned_bytes == sum(t.bytes for k, t in mem.cpu.items() if k != "master_params_fp32"
+                                   and k != "optimizer_states")
+    for version, pin, pinned in (("0.14.0", True, False), ("0.14.1", False, True), ("0.18.2", False, True),
+                                 ("0.18.3", False, False), ("0.19.5", True, True), ("0.19.5", False, False)):
+        z2 = distributed_memory(LLAMA, replace(ZERO2, ds_knobs={"pin_memory": pin, "version": version}))
+        assert z2.cpu["master_params_fp32"].pinned is pinned, (version, pin)
+
+
+def test_zero3_cpu_offload_adds_the_flat_gradient_buffer_in_the_model_dtype():
+    """grad_partitions_flat_buffer: sum(p.partition_numel()) = sum of ceil(numel / 3) over the trainable tensors on
+    3 ranks: per layer 4 x 5,592,406 + 3 x 15,029,590 + 2,731 (Counts.tensors takes a block's two 4096 norms as one
+    tensor of 8192; DeepSpeed's 2 x 1,366 is one element more per layer, 32 in all) = 67,461,125; embedding and
+    head 43,690,667 each, final norm 1,366; bf16 2 B each, pinned, x 3 ranks. Not a model state: cpu_states (held
+    to DeepSpeed's estimator) is the same figure as without the term; the fp32 gradients (4 B) stay as the
+    estimator's term."""
+    assert -(-4096 * 4096 // 3) == 5_592_406 and -(-11008 * 4096 // 3) == 15_029_590 and -(-8192 // 3) == 2_731
+    flat = 32 * (4 * 5_592_406 + 3 * 15_029_590 + 2_731) + 2 * 43_690_667 + 1_366
+    assert flat == 2_246_138_700 > T // 3
+    mem = distributed_memory(LLAMA, replace(Z3, world_size=3))
+    term = mem.cpu["grad_partitions_flat"]
+    assert term.bytes == 2 * flat * 3 and term.pinned and not term.states
+    assert mem.cpu_states == pytest.approx(18 * T, rel=1e-6)   # estimate_zero3: total_params * 18 * gpus_factor
+    assert mem.cpu["grads_fp32"].bytes == pytest.approx(4 * T)
+    # data_types.grad_accum_dtype fp32 makes it 4 B; pin_memory false leaves it pageable
+    fp32 = distributed_memory(LLAMA, replace(Z3, world_size=3, ds_knobs={"grad_accum_dtype": "fp32",
+                                                                          "pin_memory": False, "version": "0.19.5"}))
+    assert fp32.cpu["grad_partitions_flat"].bytes == 4 * flat * 3 and not fp32.cpu["grad_partitions_flat"].pinned
+    # no model config: trainable / N
+    bare = distributed_memory(None, Z3, 7_000_000_000)
+    assert bare.cpu["grad_partitions_flat"].bytes == pytest.approx(2 * 7e9 / 8 * 8)
+    # the estimate grew by the buffer; ZeRO-3 without optimizer offload keeps it on the GPU
+    assert "grad_partitions_flat" not in distributed_memory(LLAMA, replace(Z3, offload_optimizer="none",
+                                                                           offload_params="none")).cpu
+
+
+def test_zero3_nvme_offload_swaps_the_fp32_gradients_and_keeps_the_bit16_ones_in_ram():
+    """_offload_grad_partition_at_boundary: a swappable sub-group's fp32 gradients go to swap_out_gradients (files
+    '{param_id}_gradient_{offset}_{length}.tensor.swp' on nvme_path): NVMe holds 4 + 4 + 8 B per parameter of the
+    rank's partition; RAM the 2 B grad_partitions_flat_buffer."""
+    wl = replace(Z3, offload_optimizer="nvme", offload_params="none", ds_knobs={"nvme_path": "/nvme"})
+    mem = distributed_memory(LLAMA, wl)
+    assert "grads_fp32" not in mem.cpu and mem.nvme["grads_fp32"].bytes == pytest.approx(4 * T)
+    assert mem.nvme_bytes == pytest.approx(16 * T)
+    assert mem.cpu["grad_partitions_flat"].bytes == 2 * T   # T / 8 exact for every tensor
+    assert "swap_out_gradients" in mem.nvme["grads_fp32"].source
+
+
+def test_zero2_accumulation_buffer_of_a_straddling_tensor_is_held_by_both_ranks():
+    """Four tensors of 5, 10, 9 elements on 2 ranks: partitions of ceil(24 / 4) x 2 = 12; rank 0 holds the 5 and
+    the 10 (which straddles), rank 1 the 10 and the 9: 34 elements x 2 B on one node of two, 19 x 2 B on the
+    fuller of two one-GPU nodes; without the tensor list, 2 B x 24 / 2 x GPUs/node as before."""
+    from doctor.vram.distributed import Counts, Precision, Sharding, memory
+
+    pr = Precision(weights=48, param_bytes=2, state_bytes=8 * 24, grad_accum=4)
+    s = Sharding(zero=2, world_size=2, offload_optimizer="cpu", knobs={"pin_memory": False, "version": "0.19.5"})
+    c = Counts(24, 24, tensors=(5, 10, 9))
+    assert memory(c, pr, s).cpu["offload_grad_accumulation"].bytes == 2 * 34
+    assert memory(c, pr, replace(s, gpus_per_node=1)).cpu["offload_grad_accumulation"].bytes == 2 * 19
+    assert memory(replace(c, tensors=()), pr, s).cpu["offload_grad_accumulation"].bytes == 2 * 24 / 2 * 2
+
+
+def test_llama_7b_zero2_accumulation_on_8_ranks_counts_the_seven_straddling_tensors_twice():
+    """Partitions of ceil(T / 16) x 2 = 842,301,952 elements; the boundaries fall inside layer 3's gate, 7's up,
+    11's down, 16's q, 20's k, 24's o and 28's gate (offsets from the embedding, 131,072,000, and 202,383,360 per
+    layer): one node of 8 holds T + 4 x 45,088,768 + 3 x 16,777,216 elements of bf16 buffers."""
+    assert sum(LAYER) == 202_383_360 and 2 * EMB + 4096 + 32 * sum(LAYER) == T
+    mem = distributed_memory(LLAMA, replace(ZERO2, world_size=8, grad_accum=4))
+    held = T + 4 * 11008 * 4096 + 3 * 4096 * 4096
+    assert mem.cpu["offload_grad_accumulation"].bytes == 2 * held == 13_938_204_672
+    assert 2 * held > 2 * T   # the old 2 B x T / N x 8 figure

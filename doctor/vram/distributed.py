@@ -1,16 +1,18 @@
 """Distributed training memory: DeepSpeed ZeRO stages 0-3 and PyTorch FSDP, with CPU / NVMe offload.
 
 Pure arithmetic over counts (no torch, no deepspeed import). `memory()` gives GPU bytes per rank, CPU bytes per
-node (steady state and while the model is loaded) and NVMe bytes per node, each as named terms that carry their
-formula and the source it comes from. `deepspeed_estimate_zero2` / `deepspeed_estimate_zero3` reproduce
-DeepSpeed's own estimator functions, arithmetic unchanged, so that doctor's model-states figures can be held to
-them (tests/test_vram_distributed.py).
+node (steady state, while the model is loaded, and at FSDP's lazy init) and NVMe bytes per node, each as named
+terms that carry their formula and the source it comes from. `deepspeed_estimate_zero2` /
+`deepspeed_estimate_zero3` reproduce DeepSpeed's own estimator functions, arithmetic unchanged, so that doctor's
+model-states figures can be held to them (tests/test_vram_distributed.py).
 
 Sources:
 - DeepSpeed, docs/code-docs/source/memory.rst ("Memory Requirements", https://deepspeed.readthedocs.io/en/latest/
   memory.html): the 2 / 4 / 16 / 18 bytes-per-parameter model states and the 1.5x `additional_buffer_factor`.
 - deepspeed/runtime/zero/stage_1_and_2.py (DeepSpeedZeroOptimizer) and stage3.py (DeepSpeedZeroOptimizer_Stage3):
-  the buffers the estimator leaves out (reduce buckets, pinned bit16 staging, CPU gradient accumulation).
+  the buffers the estimator leaves out (reduce buckets, pinned bit16 staging, CPU gradient accumulation, ZeRO-3's
+  CPU gradient partitions in the accumulation dtype).
+- ATen/core/CachingHostAllocator.h: every pinned block rounded up to a power of two (PINNED_ROUND_SRC).
 - deepspeed/runtime/zero/config.py and offload_config.py: the defaults of every knob read here.
 - PyTorch FSDP (torch/distributed/fsdp/api.py ShardingStrategy, CPUOffload; _flat_param.py pins the CPU shard and
   CPU gradient): https://docs.pytorch.org/docs/stable/fsdp.html
@@ -359,6 +361,55 @@ def _b(x: float) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # DeepSpeed
 
+# ZeRO-3 under optimizer offload (cpu or nvme) keeps every rank's gradient partitions on the CPU in the gradient
+# accumulation dtype, beside the fp32 gradients DeepSpeed's estimator counts (deepspeedai/DeepSpeed@edaa7221, the same
+# lines in v0.12.0 and v0.16.0)
+GRAD_FLAT_SRC = (f"{STAGE3}.__init__: 'self.grad_partitions_flat_buffer: Tensor = torch.zeros(sum(p.partition_numel() "
+                 "for p in all_params), dtype=self.gradient_accumulation_dtype, device=self.device)' (self.device is "
+                 "cpu under any optimizer offload), pinned 'if self.offload_optimizer_pin_memory'; engine.py get_data_"
+                 "types: 'if self._config.grad_accum_dtype is None: grad_accum_dtype = model_dtype'")
+GRAD_NVME_SRC = (f"{STAGE3}._offload_grad_partition_at_boundary, for a swappable sub-group: 'offload_fp32_gradients[i]"
+                 ".append(grad_buffer.to(dtype=self.master_weights_and_grads_dtype))', then optimizer_swapper.swap_out_"
+                 "gradients; swap_tensor/optimizer_utils.py get_or_create_gradient_paths: '{self.param_id}_gradient_"
+                 "{offset}_{length}.tensor.swp' (a parameter's partition under min_aio_bytes, 1 MiB, stays in GPU "
+                 "memory as 'swap_info.unswapped_gradients[offset] = tensor' until the step: not counted apart)")
+GRAD_ACCUM_BYTES = {"fp32": 4, "float32": 4, "float": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "half": 2}
+
+
+def _grad_accum(s: Sharding, p: int) -> tuple[int, str]:
+    """(bytes, what) of DeepSpeed's gradient accumulation dtype: the ds_knobs' grad_accum_dtype where set, else the
+    model dtype (p bytes)."""
+    name = str(s.knobs.get("grad_accum_dtype") or "").lower()
+    if name in GRAD_ACCUM_BYTES:
+        return GRAD_ACCUM_BYTES[name], f"data_types.grad_accum_dtype {name}"
+    return p, "the model dtype"
+
+
+def _master_pinned(version: tuple[int, ...] | None, pin: bool) -> bool:
+    """Whether ZeRO-1/2 pins the fp32 master partition under CPU offload: always from 0.14.1 to 0.18.2 (PR #5301),
+    never before, and with offload_optimizer.pin_memory from 0.18.3 (PR #7689); an unknown version counts as new."""
+    lo, hi = MASTER_PIN_ALWAYS
+    return (version is not None and lo <= version < hi) or (pin and (version is None or version >= hi))
+
+
+def _per_rank(sizes: tuple[int, ...], part: int, ranks: int, each: Any) -> list[int]:
+    """Per ZeRO-1/2 rank, the sum of each(numel) over the tensors its partition [rank x part, (rank + 1) x part)
+    of the flat group touches (stage_1_and_2.py get_partition_info; a tensor straddling two partitions counts in
+    both). One pass over the tensors, so a long list with many ranks stays fast."""
+    out, start = [0] * ranks, 0
+    for n in sizes:
+        if n > 0 and part > 0:
+            first, last = start // part, (start + n - 1) // part
+            for r in range(first, min(last, ranks - 1) + 1):
+                out[r] += each(n)
+        start += n
+    return out
+
+
+def _fullest_node(per_rank: list[int], g: int) -> int:
+    """The largest sum over one node's g consecutive ranks."""
+    return max(sum(per_rank[first:first + g]) for first in range(0, len(per_rank), g)) if per_rank else 0
+
 
 def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
     mem = Memory(s)
@@ -387,8 +438,11 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
         gathered = 2 * p * c.largest_layer
         gpu["largest_layer_gathered"] = Term(gathered, f"2 x {p} B x {c.largest_layer:,} largest-layer params "
                                              "(its parameters and gradients gathered)", f"{doc}: largest_layer_memory")
+        # offload_param cpu: the trainable partitions move into one flat buffer per param group, pinned whatever
+        # pin_memory (DS_PIN3_SRC); frozen partitions are pinned with offload_param.pin_memory (partition_parameters
+        # .py: 'if device == OffloadDeviceEnum.cpu and self.pin_memory')
         part = Term(pr.weights / shards, f"{_b(pr.weights)} parameters / {shards} ranks", f"{doc}: 2b fp16 params",
-                    pinned=pin and off_par != "none")
+                    pinned=off_par != "none" and (pin or T >= P))
         if off_par == "none":
             gpu["params_partition"] = part
         elif off_par == "cpu":
@@ -398,7 +452,7 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
                                                pinned=False)
             in_cpu = min(float(s.knob("param_max_in_cpu")), P / shards) * p * g
             cpu["params_in_cpu"] = Term(in_cpu, f"min(offload_param.max_in_cpu, params/rank) x {p} B x {g}",
-                                        f"{STAGE3}._create_param_groups_fp16_flat_cpu_memory", False, pin)
+                                        f"{STAGE3}._create_param_groups_fp16_flat_cpu_memory", False, pin or T >= P)
             bufs = int(s.knob("param_buffer_count")) * float(s.knob("param_buffer_size")) * p * g
             cpu["param_swap_buffers"] = Term(bufs, f"offload_param.buffer_count x buffer_size x {p} B x {g}",
                                              "deepspeed/runtime/swap_tensor/partitioned_param_swapper.py", False, pin)
@@ -416,16 +470,25 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
     where = {"none": gpu, "cpu": cpu, "nvme": nvme}[off_opt]
     node = g if off_opt != "none" else 1
     per = f" / {shards} ranks" + (f" x {g} GPUs/node" if node > 1 else "")
-    if m:
+    if m:   # pinned: ZeRO-1/2 as _master_pinned says; ZeRO-3's is '.clone().detach()' (DS_PIN3_SRC), pageable
         where["master_params_fp32"] = Term(m * T / shards * node, f"{m} B x {T:,}{per}", f"{doc}: 4b params",
-                                           pinned=pin and off_opt == "cpu")
-    if off_opt == "nvme":   # ZeRO-3 swaps the fp32 partition and the optimizer state; the gradients stay in RAM
-        cpu["grads_fp32"] = Term(gb * T / shards * g, f"{gb} B x {T:,}{per}", f"{doc}: 4b grads; {STAGE3}.__init__ "
-                                 "grad_partitions_flat_buffer (device cpu for any optimizer offload, NVMe included)",
-                                 pinned=pin)
-    else:
-        where["grads_fp32"] = Term(gb * T / shards * node, f"{gb} B x {T:,}{per}", f"{doc}: 4b grads",
-                                   pinned=pin and off_opt == "cpu")
+                                           pinned=stage < 3 and off_opt == "cpu" and _master_pinned(version, pin))
+    # ZeRO-3 NVMe offload swaps the fp32 gradients out beside the fp32 partition and the optimizer state (RAM keeps
+    # grad_partitions_flat below); elsewhere they sit with the optimizer state, pinned with pin_memory under CPU
+    # offload (ZeRO-1/2 single_grad_partition, ZeRO-3 subgroup_gradient_buffer)
+    where["grads_fp32"] = Term(gb * T / shards * node, f"{gb} B x {T:,}{per}", f"{doc}: 4b grads" + (
+        f"; {GRAD_NVME_SRC}" if off_opt == "nvme" else ""), pinned=pin and off_opt == "cpu")
+    if stage == 3 and off_opt != "none":
+        # not a model state: memory.rst / estimate_zero3_model_states_mem_needs count the fp32 gradients only
+        # (16 B / 18 B per parameter), so cpu_states stays comparable with DeepSpeed's estimator
+        ga, what = _grad_accum(s, p)
+        if c.tensors:
+            flat: float = sum(-(-n // N) for n in c.tensors)
+            how = f"{flat:,.0f} = sum of ceil(numel / {N}) over the trainable tensors"
+        else:
+            flat, how = T / N, f"{T:,} / {N}"
+        cpu["grad_partitions_flat"] = Term(ga * flat * g, f"{ga} B ({what}) x {how} x {g} GPUs/node",
+                                           GRAD_FLAT_SRC, False, pin)
     where["optimizer_states"] = Term(pr.state_bytes / shards * node, f"{_b(pr.state_bytes)} optimizer state{per}",
                                      f"{doc}: 8b momentum and variance (Adam)")
     if off_opt == "nvme":
@@ -469,11 +532,20 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
                                                       f"the GPU at each step; DeepSpeed {s.knobs['version']})",
                                                       f"{STAGE12}.step before PR #7309 (DeepSpeed < 0.17.0): "
                                                       "fp32_partition.to(device)", False)
-        if pr.grad_accum > 1:
-            cpu["offload_grad_accumulation"] = Term(p * T / N * g, f"{p} B x {T:,} / {N} x {g} (gradient "
-                                                    f"accumulation {pr.grad_accum} > 1)",
-                                                    f"{STAGE12}.async_accumulate_grad_in_cpu_via_gpu "
-                                                    "(accumulated_grads_in_cpu)", False, pin)
+        if pr.grad_accum > 1:   # one buffer of param.numel() per tensor the rank's partition touches
+            accum, how = p * T / N * g, f"{p} B x {T:,} / {N} x {g}"
+            if c.tensors:
+                part = math.ceil(sum(c.tensors) / (2 * N)) * 2
+                held = _fullest_node(_per_rank(c.tensors, part, N, lambda n: n), g)
+                accum, how = p * held, (f"{p} B x {held:,}: the whole numel of each tensor a rank's partition "
+                                        f"touches (one straddling two partitions counts in both), summed over the "
+                                        f"fullest node's {g} ranks")
+            cpu["offload_grad_accumulation"] = Term(accum, f"{how} (gradient accumulation {pr.grad_accum} > 1)",
+                                                    f"{STAGE12}.async_accumulate_grad_in_cpu_via_gpu: 'buffer = "
+                                                    "torch.zeros(param.numel(), dtype=param.dtype, device=self.device)"
+                                                    "' per parameter in the rank's partition (accumulated_grads_in_"
+                                                    "cpu; get_partition_info, 'alignment = self.nccl_start_alignment_"
+                                                    "factor * dist.get_world_size(...)', factor 2)", False, pin)
         if c.largest_param:
             gpu["offload_grad_staging"] = Term(c.largest_param * p, f"largest parameter {c.largest_param:,} x {p} B",
                                                f"{STAGE12}.__init__ temp_grad_buffer_for_gpu_offload", False)
@@ -527,17 +599,6 @@ ONE_GROUP_NOTE = ("pinned blocks counted for one optimizer param group of all tr
                   "as blocks of its own")
 
 
-def _pinned_members(sizes: tuple[int, ...], part: int, rank: int) -> list[int]:
-    """The tensors a ZeRO-1/2 rank's partition [rank x part, (rank + 1) x part) of the flat group touches
-    (stage_1_and_2.py get_partition_info)."""
-    lo, hi, start, out = rank * part, (rank + 1) * part, 0, []
-    for n in sizes:
-        if start < hi and start + n > lo:
-            out.append(n)
-        start += n
-    return out
-
-
 def _deepspeed_pinned(mem: Memory, c: Counts, pr: Precision, s: Sharding, off_opt: str, off_par: str,
                       pin: bool) -> None:
     """`pinned_rounding`: the caching host allocator rounds each block DeepSpeed pins up to a power of two, and a
@@ -547,9 +608,7 @@ def _deepspeed_pinned(mem: Memory, c: Counts, pr: Precision, s: Sharding, off_op
     version = version_tuple(s.knobs.get("version"))
     kinds: list[str] = []   # what is pinned, before the sizes are needed
     if stage in (1, 2) and off_opt != "none":
-        lo, hi = MASTER_PIN_ALWAYS
-        master = (version is not None and lo <= version < hi) or (pin and (version is None or version >= hi))
-        kinds += (["master"] if master else []) + (["staging"] if pin and (
+        kinds += (["master"] if _master_pinned(version, pin) else []) + (["staging"] if pin and (
             version is None or version >= STAGING_SINCE) else []) + (["grads", "temp"] if pin else [])
         kinds += ["accum"] if pin and pr.grad_accum > 1 else []
         if not pin and version is None:
@@ -580,7 +639,8 @@ def _deepspeed_pinned(mem: Memory, c: Counts, pr: Precision, s: Sharding, off_op
         parts = [math.ceil(n / N) for n in sizes]
         flat = sum(parts)
         if "flat_grads" in kinds:
-            blocks.append((f"grad_partitions_flat_buffer ({p} B x {flat:,})", p * flat))
+            ga = _grad_accum(s, p)[0]
+            blocks.append((f"grad_partitions_flat_buffer ({ga} B x {flat:,})", ga * flat))
         if "sub_grads" in kinds:
             cut, run = float(s.knob("sub_group_size")), 0
             subs = [flat] if cut >= flat else []
@@ -598,12 +658,9 @@ def _deepspeed_pinned(mem: Memory, c: Counts, pr: Precision, s: Sharding, off_op
     shown += f"; {len(blocks) - 6} more" if len(blocks) > 6 else ""
     formula = f"{g} GPUs/node x sum(PowerOf2Ceil(block) - block) over each rank's pinned blocks ({shown})"
     if "accum" in kinds:   # per parameter of the rank's partition, so per rank: the fullest node counts
-        nodes = []
-        for first in range(0, N, g):
-            nodes.append(sum(pow2_ceil(p * n) - p * n for r in range(first, min(first + g, N))
-                             for n in _pinned_members(sizes, part, r)))
-        extra += max(nodes)
-        formula += (f" + {_b(max(nodes))} for the gradient accumulation buffers ({p} B x each tensor in a rank's "
+        fullest = _fullest_node(_per_rank(sizes, part, N, lambda n: pow2_ceil(p * n) - p * n), g)
+        extra += fullest
+        formula += (f" + {_b(fullest)} for the gradient accumulation buffers ({p} B x each tensor in a rank's "
                     f"partition, the fullest node's {g} ranks)")
     mem.cpu["pinned_rounding"] = Term(extra, formula, f"{PINNED_ROUND_SRC}; {src}", False, True)
     mem.notes.append(ONE_GROUP_NOTE)

@@ -34,6 +34,7 @@ LABELS = {
     "ddp_buckets": "DDP gradient buckets", "model_load": "model as built on the CPU",
     "unpinned_shards": "unpinned shards (until each unit's first forward)",
     "pinned_rounding": "pinned blocks' power-of-two rounding",
+    "grad_partitions_flat": "gradient partitions, accumulation dtype (ZeRO-3 offload)",
     "offload_bit16_staging": "pinned parameter staging (offload)", "offload_grad_accumulation":
     "gradient accumulation buffer (offload)", "params_in_cpu": "parameters kept in CPU (NVMe offload)",
     "param_swap_buffers": "parameter swap buffers", "optimizer_swap_buffers": "optimizer swap buffers",
