@@ -224,3 +224,22 @@ def test_llama_7b_zero2_accumulation_on_8_ranks_counts_the_seven_straddling_tens
     held = T + 4 * 11008 * 4096 + 3 * 4096 * 4096
     assert mem.cpu["offload_grad_accumulation"].bytes == 2 * held == 13_938_204_672
     assert 2 * held > 2 * T   # the old 2 B x T / N x 8 figure
+
+
+def test_deepspeed_config_data_types_grad_accum_dtype_sizes_the_zero3_gradient_partitions():
+    """A config's "data_types": {"grad_accum_dtype": "fp32"} (as DeepSpeed-Chat writes for bf16) makes ZeRO-3's CPU
+    gradient partitions 4 B per parameter instead of the model dtype's 2 B; an unknown value is a note."""
+    from doctor.vram.distributed import from_deepspeed_config
+
+    base = {"bf16": {"enabled": True}, "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}}
+    fields, notes = from_deepspeed_config(dict(base, data_types={"grad_accum_dtype": "fp32"}))
+    assert fields["ds_knobs"]["grad_accum_dtype"] == "fp32" and not notes
+    arch = from_config({"model_type": "llama", "hidden_size": 64, "intermediate_size": 176, "num_attention_heads": 4,
+                        "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 128})
+    wl = Workload(method="full", dtype="bf16", zero=3, offload_optimizer="cpu", world_size=2)
+    two = distributed_memory(arch, wl).cpu["grad_partitions_flat"].bytes
+    fp32 = replace(wl, ds_knobs={"grad_accum_dtype": "fp32"})
+    four = distributed_memory(arch, fp32).cpu["grad_partitions_flat"].bytes
+    assert four == 2 * two > 0
+    _, notes = from_deepspeed_config(dict(base, data_types={"grad_accum_dtype": "int3"}))
+    assert any("grad_accum_dtype" in n for n in notes)

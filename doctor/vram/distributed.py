@@ -882,6 +882,13 @@ def from_deepspeed_config(config: Any) -> tuple[dict[str, Any], list[str]]:
         fields["dtype"] = "fp16"
     elif "auto" not in enabled.values() and not isinstance(config.get("amp"), dict):
         fields["dtype"] = "fp32"   # no bf16 / fp16 section enabled: DeepSpeed trains in fp32
+    types = config.get("data_types")
+    accum = types.get("grad_accum_dtype") if isinstance(types, dict) else None
+    if isinstance(accum, str) and accum.lower() in GRAD_ACCUM_BYTES:
+        knobs["grad_accum_dtype"] = accum.lower()   # ZeRO-3's CPU gradient partitions (grad_partitions_flat)
+    elif accum is not None:
+        notes.append(f"data_types.grad_accum_dtype is {str(accum)[:20]!r}; expected fp32, bf16 or fp16: the model "
+                     "dtype assumed")
     ga = _int_like(config.get("gradient_accumulation_steps"))
     if ga:
         fields["grad_accum"] = ga
