@@ -398,7 +398,8 @@ def fsdp_units(arch: Arch, wl: Workload, wbytes: int, abytes: int, weights: floa
     blocks += [(arch.vision.block, arch.vision.depth, True)] if arch.vision else []
     loose = [(lin, 1) for lin in arch.vision.merger_linears] if arch.vision else []
     for b, n, vision in blocks:
-        size = sum(packed(lin, vision) for lin in b.linears) + (b.params - sum(lin.params for lin in b.linears)) * wbytes
+        rest = b.params - sum(lin.params for lin in b.linears)   # norms and the like, in the dtype
+        size = sum(packed(lin, vision) for lin in b.linears) + rest * wbytes
         for lin in b.linears:
             if lin.name in targets:
                 if adapters_apart:
