@@ -35,13 +35,19 @@ class Running:
     """
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
-                 on_line: Callable[[str], None] | None = None):
-        self._start = time.monotonic()
+                 on_line: Callable[[str], None] | None = None,
+                 adopt: tuple[subprocess.Popen, float] | None = None):
+        """Start `argv`, or take over `adopt`: a process already started the same way (text pipes, no stdin,
+        own session) and its time.monotonic() start, from which its timeout counts."""
         self.cpu_s: float | None = None
-        self._proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, env=env, start_new_session=True,
-        )
+        if adopt is not None:
+            self._proc, self._start = adopt
+        else:
+            self._start = time.monotonic()
+            self._proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, env=env, start_new_session=True,
+            )
         self._readers: list[tuple[threading.Thread, list[str]]] = []
         for stream, callback in ((self._proc.stdout, on_line), (self._proc.stderr, None)):
             lines: list[str] = []
@@ -140,10 +146,12 @@ def _pump(stream: IO[str], lines: list[str], callback: Callable[[str], None] | N
                 pass
 
 
-def run(argv: list[str], timeout_s: float, env: dict[str, str] | None = None) -> Completed:
-    """Run `argv` to completion or until `timeout_s`, whichever comes first."""
+def run(argv: list[str], timeout_s: float, env: dict[str, str] | None = None,
+        adopt: tuple[subprocess.Popen, float] | None = None) -> Completed:
+    """Run `argv` (or wait on `adopt`, see Running) to completion or until `timeout_s` from its start, whichever
+    comes first."""
     try:
-        return Running(argv, env).wait(timeout_s)
+        return Running(argv, env, adopt=adopt).wait(timeout_s)
     except OSError as exc:
         return Completed(127, "", f"{type(exc).__name__}: {exc}", False, 0.0)
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1] / "doctor"
 
 # The first prefix that matches a module names its layer (more specific prefixes first).
 LAYERS: list[tuple[str, str]] = [
-    ("doctor.__main__", "entry"), ("doctor.cli", "entry"),
+    ("doctor.__main__", "entry"), ("doctor.cli", "entry"), ("doctor.launch", "entry"),
     ("doctor.api", "command"), ("doctor.bench.command", "command"), ("doctor.vram.command", "command"),
     ("doctor.clean.command", "command"), ("doctor.validate", "command"), ("doctor.render", "command"),
     ("doctor.bench.render", "command"), ("doctor.clean.render", "command"), ("doctor.vram.render", "command"),

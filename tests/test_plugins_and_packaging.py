@@ -85,4 +85,4 @@ def test_wheel_contents(tmp_path):
     meta = zipfile.ZipFile(wheel)
     eps = next(n for n in names if n.endswith("entry_points.txt"))
     text = meta.read(eps).decode()
-    assert "[doctor.checks]" in text and "doctor = doctor.cli:main" in text
+    assert "[doctor.checks]" in text and "doctor = doctor.launch:main" in text

@@ -7,8 +7,9 @@ from typing import Any
 
 from .. import subproc
 from ..probing import ProbeContext, probe
+from . import torch_early
 
-SCRIPT = Path(__file__).with_name("torch_script.py")
+SCRIPT = Path(torch_early.SCRIPT)
 TIMEOUT_S = 60.0
 GRACE_S = 1.0  # left to the thread to report the kill before its own deadline
 
@@ -61,7 +62,9 @@ def facts_from_run(done: subproc.Completed, timeout_s: float) -> dict[str, Any]:
 def probe_torch(ctx: ProbeContext, timeout_s: float) -> dict[str, Any]:
     target = ctx.target
     limit = max(0.5, timeout_s - GRACE_S)
-    done = subproc.run([target.executable, str(SCRIPT)], timeout_s=limit)
+    early = torch_early.take(target.executable)   # the process the launcher started for it, if any
+    done = subproc.run([target.executable, str(SCRIPT)], timeout_s=limit, adopt=early)
     data = facts_from_run(done, limit)
     data["interpreter"] = target.executable
+    data["started_early"] = early is not None
     return data
