@@ -1,11 +1,12 @@
 """doctor: GPU pre-flight checks for ML jobs. Keep this import light: no torch here."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before `doctor check` starts its torch probe
 if TYPE_CHECKING:
+    from typing import Any
+
     from .api import NotReady, preflight
 
 

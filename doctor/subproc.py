@@ -17,7 +17,8 @@ MAX_OUTPUT = 16 << 20   # characters kept per stream: a child that floods its ou
 
 @dataclass(frozen=True)
 class Completed:
-    """What a subprocess left behind. `timed_out` means it was killed."""
+    """What a subprocess left behind. `timed_out` means it was killed; a `returncode` of None without it, that
+    the process had printed its last line (Running's `last_line`) and was left to exit on its own."""
 
     returncode: int | None
     stdout: str
@@ -36,10 +37,17 @@ class Running:
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
                  on_line: Callable[[str], None] | None = None,
-                 adopt: tuple[subprocess.Popen, float] | None = None):
+                 adopt: tuple[subprocess.Popen, float] | None = None, last_line: str | None = None):
         """Start `argv`, or take over `adopt`: a process already started the same way (text pipes, no stdin,
-        own session) and its time.monotonic() start, from which its timeout counts."""
+        own session) and its time.monotonic() start, from which its timeout counts. `last_line`: the stdout
+        line (stripped) after which the process has nothing more to say: `wait` returns when it arrives rather
+        than when the process has exited (unmapping torch, let alone tearing down a CUDA context, takes tens
+        to hundreds of milliseconds); the process is reaped in the background, and killed at doctor's exit if it
+        is still there."""
         self.cpu_s: float | None = None
+        self._last_line = last_line
+        self._said_all = threading.Event()   # the last line arrived, or stdout closed
+        self._last_seen = False
         if adopt is not None:
             self._proc, self._start = adopt
         else:
@@ -49,9 +57,18 @@ class Running:
                 text=True, env=env, start_new_session=True,
             )
         self._readers: list[tuple[threading.Thread, list[str]]] = []
-        for stream, callback in ((self._proc.stdout, on_line), (self._proc.stderr, None)):
+
+        def on_stdout(line: str) -> None:
+            if last_line is not None and line.strip() == last_line:
+                self._last_seen = True
+                self._said_all.set()
+            if on_line is not None:
+                on_line(line)
+
+        for stream, callback, at_eof in ((self._proc.stdout, on_stdout, self._said_all.set),
+                                         (self._proc.stderr, None, None)):
             lines: list[str] = []
-            thread = threading.Thread(target=_pump, args=(stream, lines, callback), daemon=True)
+            thread = threading.Thread(target=_pump, args=(stream, lines, callback, at_eof), daemon=True)
             thread.start()
             self._readers.append((thread, lines))
         with _LOCK:
@@ -64,6 +81,12 @@ class Running:
 
     def _wait_streaming(self, remaining: float) -> Completed:
         timed_out = False
+        deadline = time.monotonic() + remaining
+        if self._last_line is not None:
+            self._said_all.wait(remaining)   # the last line, stdout closed (an exit), or the deadline
+            if self._last_seen and self._proc.poll() is None:
+                return self._left_to_exit()
+            remaining = max(0.0, deadline - time.monotonic())
         try:
             self._proc.wait(timeout=remaining)
             self._forget()
@@ -80,6 +103,16 @@ class Running:
         (_, out), (_, err) = self._readers
         return Completed(None if timed_out else self._proc.returncode, "".join(out), "".join(err), timed_out,
                          time.monotonic() - self._start, self.cpu_s if timed_out else None)
+
+    def _left_to_exit(self) -> Completed:
+        """The output is complete: return it now and reap the process once it has exited."""
+        def reap() -> None:
+            self._proc.wait()
+            self._forget()
+
+        threading.Thread(target=reap, name="reap", daemon=True).start()
+        (_, out), (_, err) = self._readers   # stderr: what came before the last line
+        return Completed(None, "".join(out), "".join(err), False, time.monotonic() - self._start)
 
     def _forget(self) -> None:
         with _LOCK:
@@ -128,11 +161,14 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
-def _pump(stream: IO[str], lines: list[str], callback: Callable[[str], None] | None) -> None:
+def _pump(stream: IO[str], lines: list[str], callback: Callable[[str], None] | None,
+          at_eof: Callable[[], None] | None = None) -> None:
     kept = 0
     while True:
         line = stream.readline(1 << 20)   # a newline-free flood arrives in bounded pieces too
         if not line:
+            if at_eof is not None:
+                at_eof()
             return
         if kept < MAX_OUTPUT:
             lines.append(line[: MAX_OUTPUT - kept])
@@ -147,11 +183,11 @@ def _pump(stream: IO[str], lines: list[str], callback: Callable[[str], None] | N
 
 
 def run(argv: list[str], timeout_s: float, env: dict[str, str] | None = None,
-        adopt: tuple[subprocess.Popen, float] | None = None) -> Completed:
-    """Run `argv` (or wait on `adopt`, see Running) to completion or until `timeout_s` from its start, whichever
-    comes first."""
+        adopt: tuple[subprocess.Popen, float] | None = None, last_line: str | None = None) -> Completed:
+    """Run `argv` (or wait on `adopt`; `last_line`: see Running) to completion or until `timeout_s` from its
+    start, whichever comes first."""
     try:
-        return Running(argv, env, adopt=adopt).wait(timeout_s)
+        return Running(argv, env, adopt=adopt, last_line=last_line).wait(timeout_s)
     except OSError as exc:
         return Completed(127, "", f"{type(exc).__name__}: {exc}", False, 0.0)
 

@@ -113,3 +113,30 @@ def test_the_fast_exit_keeps_the_report_file_and_the_exit_code(tmp_path):
     assert done.returncode == json.loads(out.read_text())["verdict"]["exit_code"]
     bad = _doctor(["check", "--bogus-flag"], _env(tmp_path), tmp_path)
     assert bad.returncode == 2 and "--bogus-flag" in bad.stderr
+
+
+def test_a_process_that_said_its_last_line_is_not_waited_for():
+    from doctor import subproc
+
+    script = "import sys, time; print('a'); print('END'); sys.stdout.flush(); time.sleep(3)"
+    start = time.monotonic()
+    done = subproc.run([sys.executable, "-c", script], 20, last_line="END")
+    assert time.monotonic() - start < 2.5
+    assert done.stdout.split() == ["a", "END"] and done.returncode is None and not done.timed_out
+    running = [r for r in subproc._LIVE if r._proc.args[-1] == script]
+    assert running, "the process is still exiting: doctor keeps it to kill at exit"
+    running[0]._proc.wait(10)
+    deadline = time.monotonic() + 5
+    while running[0] in subproc._LIVE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running[0] not in subproc._LIVE   # reaped once it exited
+
+
+def test_without_its_last_line_a_process_is_waited_for_or_killed():
+    from doctor import subproc
+
+    exits = subproc.run([sys.executable, "-c", "print('a'); raise SystemExit(4)"], 20, last_line="END")
+    assert exits.returncode == 4 and exits.stdout == "a\n"
+    hangs = subproc.run([sys.executable, "-c", "import time; print('a', flush=True); time.sleep(60)"], 1.5,
+                        last_line="END")
+    assert hangs.timed_out and hangs.returncode is None and hangs.stdout == "a\n"

@@ -10,6 +10,7 @@ from ..probing import ProbeContext, probe
 from . import torch_early
 
 SCRIPT = Path(torch_early.SCRIPT)
+LAST_LINE = json.dumps({"stage": "done", "data": {}})   # what the script prints once it has said everything
 TIMEOUT_S = 60.0
 GRACE_S = 1.0  # left to the thread to report the kill before its own deadline
 
@@ -63,7 +64,7 @@ def probe_torch(ctx: ProbeContext, timeout_s: float) -> dict[str, Any]:
     target = ctx.target
     limit = max(0.5, timeout_s - GRACE_S)
     early = torch_early.take(target.executable)   # the process the launcher started for it, if any
-    done = subproc.run([target.executable, str(SCRIPT)], timeout_s=limit, adopt=early)
+    done = subproc.run([target.executable, str(SCRIPT)], timeout_s=limit, adopt=early, last_line=LAST_LINE)
     data = facts_from_run(done, limit)
     data["interpreter"] = target.executable
     data["started_early"] = early is not None

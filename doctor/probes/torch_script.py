@@ -127,6 +127,7 @@ def exit_now(code):
 if __name__ == "__main__":
     try:
         main()
+        emit("done", {})   # all said: doctor need not wait for the exit (doctor/probes/torch_env.py LAST_LINE)
     except SystemExit as exc:
         exit_now(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
     except BaseException:
