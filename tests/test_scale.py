@@ -372,7 +372,7 @@ def _run_script(script: Path, tmp_path: Path, torch_body: str | None, *args: str
 def test_the_torch_probe_script_exits_without_teardown_once_flushed(tmp_path):
     done = _run_script(ROOT / "doctor/probes/torch_script.py", tmp_path, FAKE_TORCH)
     stages = [json.loads(line)["stage"] for line in done.stdout.splitlines()]
-    assert done.returncode == 0 and stages == ["import", "runtime", "extensions"]
+    assert done.returncode == 0 and stages == ["import", "runtime", "extensions", "done"]
     assert "TEARDOWN-RAN" not in done.stderr  # os._exit: no atexit, no module teardown
     broken = _run_script(ROOT / "doctor/probes/torch_script.py", tmp_path, "raise RuntimeError('bad build')")
     assert broken.returncode == 0 and "bad build" in broken.stdout and "TEARDOWN-RAN" not in broken.stderr

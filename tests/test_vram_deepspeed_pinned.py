@@ -243,3 +243,56 @@ def test_deepspeed_config_data_types_grad_accum_dtype_sizes_the_zero3_gradient_p
     assert four == 2 * two > 0
     _, notes = from_deepspeed_config(dict(base, data_types={"grad_accum_dtype": "int3"}))
     assert any("grad_accum_dtype" in n for n in notes)
+
+
+NVME = Workload(dtype="bf16", zero=3, world_size=8, offload_optimizer="nvme", offload_params="nvme",
+                ds_knobs={"nvme_path": "/nvme", "version": "0.19.5"})
+
+
+def test_zero3_nvme_parameter_offload_reserves_a_swap_out_buffer_of_whole_parameters():
+    """stage3.py reserve_partitioned_swap_space: once a sub-group has no flat CPU buffer (past max_in_cpu), one
+    page-locked buffer of the whole numel (ds_numel, not the partition) of the largest sub-group's parameters. On 8
+    ranks llama-2-7b's partitions (T / 8 = 842,301,952) form one sub-group under sub_group_size 1e9: with max_in_cpu
+    1e8 that group gets no flat buffer, and the reserve is every parameter whole (each a multiple of the 512-element
+    alignment): 2 B x T per rank, 8 ranks per node."""
+    mem = distributed_memory(LLAMA, replace(NVME, ds_knobs=dict(NVME.ds_knobs, param_max_in_cpu=10**8)))
+    term = mem.cpu["param_swap_out_buffer"]
+    assert term.bytes == 2 * T * 8 == 107_814_649_856 and term.pinned and not term.states
+    assert "ds_numel" in term.source
+    # the default max_in_cpu (1e9) holds the whole partition: no reserve
+    assert "param_swap_out_buffer" not in distributed_memory(LLAMA, NVME).cpu
+
+
+def test_the_swap_out_buffer_is_the_largest_sub_group():
+    """One GPU (partition = whole tensor): max_in_cpu 1e9 leaves the first sub-group (1,007,714,304 elements, see
+    test_zero3_sub_group_size_splits_the_pinned_gradient_blocks) without a flat buffer; the reserve is the largest
+    sub-group, which closes at the first tensor that brings it to sub_group_size: at least 1e9 elements, at most 1e9
+    plus the largest tensor (the 131,072,000-element embedding or head)."""
+    mem = distributed_memory(LLAMA, replace(NVME, world_size=1))
+    numel = mem.cpu["param_swap_out_buffer"].bytes / 2
+    assert 1_007_714_304 <= numel <= 10**9 + 131_072_000
+
+
+def test_nvme_swap_buffers_are_locked_whatever_pin_memory_and_rounded_only_before_0_19_4():
+    """The swap buffers come from the aio handle's page-locked allocator (posix_memalign + mlock, exact size) since
+    v0.19.4 (PR #8212), from torch's pin_memory before (a power of two): pinned either way. The parameter swap
+    buffers: 5 x 100,000,000 elements, each aligned up to 512 (1024 B / 2 B): 5 x 100,000,256 x 2 B = 1,000,002,560 B,
+    a 1 GiB block before 0.19.4."""
+    for version in ("0.19.5", "0.19.3"):
+        mem = distributed_memory(LLAMA, replace(NVME, ds_knobs=dict(NVME.ds_knobs, pin_memory=False, version=version)))
+        assert mem.cpu["param_swap_buffers"].pinned and mem.cpu["optimizer_swap_buffers"].pinned
+        assert mem.cpu["param_swap_buffers"].bytes == 1_000_002_560 * 8
+        rounding = mem.cpu["pinned_rounding"].formula
+        assert ("parameter swap buffers (2 B x 500,001,280): 0.93 GiB -> 1.00 GiB" in rounding) == (version == "0.19.3")
+        assert ("optimizer swap buffer" in rounding) == (version == "0.19.3")
+
+
+def test_aio_intra_op_parallelism_widens_the_swap_alignment():
+    """aio.intra_op_parallelism 4: swap sizes align to 4 x 1024 B = 2048 bf16 elements; 1e8 -> 100,001,792."""
+    from doctor.vram.distributed import from_deepspeed_config
+
+    fields, _ = from_deepspeed_config({"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme",
+                                       "nvme_path": "/nvme"}}, "aio": {"intra_op_parallelism": 4}})
+    assert fields["ds_knobs"]["aio_intra_op_parallelism"] == 4
+    mem = distributed_memory(LLAMA, replace(NVME, ds_knobs=dict(NVME.ds_knobs, aio_intra_op_parallelism=4)))
+    assert mem.cpu["param_swap_buffers"].bytes == 5 * 100_001_792 * 2 * 8

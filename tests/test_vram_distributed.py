@@ -395,3 +395,43 @@ def test_memory_ram_reads_the_profiles_loading_keys():
     once = memory_ram(fb.autodl_box(), workload={**base, "ram_efficient_loading": True, "load_dtype": "bf16"})
     assert every.status is Status.FAIL and f"{8 * 4 * P / GIB:.1f} GiB" in every.summary
     assert once.status is Status.PASS and f"{2 * P / GIB:.1f} GiB" in once.summary
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DeepSpeed >= 0.19.4 mlock()s its NVMe swap buffers: RLIMIT_MEMLOCK (or CAP_IPC_LOCK) must allow them
+
+NVME_JOB = {"model": "llama-2-7b", "method": "full", "dtype": "bf16", "zero_stage": 3, "world_size": 8,
+            "offload_optimizer": "nvme", "offload_params": "nvme"}
+
+
+def _memlock_ram(memlock: list[Any], cap: bool | None, version: str = "0.19.5"):
+    from doctor.checks.resources import memory_ram
+
+    facts = fb.autodl_box(packages={"deepspeed": version})
+    facts["resources"]["memory"]["cgroup"]["limit_bytes"] = 4096 * GIB   # RAM is not the question here
+    facts["resources"]["ulimits"]["memlock_bytes"] = memlock
+    facts["resources"]["cap_ipc_lock"] = cap
+    config = json.loads((Path(__file__).parents[1] / "doctor/data/models/llama-2-7b.json").read_text())
+    return memory_ram(facts, workload=dict(NVME_JOB, resolved_config={"config": config, "source": "llama-2-7b.json"}))
+
+
+def test_nvme_swap_buffers_past_the_memlock_limit_fail_without_cap_ipc_lock():
+    """Per rank: 5 x 100,000,256 x 2 B parameter swap buffers + 4 x 842,301,952 (aligned to 256 fp32 elements:
+    842,302,208) x 4 B optimizer swap buffers = 13.5 GiB mlock()ed, against an 8 MiB limit (Linux's default)."""
+    per_rank = 5 * 100_000_256 * 2 + 4 * 842_302_208 * 4
+    r = _memlock_ram([8 << 20, 8 << 20], False)
+    assert r.status is Status.FAIL, r.summary
+    assert f"mlock()s {per_rank / GIB:.1f} GiB per rank" in r.summary and "lacks CAP_IPC_LOCK" in r.summary
+    assert "the memlock limit is 8.0 MiB" in r.summary
+    assert r.remediation.commands == ("ulimit -l unlimited",)
+    # the same limit with CAP_IPC_LOCK, an unlimited or a large enough limit: RAM decides (and it fits)
+    for memlock, cap in (([8 << 20, 8 << 20], True), ([None, None], False), ([per_rank + 1, None], False)):
+        assert _memlock_ram(memlock, cap).status is Status.PASS
+    # whether the process may lock past the limit is unknown: no verdict on it, said in the details
+    unknown = _memlock_ram([8 << 20, 8 << 20], None)
+    assert unknown.status is Status.PASS and any("could not decide whether it may" in d for d in unknown.details)
+
+
+def test_deepspeed_before_0_19_4_pins_the_swap_buffers_with_torch_not_mlock():
+    r = _memlock_ram([8 << 20, 8 << 20], False, version="0.19.3")
+    assert r.status is Status.PASS and not any("mlock()s" in d for d in r.details)

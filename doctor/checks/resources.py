@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from doctor.model import Remediation, Result, errored, failed, passed, skipped, warned
 from doctor.registry import check
+from doctor.units import human_bytes
 
 from .common import devices
 
@@ -294,8 +295,14 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
                             f"{gib(where[1])} free")
         else:
             details.append(f"NVMe offload: {gib(mem.nvme_bytes)} on {path} ({where[0]}: {gib(where[1])} free)")
-    if need <= eff and not problems:
+    lock_problem = None
+    if mem.locked_per_rank:
+        lock_problem, line = _memlock(facts, mem.locked_per_rank)
+        details.append(line)
+    if need <= eff and not problems and lock_problem is None:
         return passed(f"the job needs {figure}", *details)
+    if need <= eff and not problems:
+        return failed(lock_problem, MEMLOCK_FIX, *details)
     gpu_free = _gpu_free(facts)
     options = cpu_what_ifs(arch, wl, params, eff, allowance_gib * GIB)
     rank = {"fits": 0, "GPU too small": 1, "NVMe too small": 1, "still too big": 2}
@@ -322,11 +329,42 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
                      if model and arch is not None and w.flag)[:3]
     caveat = "" if arch is not None else (" (GPU figures: model states and buffers only; the activations need a "
                                           "model config)")
-    remedy = Remediation(f"Alternatives, each computed{caveat}: " + "; ".join(lines) + ".", commands, DS_MEMORY_URL)
+    remedy = Remediation(f"Alternatives, each computed{caveat}: " + "; ".join(lines) + "."
+                         + (f" And: {MEMLOCK_FIX.text}" if lock_problem else ""),
+                         commands + (MEMLOCK_FIX.commands if lock_problem else ()), DS_MEMORY_URL)
+    problems += [lock_problem] if lock_problem else []
     if need > eff:
         return failed(f"the job needs {figure} but this machine gives it {gib(eff)}", remedy,
                       *details, *problems)
     return failed("; ".join(problems), remedy, *details)
+
+
+MEMLOCK_FIX = Remediation(
+    "Raise the locked-memory limit of the shell that launches the job (`ulimit -l unlimited`, allowed up to the hard "
+    "limit), or start the container with `--ulimit memlock=-1` (Docker) / set memlock unlimited in "
+    "/etc/security/limits.conf; granting CAP_IPC_LOCK works too.", ("ulimit -l unlimited",))
+
+
+def _memlock(facts: dict[str, Any], locked: float) -> tuple[str | None, str]:
+    """(problem or None, detail line): `locked` bytes per rank that DeepSpeed mlock()s against this process's
+    RLIMIT_MEMLOCK, which CAP_IPC_LOCK lifts. A limit or capability missing from the facts decides nothing."""
+    what = (f"DeepSpeed mlock()s {gib(locked)} per rank for its NVMe swap buffers (from 0.19.4: "
+            "csrc/pin_memory/page_alloc.cpp 'mlock(ptr, size)'; a failure is 'mlock failed to allocate' and no buffer)")
+    res = facts.get("resources") if isinstance(facts.get("resources"), dict) else {}
+    cap = res.get("cap_ipc_lock")
+    if cap is True:
+        return None, f"{what}; CAP_IPC_LOCK lifts the memlock limit"
+    lim = res.get("ulimits") if isinstance(res.get("ulimits"), dict) else {}
+    if not lim.get("memlock_bytes"):
+        return None, f"{what}; could not decide whether it may: the memlock limit is not in the facts"
+    soft = _soft(lim, "memlock_bytes")
+    if soft is None or soft >= locked:
+        return None, f"{what}; memlock limit {human_bytes(soft) if soft is not None else 'unlimited'}"
+    if cap is None:
+        return None, (f"{what}; could not decide whether it may: the memlock limit is {human_bytes(soft)} and "
+                      "whether the process has CAP_IPC_LOCK is not in the facts")
+    return (f"{what}, but the memlock limit is {human_bytes(soft)} and the process lacks CAP_IPC_LOCK: the job "
+            "dies creating them"), f"memlock limit (soft): {human_bytes(soft)}; CAP_IPC_LOCK: no"
 
 
 @check("cpu.quota", needs=("resources",), binds={"workers": "job.workload.dataloader_workers"})

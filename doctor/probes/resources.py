@@ -117,6 +117,21 @@ def ulimits() -> dict[str, Any]:
     return {"nofile": _limit(res.RLIMIT_NOFILE), "memlock_bytes": _limit(res.RLIMIT_MEMLOCK)}
 
 
+CAP_IPC_LOCK = 14   # linux/capability.h
+
+
+def cap_ipc_lock(status: Path = Path("/proc/self/status")) -> bool | None:
+    """Whether this process may mlock() past RLIMIT_MEMLOCK (CAP_IPC_LOCK in CapEff; root in a default Docker
+    container lacks it); None where /proc says nothing."""
+    try:
+        for line in status.read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split(":", 1)[1].strip(), 16) >> CAP_IPC_LOCK & 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def collect(root: Path = Path("/")) -> dict[str, Any]:
     import psutil
 
@@ -143,6 +158,7 @@ def collect(root: Path = Path("/")) -> dict[str, Any]:
         "shm": shm,
         "ulimits": ulimits(),
         "rdma_devices": sorted(p.name for p in ib.iterdir()) if ib.is_dir() else [],
+        "cap_ipc_lock": cap_ipc_lock(root / "proc/self/status"),
     }
 
 

@@ -60,7 +60,24 @@ DS_DEFAULTS: dict[str, Any] = {
     "pin_memory": True,   # from DeepSpeed 0.19.5; earlier releases default to False (PIN_DEFAULT_SINCE)
     "param_buffer_count": 5, "param_buffer_size": 100_000_000,
     "param_max_in_cpu": 1_000_000_000, "optimizer_buffer_count": 4, "nvme_path": None,
+    "aio_intra_op_parallelism": 1,   # swap_tensor/constants.py AIO_INTRA_OP_PARALLELISM_DEFAULT
 }
+AIO_ALIGNED_BYTES = 1024   # deepspeed/runtime/swap_tensor/utils.py: swap sizes align to this x intra_op_parallelism
+# DeepSpeed PR #8212 (first released in v0.19.4): the NVMe swap buffers come from the aio handle's page-locked
+# allocator (csrc/pin_memory/page_alloc.cpp ds_page_aligned_alloc: posix_memalign, then mlock) instead of
+# get_accelerator().pin_memory(...) (torch's caching host allocator, rounded up to a power of two); both lock them
+# whatever offload_*.pin_memory says
+SWAP_MLOCK_SINCE = (0, 19, 4)
+SWAP_SRC = ("deepspeed/runtime/swap_tensor/utils.py SwapBufferManager ('aio_handle.new_cpu_locked_tensor(num_elems, "
+            "...)'; before v0.19.4 'get_accelerator().pin_memory(torch.zeros(num_elems, ...))')")
+PARAM_SWAP_SRC = ("deepspeed/runtime/swap_tensor/partitioned_param_swapper.py _configure_aio: 'self.buffers = "
+                  "self.aio_read_handle.new_cpu_locked_tensor(...)' (before v0.19.4 'get_accelerator().pin_memory("
+                  "self.buffers)') of aligned_elements_per_buffer x param_buffer_count")
+REUSE_SRC = ("deepspeed/runtime/zero/stage3.py _create_fp16_partitions_with_defragmentation: where a sub-group has no "
+             "flat CPU buffer (past offload_param.max_in_cpu), "
+             "'reserve_partitioned_swap_space(largest_partition_numel)' with largest_partition_numel = [t.ds_numel for t in sub_group] of the sub-group with the most partition"
+             " elements: each parameter's whole numel, not its partition (partitioned_param_swapper.py: "
+             "new_cpu_locked_tensor(sum of _io_aligned_numel), before v0.19.4 get_accelerator().pin_memory)")
 
 
 STAGING_SINCE = (0, 17, 0)   # DeepSpeed PR #7309 (first released in v0.17.0): pinned bit16 CPU staging buffer
@@ -266,10 +283,11 @@ class Term:
     source: str
     states: bool = True
     pinned: bool = False
+    locked: bool = False   # mlock()ed by the job itself: counts against RLIMIT_MEMLOCK (cudaHostAlloc does not)
 
     def to_dict(self) -> dict[str, Any]:
         return {"bytes": round(self.bytes), "formula": self.formula, "source": self.source,
-                "model_state": self.states, "pinned": self.pinned}
+                "model_state": self.states, "pinned": self.pinned, "mlocked": self.locked}
 
 
 @dataclass
@@ -332,6 +350,11 @@ class Memory:
         return sum(t.bytes for t in self.cpu.values() if t.pinned)
 
     @property
+    def locked_per_rank(self) -> float:
+        """Bytes each rank mlock()s (DeepSpeed's NVMe swap buffers from 0.19.4): what RLIMIT_MEMLOCK must allow."""
+        return sum(t.bytes for t in self.cpu.values() if t.locked) / self.sharding.per_node
+
+    @property
     def nvme_bytes(self) -> float:
         return sum(t.bytes for t in self.nvme.values())
 
@@ -344,7 +367,8 @@ class Memory:
             "breakdown": {k: round(t.bytes) for k, t in self.moments()[peak].items()},
             "training_bytes": round(self.cpu_training), "load_bytes": round(self.cpu_load),
             "init_bytes": round(self.cpu_init),
-            "pinned_bytes": round(self.pinned_bytes), "model_states_bytes": round(self.cpu_states),
+            "pinned_bytes": round(self.pinned_bytes), "mlocked_per_rank_bytes": round(self.locked_per_rank),
+            "model_states_bytes": round(self.cpu_states),
             "nvme_per_node_bytes": round(self.nvme_bytes),
             "nvme_path": s.knob("nvme_path") if self.nvme else None,
             "gpus_per_node": s.per_node, "nodes": s.nodes, "world_size": s.world_size, "sharding": s.describe(),
@@ -411,6 +435,58 @@ def _fullest_node(per_rank: list[int], g: int) -> int:
     return max(sum(per_rank[first:first + g]) for first in range(0, len(per_rank), g)) if per_rank else 0
 
 
+def _sub_groups(parts: list[int], cut: float) -> list[tuple[int, int]]:
+    """ZeRO-3's sub-groups as [first, end) ranges over the trainable tensors' partitions (stage3.py
+    _create_fp16_sub_groups): one group where sub_group_size covers them all, else tensors added until the group
+    holds sub_group_size partition elements or more."""
+    if cut >= sum(parts):
+        return [(0, len(parts))] if parts else []
+    out, first, run = [], 0, 0
+    for i, n in enumerate(parts):
+        run += n
+        if run >= cut or i == len(parts) - 1:
+            out.append((first, i + 1))
+            first, run = i + 1, 0
+    return out
+
+
+def _aligned(numel: int, elem: int, s: Sharding) -> int:
+    """`numel` rounded up to the NVMe swap alignment: AIO_ALIGNED_BYTES x aio.intra_op_parallelism, in elements of
+    `elem` bytes (swap_tensor/utils.py and partitioned_param_swapper.py _io_aligned_numel)."""
+    step = max(1, AIO_ALIGNED_BYTES * int(s.knob("aio_intra_op_parallelism")) // elem)
+    return -(-int(numel) // step) * step
+
+
+def _swap_out_reserve(c: Counts, s: Sharding, p: int) -> tuple[int, str] | None:
+    """(elements, how) of the page-locked buffer ZeRO-3 reserves to swap updated parameters out to NVMe
+    (REUSE_SRC), or None where every sub-group has a flat CPU buffer (the rank's partitions fit in
+    offload_param.max_in_cpu). Needs the trainable tensors' sizes (Counts.tensors)."""
+    N = s.world_size
+    parts = [-(-n // N) for n in c.tensors]
+    flat = sum(parts)
+    cap = float(s.knob("param_max_in_cpu"))
+    room = flat if flat <= cap else max(1.0, cap)   # _create_param_groups_fp16_flat_cpu_memory (one param group)
+    groups = _sub_groups(parts, float(s.knob("sub_group_size")))
+    offset, missing = 0, False
+    for a, b in groups:
+        total = sum(parts[a:b])
+        missing = missing or offset + total > room
+        offset += total
+    if not missing:
+        return None
+    best, most = None, 0
+    for a, b in groups:   # the first sub-group with the most partition elements ('if total_elements > max_...')
+        total = sum(parts[a:b])
+        if total > most:
+            best, most = (a, b), total
+    if best is None:
+        return None
+    a, b = best
+    numel = sum(_aligned(n, p, s) for n in c.tensors[a:b])
+    return numel, (f"sum of the whole numel of the {b - a:,} tensors of the largest sub-group ({most:,} partition "
+                   f"elements), each aligned to {AIO_ALIGNED_BYTES} B x aio.intra_op_parallelism")
+
+
 def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
     mem = Memory(s)
     P, T, N, g, stage = c.params, c.trainable, s.world_size, s.per_node, s.zero
@@ -431,6 +507,12 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
                          "cpu_offload = device != none); NVMe swapping is ZeRO-3's (ZeRO-Infinity)")
     shards = N if stage >= 1 else 1
     doc = DS_MEMORY_DOC
+    # the NVMe swap buffers: mlock()ed from 0.19.4 (SWAP_MLOCK_SINCE), torch-pinned before; unknown counts as new
+    mlock = version is None or version >= SWAP_MLOCK_SINCE
+    if stage == 3 and "nvme" in (off_opt, off_par) and version is None:
+        mem.notes.append("DeepSpeed's version is unknown: counted as >= 0.19.4, whose NVMe swap buffers are mlock()ed "
+                         "(csrc/pin_memory/page_alloc.cpp), so RLIMIT_MEMLOCK must hold them; earlier releases pin "
+                         "them with torch's pin_memory, rounded up to powers of two")
     gpu, cpu, load, nvme = mem.gpu, mem.cpu, mem.load, mem.nvme
 
     # parameters in their training dtype
@@ -453,9 +535,22 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
             in_cpu = min(float(s.knob("param_max_in_cpu")), P / shards) * p * g
             cpu["params_in_cpu"] = Term(in_cpu, f"min(offload_param.max_in_cpu, params/rank) x {p} B x {g}",
                                         f"{STAGE3}._create_param_groups_fp16_flat_cpu_memory", False, pin or T >= P)
-            bufs = int(s.knob("param_buffer_count")) * float(s.knob("param_buffer_size")) * p * g
-            cpu["param_swap_buffers"] = Term(bufs, f"offload_param.buffer_count x buffer_size x {p} B x {g}",
-                                             "deepspeed/runtime/swap_tensor/partitioned_param_swapper.py", False, pin)
+            # page-locked whatever pin_memory says (SWAP_MLOCK_SINCE)
+            each = _aligned(int(float(s.knob("param_buffer_size"))), p, s)
+            bufs = int(s.knob("param_buffer_count")) * each * p * g
+            cpu["param_swap_buffers"] = Term(bufs, f"offload_param.buffer_count x buffer_size aligned ({each:,}) x "
+                                             f"{p} B x {g}", PARAM_SWAP_SRC, False, True, mlock)
+            if c.tensors:
+                reserve = _swap_out_reserve(c, s, p)
+                if reserve:
+                    numel, how = reserve
+                    cpu["param_swap_out_buffer"] = Term(numel * p * g, f"{p} B x {numel:,} ({how}) x {g} GPUs/node",
+                                                        REUSE_SRC, False, True, mlock)
+            elif P / shards > float(s.knob("param_max_in_cpu")):
+                mem.notes.append("the trainable tensors are not listed (no model config, or over 2,000,000 of them): "
+                                 "the page-locked buffer ZeRO-3 reserves to swap parameters out to NVMe (the whole "
+                                 "numel of its largest sub-group's tensors, stage3.py reserve_partitioned_swap_space) "
+                                 "is not counted")
     else:
         gpu["params"] = Term(pr.weights, f"{_b(pr.weights)}: every parameter in its training dtype",
                              f"{doc}: ZeRO-2 '2 * params'")
@@ -491,12 +586,17 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
                                            GRAD_FLAT_SRC, False, pin)
     where["optimizer_states"] = Term(pr.state_bytes / shards * node, f"{_b(pr.state_bytes)} optimizer state{per}",
                                      f"{doc}: 8b momentum and variance (Adam)")
-    if off_opt == "nvme":
-        largest = min(float(s.knob("sub_group_size")), T / shards)
-        cpu["optimizer_swap_buffers"] = Term(int(s.knob("optimizer_buffer_count")) * largest * 4 * g,
-                                             f"offload_optimizer.buffer_count x min(sub_group_size, params/rank) "
-                                             f"x 4 B x {g}", "deepspeed/runtime/swap_tensor/optimizer_utils.py: "
-                                             "SwapBufferManager", False, pin)
+    if off_opt == "nvme":   # page-locked whatever pin_memory says (SWAP_MLOCK_SINCE)
+        count = int(s.knob("optimizer_buffer_count"))
+        if c.tensors:   # stage3.py _configure_tensor_swapping: largest_numel=max(fp16_partitioned_groups_flat_numel)
+            parts = [-(-n // N) for n in c.tensors]
+            largest = _aligned(max(sum(parts[a:b]) for a, b in _sub_groups(parts, float(s.knob("sub_group_size")))),
+                               4, s)
+            what = f"the largest sub-group's {largest:,} partition elements (aligned)"
+        else:
+            largest, what = min(float(s.knob("sub_group_size")), T / shards), "min(sub_group_size, params/rank)"
+        cpu["optimizer_swap_buffers"] = Term(count * largest * 4 * g, f"offload_optimizer.buffer_count {count} x "
+                                             f"{what} x 4 B x {g}", SWAP_SRC, False, True, mlock)
 
     # buffers DeepSpeed's estimator leaves out
     bucket = float(s.knob("reduce_bucket_size"))
@@ -618,7 +718,9 @@ def _deepspeed_pinned(mem: Memory, c: Counts, pr: Precision, s: Sharding, off_op
     elif stage == 3:
         kinds += (["flat_grads"] if pin and off_opt != "none" else []) + (["sub_grads"] if pin and off_opt == "cpu"
                                                                           else [])
-        kinds += ["params_flat"] if off_par == "cpu" else []
+        kinds += ["params_flat"] if off_par in ("cpu", "nvme") else []
+        if version is not None and version < SWAP_MLOCK_SINCE:   # swap buffers pinned by torch, not mlocked
+            kinds += (["param_swap"] if off_par == "nvme" else []) + (["opt_swap"] if off_opt == "nvme" else [])
     if not kinds:
         return
     if not c.tensors:
@@ -641,17 +743,24 @@ def _deepspeed_pinned(mem: Memory, c: Counts, pr: Precision, s: Sharding, off_op
         if "flat_grads" in kinds:
             ga = _grad_accum(s, p)[0]
             blocks.append((f"grad_partitions_flat_buffer ({ga} B x {flat:,})", ga * flat))
+        subs = [sum(parts[a:b]) for a, b in _sub_groups(parts, float(s.knob("sub_group_size")))]
         if "sub_grads" in kinds:
-            cut, run = float(s.knob("sub_group_size")), 0
-            subs = [flat] if cut >= flat else []
-            for i, n in enumerate(parts if cut < flat else []):
-                run += n
-                if run >= cut or i == len(parts) - 1:
-                    subs.append(run)
-                    run = 0
             blocks += [(f"fp32 sub-group gradient ({m} B x {n:,})", m * n) for n in subs]
-        if "params_flat" in kinds:
-            blocks.append((f"bit16 parameter flat buffer ({p} B x {flat:,})", p * flat))
+        if "params_flat" in kinds:   # under NVMe offload at most offload_param.max_in_cpu elements
+            room = flat if off_par == "cpu" or flat <= float(s.knob("param_max_in_cpu")) else \
+                int(float(s.knob("param_max_in_cpu")))
+            if room > 0:
+                blocks.append((f"bit16 parameter flat buffer ({p} B x {room:,})", p * room))
+        if "param_swap" in kinds:
+            each = _aligned(int(float(s.knob("param_buffer_size"))), p, s) * int(s.knob("param_buffer_count"))
+            blocks.append((f"parameter swap buffers ({p} B x {each:,})", p * each))
+            reserve = _swap_out_reserve(c, s, p)
+            if reserve:
+                blocks.append((f"parameter swap-out buffer ({p} B x {reserve[0]:,})", p * reserve[0]))
+        if "opt_swap" in kinds and subs:
+            largest = _aligned(max(subs), 4, s)
+            count = int(s.knob("optimizer_buffer_count"))
+            blocks += [(f"optimizer swap buffer (4 B x {largest:,})", 4 * largest)] * count
         src = DS_PIN3_SRC
     extra = g * sum(pow2_ceil(b) - b for _, b in blocks)
     shown = "; ".join(f"{w}: {_b(b)} -> {_b(pow2_ceil(b))}" for w, b in blocks[:6])
@@ -874,6 +983,10 @@ def from_deepspeed_config(config: Any) -> tuple[dict[str, Any], list[str]]:
     gather = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))
     if isinstance(gather, bool):
         knobs["stage3_gather_16bit_weights_on_model_save"] = gather
+    aio = config.get("aio")
+    intra = _int_like(aio.get("intra_op_parallelism")) if isinstance(aio, dict) else None
+    if intra:
+        knobs["aio_intra_op_parallelism"] = intra   # the NVMe swap buffers' alignment (swap_tensor/utils.py)
     enabled = {k: (v.get("enabled") if isinstance(v, dict) else None) for k in ("bf16", "fp16")
                for v in [config.get(k)]}
     if enabled["bf16"] is True:

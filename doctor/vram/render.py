@@ -38,6 +38,7 @@ LABELS = {
     "offload_bit16_staging": "pinned parameter staging (offload)", "offload_grad_accumulation":
     "gradient accumulation buffer (offload)", "params_in_cpu": "parameters kept in CPU (NVMe offload)",
     "param_swap_buffers": "parameter swap buffers", "optimizer_swap_buffers": "optimizer swap buffers",
+    "param_swap_out_buffer": "parameter swap-out buffer (whole params)",
     "offload_fp32_partition_copy": "fp32 partition copied to the GPU (DeepSpeed < 0.17)",
 }
 
