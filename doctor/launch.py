@@ -18,9 +18,9 @@ import sys
 FLAGS = {
     "check": {"--profile": True, "-p": True, "--format": True, "--output": True, "-o": True, "--strict": False,
               "--verbose": False, "-v": False, "--no-bench": False, "--bench-timeout": True, "--timeout": True,
-              "--offline": False, "--debug": False},
+              "--offline": False},
     "facts": {"--output": True, "-o": True, "--redact": False, "--profile": True, "-p": True, "--timeout": True,
-              "--offline": False, "--debug": False},
+              "--offline": False},
 }
 
 

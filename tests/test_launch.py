@@ -19,7 +19,8 @@ from doctor.launch import plain_probing_command
     (["check"], True),
     (["check", "--profile", "cpu-ci", "--offline"], True),
     (["check", "-p", "cpu-ci", "--format=json", "-o", "r.json", "--strict", "-v", "--no-bench"], True),
-    (["check", "--timeout", "30", "--bench-timeout=60", "--debug"], True),
+    (["check", "--timeout", "30", "--bench-timeout=60"], True),
+    (["check", "--debug"], False),                              # the top-level parser's flag: argparse refuses it
     (["facts", "--redact", "--output", "f.json", "--profile", "base"], True),
     ([], False),
     (["estimate", "--model", "llama-2-7b"], False),

@@ -193,3 +193,17 @@ def test_facts_redact_cli(tmp_path):
 
     assert data["provenance"]["redacted"] is True and "hostname" not in data["provenance"]
     assert socket.gethostname() not in out.read_text() or len(socket.gethostname()) < 3
+
+
+def test_cap_ipc_lock_is_read_from_the_effective_capabilities(tmp_path):
+    """/proc/self/status CapEff, bit 14 (CAP_IPC_LOCK): root with every capability has it, a default Docker
+    container's root (CapEff 00000000a80425fb) lacks it; no CapEff line or a garbled one says nothing."""
+    from doctor.probes.resources import cap_ipc_lock
+
+    status = tmp_path / "status"
+    for text, want in (("Name:\tpython\nCapEff:\t000001ffffffffff\n", True),
+                       ("CapEff:\t00000000a80425fb\n", False),
+                       ("Name:\tpython\n", None), ("CapEff:\tzz\n", None)):
+        status.write_text(text)
+        assert cap_ipc_lock(status) is want, text
+    assert cap_ipc_lock(tmp_path / "missing") is None

@@ -428,8 +428,9 @@ def test_nvme_swap_buffers_past_the_memlock_limit_fail_without_cap_ipc_lock():
     for memlock, cap in (([8 << 20, 8 << 20], True), ([None, None], False), ([per_rank + 1, None], False)):
         assert _memlock_ram(memlock, cap).status is Status.PASS
     # whether the process may lock past the limit is unknown: no verdict on it, said in the details
-    unknown = _memlock_ram([8 << 20, 8 << 20], None)
-    assert unknown.status is Status.PASS and any("could not decide whether it may" in d for d in unknown.details)
+    for cap in (None, "no", 0):   # unknown, or not a boolean
+        unknown = _memlock_ram([8 << 20, 8 << 20], cap)
+        assert unknown.status is Status.PASS and any("could not decide whether it may" in d for d in unknown.details)
 
 
 def test_deepspeed_before_0_19_4_pins_the_swap_buffers_with_torch_not_mlock():

@@ -352,6 +352,7 @@ def _memlock(facts: dict[str, Any], locked: float) -> tuple[str | None, str]:
             "csrc/pin_memory/page_alloc.cpp 'mlock(ptr, size)'; a failure is 'mlock failed to allocate' and no buffer)")
     res = facts.get("resources") if isinstance(facts.get("resources"), dict) else {}
     cap = res.get("cap_ipc_lock")
+    cap = cap if isinstance(cap, bool) else None   # anything but a boolean says nothing
     if cap is True:
         return None, f"{what}; CAP_IPC_LOCK lifts the memlock limit"
     lim = res.get("ulimits") if isinstance(res.get("ulimits"), dict) else {}

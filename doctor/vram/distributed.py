@@ -75,8 +75,9 @@ PARAM_SWAP_SRC = ("deepspeed/runtime/swap_tensor/partitioned_param_swapper.py _c
                   "self.buffers)') of aligned_elements_per_buffer x param_buffer_count")
 REUSE_SRC = ("deepspeed/runtime/zero/stage3.py _create_fp16_partitions_with_defragmentation: where a sub-group has no "
              "flat CPU buffer (past offload_param.max_in_cpu), "
-             "'reserve_partitioned_swap_space(largest_partition_numel)' with largest_partition_numel = [t.ds_numel for t in sub_group] of the sub-group with the most partition"
-             " elements: each parameter's whole numel, not its partition (partitioned_param_swapper.py: "
+             "'reserve_partitioned_swap_space(largest_partition_numel)' with largest_partition_numel = "
+             "[t.ds_numel for t in sub_group] of the sub-group with the most partition elements: each parameter's "
+             "whole numel, not its partition (partitioned_param_swapper.py: "
              "new_cpu_locked_tensor(sum of _io_aligned_numel), before v0.19.4 get_accelerator().pin_memory)")
 
 
