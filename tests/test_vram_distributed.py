@@ -424,6 +424,9 @@ def test_nvme_swap_buffers_past_the_memlock_limit_fail_without_cap_ipc_lock():
     assert f"mlock()s {per_rank / GIB:.1f} GiB per rank" in r.summary and "lacks CAP_IPC_LOCK" in r.summary
     assert "the memlock limit is 8.0 MiB" in r.summary
     assert r.remediation.commands == ("ulimit -l unlimited",)
+    import subprocess   # the command runs as printed in the launching shell (up to the hard limit, as it says)
+    ran = subprocess.run(["bash", "-c", r.remediation.commands[0] + " && ulimit -l"], capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout.strip()) == (0, "unlimited") or "not permitted" in ran.stderr, ran
     # the same limit with CAP_IPC_LOCK, an unlimited or a large enough limit: RAM decides (and it fits)
     for memlock, cap in (([8 << 20, 8 << 20], True), ([None, None], False), ([per_rank + 1, None], False)):
         assert _memlock_ram(memlock, cap).status is Status.PASS
