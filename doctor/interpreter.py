@@ -1,38 +1,20 @@
 """Which Python environment is inspected: the job's, which need not be doctor's own.
 
-Imports nothing but os and sys: the launcher (doctor.launch) selects the interpreter before anything else is
-imported, to start the torch probe at once."""
+Light to import (os, sys, collections; not typing, dataclasses, pathlib or another doctor module): the launcher
+(doctor.launch) selects the interpreter before anything else is imported, to start the torch probe at once."""
 from __future__ import annotations
 
 import os
 import sys
+from collections import namedtuple
 
 
-class Interpreter:
-    """The interpreter whose packages and torch doctor inspects, and why that one (immutable)."""
+class Interpreter(namedtuple("Interpreter", ("executable", "reason"))):
+    """The interpreter whose packages and torch doctor inspects (`executable`), and why that one (`reason`)."""
 
-    __slots__ = ("executable", "reason")
+    __slots__ = ()
     executable: str
     reason: str
-
-    def __init__(self, executable: str, reason: str) -> None:
-        object.__setattr__(self, "executable", executable)
-        object.__setattr__(self, "reason", reason)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Interpreter is immutable: cannot set {name}")
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Interpreter) and (self.executable, self.reason) == (other.executable, other.reason))
-
-    def __hash__(self) -> int:
-        return hash((self.executable, self.reason))
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return Interpreter, (self.executable, self.reason)
-
-    def __repr__(self) -> str:
-        return f"Interpreter(executable={self.executable!r}, reason={self.reason!r})"
 
     @property
     def is_own(self) -> bool:

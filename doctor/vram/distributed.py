@@ -744,24 +744,23 @@ def _deepspeed_pinned(mem: Memory, c: Counts, pr: Precision, s: Sharding, off_op
         if "flat_grads" in kinds:
             ga = _grad_accum(s, p)[0]
             blocks.append((f"grad_partitions_flat_buffer ({ga} B x {flat:,})", ga * flat))
-        subs = [sum(parts[a:b]) for a, b in _sub_groups(parts, float(s.knob("sub_group_size")))]
         if "sub_grads" in kinds:
+            subs = [sum(parts[a:b]) for a, b in _sub_groups(parts, float(s.knob("sub_group_size")))]
             blocks += [(f"fp32 sub-group gradient ({m} B x {n:,})", m * n) for n in subs]
         if "params_flat" in kinds:   # under NVMe offload at most offload_param.max_in_cpu elements
             room = flat if off_par == "cpu" or flat <= float(s.knob("param_max_in_cpu")) else \
                 int(float(s.knob("param_max_in_cpu")))
             if room > 0:
                 blocks.append((f"bit16 parameter flat buffer ({p} B x {room:,})", p * room))
-        if "param_swap" in kinds:
-            each = _aligned(int(float(s.knob("param_buffer_size"))), p, s) * int(s.knob("param_buffer_count"))
-            blocks.append((f"parameter swap buffers ({p} B x {each:,})", p * each))
-            reserve = _swap_out_reserve(c, s, p)
-            if reserve:
-                blocks.append((f"parameter swap-out buffer ({p} B x {reserve[0]:,})", p * reserve[0]))
-        if "opt_swap" in kinds and subs:
-            largest = _aligned(max(subs), 4, s)
-            count = int(s.knob("optimizer_buffer_count"))
-            blocks += [(f"optimizer swap buffer (4 B x {largest:,})", 4 * largest)] * count
+        # the swap buffers pinned by torch (before 0.19.4): each rank's share of the terms _deepspeed counted
+        opt_count = int(s.knob("optimizer_buffer_count"))
+        for kind, key, what, elem, count in (
+                ("param_swap", "param_swap_buffers", "parameter swap buffers", p, 1),
+                ("param_swap", "param_swap_out_buffer", "parameter swap-out buffer", p, 1),
+                ("opt_swap", "optimizer_swap_buffers", "optimizer swap buffer", 4, opt_count)):
+            if kind in kinds and key in mem.cpu:
+                each = round(mem.cpu[key].bytes / g / count)
+                blocks += [(f"{what} ({elem} B x {each // elem:,})", each)] * count
         src = DS_PIN3_SRC
     extra = g * sum(pow2_ceil(b) - b for _, b in blocks)
     shown = "; ".join(f"{w}: {_b(b)} -> {_b(pow2_ceil(b))}" for w, b in blocks[:6])
