@@ -51,8 +51,8 @@ def compared(est: Estimate, measures: str) -> int:
     value = est.peak_bytes
     if measures in ("reserved", "allocated"):   # the allocator's figures exclude the CUDA context
         value -= est.breakdown["cuda_context"]
-    if measures == "allocated":                 # ... and allocated excludes the segments' rounding
-        value -= est.breakdown.get("allocator_rounding", 0)
+    if measures == "allocated":                 # ... and allocated excludes the segments' rounding / free space
+        value -= est.breakdown.get("allocator_rounding", 0) + est.breakdown.get("build_fragmentation", 0)
     return value
 
 

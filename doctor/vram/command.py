@@ -55,8 +55,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--image-size", type=whole(1, 100_000), metavar="PX", help="image side in pixels after resizing")
     p.add_argument("--context", type=whole(1), metavar="N", help="inference: KV-cache length (prompt + new tokens)")
     p.add_argument("--lora-dropout", type=float, metavar="P", help="LoRA dropout probability (PEFT default 0)")
-    p.add_argument("--implementation", choices=("hf", "litgpt"),
-                   help="whose model code trains: hf (transformers / peft, default) or litgpt (LitGPT's own GPT)")
+    p.add_argument("--implementation", choices=("hf", "litgpt", "torchtune"),
+                   help="whose model code trains: hf (transformers / peft, default), litgpt (LitGPT's own GPT) or "
+                        "torchtune (its single-device recipes; QLoRA's model build is replayed on torchao < 0.2)")
     p.add_argument("--kv-cache-heads", choices=("kv", "query"),
                    help="inference: the heads the KV cache is sized by - kv (default: grouped-query, as transformers "
                         "caches) or query (k/v expanded to the query heads before caching, as older torchtune did)")
@@ -67,7 +68,7 @@ def add_parser(sub: Any) -> None:
                    help="fused linear cross-entropy (Liger-Kernel): the logits are computed in chunks, never whole")
     v = p.add_argument_group("installed libraries, where their version changes memory (default: from --facts, else "
                              "the current behaviour; the notes say which was applied)")
-    for lib in ("transformers", "peft", "bitsandbytes", "deepspeed"):
+    for lib in ("transformers", "peft", "bitsandbytes", "torchao", "deepspeed"):
         v.add_argument(f"--{lib}-version", type=_version(f"--{lib}-version"), metavar="X.Y.Z",
                        help=f"the installed {lib} version")
     h = p.add_argument_group("second order (--method hessian): which Hessian quantity, and its knobs")
@@ -128,6 +129,7 @@ ARG_FIELDS = (("method", "method"), ("dtype", "dtype"), ("amp", "amp"), ("batch"
               ("transformers_version", "transformers_version"), ("peft_version", "peft_version"),
               ("bitsandbytes_version", "bitsandbytes_version"), ("kv_cache_heads", "kv_cache_heads"),
               ("lora_dropout", "lora_dropout"), ("implementation", "implementation"),
+              ("torchao_version", "torchao_version"),
               ("ram_efficient_loading", "ram_efficient_loading"), ("load_dtype", "load_dtype"))
 
 

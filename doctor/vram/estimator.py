@@ -87,9 +87,12 @@ class Workload:
     # the loss's cross-entropy on the half-precision logits, without the fp32 upcast transformers' loss makes
     # (LitGPT's chunked lm_head + chunked_cross_entropy): the logits and log_softmax's output, both in the dtype
     half_ce: bool = False
-    # whose model code runs the training step: "hf" (transformers / peft, what doctor's activations follow) or
-    # "litgpt" (LitGPT's own GPT at commit 8641822: bf16 RMSNorm, fused qkv LoRA; activations.litgpt_decoder)
+    # whose model code runs the training step: "hf" (transformers / peft, what doctor's activations follow),
+    # "litgpt" (LitGPT's own GPT at commit 8641822: bf16 RMSNorm, fused qkv LoRA; activations.litgpt_decoder) or
+    # "torchtune" (its single-device recipes: the step as transformers', and the QLoRA model build replayed through
+    # the caching allocator where torchao quantizes each weight whole, nf4_build.py)
     implementation: str = "hf"
+    torchao_version: str | None = None
 
 
 @dataclass
@@ -705,11 +708,64 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
         notes.append("gradients stay allocated across micro-batches (accumulation or set_to_none=False)")
     est = _finish(arch, wl, breakdown, overhead, phase, trainable, tokens, notes,
                   rounding_tensors=(1 if ckpt else arch.layers) * 16 + arch.layers * 2)
+    if wl.implementation == "torchtune":
+        est = _torchtune_build(arch, wl, est, targets)
     if wl.optimizer in PAGED:
         est.paged_bytes = round(states)
         notes.append(f"paged optimizer: {states / 2**30:.2f} GiB of state can page out to CPU RAM, so the GPU needs "
                      f"at least {(est.peak_bytes - states) / 2**30:.2f} GiB (steps slow down while it pages)")
     return est
+
+
+def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset[str]) -> Estimate:
+    """`est` with torchtune 0.1's QLoRA model build (nf4_build.py) where torchao quantizes each weight whole: the
+    segments the build reserves stay for the run, so the peak is the build's when it reserves more than the step."""
+    from . import nf4_build
+
+    if wl.method != "qlora":
+        return est
+    since = nf4_build.data()["chunked_since"]
+    whole = nf4_build.replays(wl.torchao_version)
+    if whole is None:
+        est.notes.append(f"torchao version unknown: torchtune's QLoRA model build is not replayed; before {since} "
+                         "torchao quantizes each weight whole (an n x 16 temporary per weight) and the build can "
+                         "reserve more than the step - give --torchao-version or --facts")
+        return est
+    if not whole:
+        est.notes.append(f"torchao {wl.torchao_version} >= {since} quantizes in chunks of 1024**2 elements: the model "
+                         "build's transients are small and are not replayed")
+        return est
+    why = nf4_build.supported(arch)
+    if why:
+        est.notes.append(f"could not replay the QLoRA model build: {why}")
+        return est
+    # the checkpoint's dtype changes only a conversion copy per weight: the larger of the two replays
+    b = max((nf4_build.replay(arch, targets, wl.lora_rank, d) for d in ("fp16", "bf16")),
+            key=lambda x: (x.peak_reserved, x.peak_allocated))
+    ctx = est.breakdown["cuda_context"]
+    step = est.peak_bytes - ctx
+    what = (f"model build (torchtune 0.1, torchao {wl.torchao_version} < {since}: each LoRA linear's weight "
+            f"quantized whole when built, deep-copied and loaded): peaks at {gib(b.peak_allocated)} allocated and "
+            f"reserves {gib(b.peak_reserved)} in {b.segments} segments")
+    if b.peak_reserved <= step:
+        est.notes.append(what + ", less than the step")
+        return est
+    est.notes.append(what + f"; the caching allocator keeps those segments, and the step ({gib(step)} without the "
+                     "CUDA context) is taken to run inside them (the replay does not follow the step's allocations)")
+    breakdown = {"nf4_build_peak": b.peak_allocated, "build_fragmentation": b.peak_reserved - b.peak_allocated,
+                 "cuda_context": ctx}
+    peak = sum(breakdown.values())
+    cdata, measured = overheads()["cuda_context"], wl.cuda_context_mib is not None
+    low = peak - (0 if measured else (cdata["mib"] - cdata["low_mib"]) * MIB)
+    high = peak + (0 if measured else (cdata["high_mib"] - cdata["mib"]) * MIB)
+    terms = {
+        "nf4_build_peak": {"formula": "peak allocated of the replayed build (doctor/vram/nf4_build.py)",
+                           "source": nf4_build.data()["source"]},
+        "build_fragmentation": {"formula": "peak reserved - peak allocated of the same replay: free space the "
+                                           "build's segments keep", "source": "c10/cuda/CUDACachingAllocator.cpp "
+                                           "(doctor/vram/allocator.py)"}}
+    return replace(est, peak_bytes=peak, breakdown=breakdown, low_bytes=int(low), high_bytes=int(high),
+                   phase="model build (torchtune QLoRA, NF4 quantized whole)", terms={**est.terms, **terms})
 
 
 def _litgpt_layer(arch: Arch, wl: Workload, targets: frozenset[str]) -> Any:

@@ -22,6 +22,9 @@ LABELS = {
     "legacy_kv_copy": "previous step's KV cache (legacy tuple cache)",
     "chunked_ce": "fused cross-entropy (one logit chunk, grad_input, loss)",
     "quant_state": "4-bit absmax statistics (whole on every rank)",
+    # torchtune 0.1's QLoRA model build on torchao 0.1 (doctor/vram/nf4_build.py)
+    "nf4_build_peak": "model build: NF4 weights + one weight's quantization temporaries",
+    "build_fragmentation": "model build: free space left in its segments (reserved)",
     # distributed (doctor/vram/distributed.py): per rank
     "params": "parameters (whole, training dtype)", "grads": "gradients (whole)",
     "grads_partition": "gradients (ZeRO partitions held here)", "master_params_fp32": "fp32 master weights",

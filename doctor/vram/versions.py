@@ -10,7 +10,8 @@ from .. import refdata
 from ..errors import InputError
 
 # package -> the Workload field (and `doctor estimate` flag) holding its installed version
-FIELDS = {"transformers": "transformers_version", "peft": "peft_version", "bitsandbytes": "bitsandbytes_version"}
+FIELDS = {"transformers": "transformers_version", "peft": "peft_version", "bitsandbytes": "bitsandbytes_version",
+          "torchao": "torchao_version"}
 
 
 def rows() -> dict[str, Any]:

@@ -20,7 +20,7 @@ FLAGS = {"method": "--method", "dtype": "--dtype", "batch": "--batch", "seq": "-
          "offload_params": "--offload-params", "transformers_version": "--transformers-version",
          "peft_version": "--peft-version", "bitsandbytes_version": "--bitsandbytes-version",
          "kv_cache_heads": "--kv-cache-heads", "lora_dropout": "--lora-dropout",
-         "implementation": "--implementation", "load_dtype": "--load-dtype"}
+         "implementation": "--implementation", "load_dtype": "--load-dtype", "torchao_version": "--torchao-version"}
 PROFILE_KEYS = {"--quant": "quantization", "--double-quant": "double_quant", "--attention": "attn_implementation",
                 "--context": "context", "--method": "method", "--zero": "zero_stage", "--fsdp": "fsdp",
                 "--world-size": "world_size", "--gpus-per-node": "gpus_per_node",
@@ -143,8 +143,11 @@ def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
                                                   "KV-cache length, prompt plus generated tokens")))
     if wl.context is not None and wl.method != "inference":
         out.append(("--context", str(wl.context), "sets the KV cache of generation; expected --method inference"))
-    if wl.implementation not in ("hf", "litgpt"):
-        out.append(("--implementation", str(wl.implementation), "expected hf or litgpt"))
+    if wl.implementation not in ("hf", "litgpt", "torchtune"):
+        out.append(("--implementation", str(wl.implementation), "expected hf, litgpt or torchtune"))
+    elif wl.implementation == "torchtune" and (wl.zero is not None or wl.fsdp is not None or wl.world_size > 1):
+        out.append(("--implementation", "torchtune", ("is modelled for torchtune's single-device recipes; expected "
+                                                      "no --zero, --fsdp or --world-size")))
     if not 0 <= wl.lora_dropout < 1:
         out.append(("--lora-dropout", str(wl.lora_dropout), "expected a probability from 0 up to (not including) 1"))
     if wl.kv_cache_heads not in ("kv", "query"):
@@ -218,7 +221,7 @@ def describe(wl: Workload) -> str:
         parts.append(f"{wl.implementation} model code")
     if wl.kv_cache_heads == "query":
         parts.append("KV cache by query heads")
-    parts += [f"{lib} {getattr(wl, f'{lib}_version')}" for lib in ("transformers", "peft", "bitsandbytes")
+    parts += [f"{lib} {getattr(wl, f'{lib}_version')}" for lib in ("transformers", "peft", "bitsandbytes", "torchao")
               if getattr(wl, f"{lib}_version")]
     if wl.zero is not None or wl.fsdp is not None or wl.world_size > 1:
         sh = sharding_of(wl)

@@ -1,0 +1,219 @@
+"""The caching-allocator model (doctor/vram/allocator.py), torchtune 0.1's QLoRA model build replayed through it
+(doctor/vram/nf4_build.py), how the estimate takes it (--implementation torchtune, --torchao-version) and the
+refresh script that writes its traced steps (scripts/refresh/nf4_init.py)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from doctor.vram import nf4_build, versions
+from doctor.vram.allocator import CachingAllocator, round_size, segment_size
+from doctor.vram.catalogue import resolve
+from doctor.vram.estimator import Workload, estimate, lora_targets
+from doctor.vram.workload import contradictions, to_flags
+
+MIB = 1 << 20
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "tests" / "fixtures" / "refresh" / "nf4"
+sys.path.insert(0, str(REPO / "scripts"))
+
+from refresh import nf4_init  # noqa: E402
+
+ALL = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+TT_QLORA = dict(method="qlora", dtype="bf16", adapter_dtype="bf16", double_quant=True, lora_targets="all-linear",
+                lora_rank=8, batch=2, seq=512, grad_accum=16, checkpointing=True, optimizer="adamw", sm=8.0,
+                lora_dropout=0.05, implementation="torchtune")
+
+
+# --- the allocator model, on sequences worked by hand from CUDACachingAllocator.cpp's rules
+
+def test_sizes_round_and_segments_follow_the_pools():
+    assert round_size(1) == 512 and round_size(512) == 512 and round_size(513) == 1024
+    assert segment_size(MIB) == 2 * MIB                       # small pool: 2 MiB segments
+    assert segment_size(MIB + 512) == 20 * MIB                # 1-10 MiB: a 20 MiB segment
+    assert segment_size(10 * MIB) == 10 * MIB                 # from 10 MiB: its own size, to 2 MiB
+    assert segment_size(10 * MIB + 512) == 12 * MIB
+
+
+def test_small_requests_share_a_small_segment():
+    a = CachingAllocator()
+    a.malloc("x", 100)
+    a.malloc("y", 1000)
+    assert (a.allocated, a.reserved, a.segments) == (512 + 1024, 2 * MIB, 1)
+
+
+def test_a_large_block_splits_only_above_1_mib_and_allocated_counts_the_block():
+    a = CachingAllocator()
+    a.malloc("x", 5 * MIB)          # a 20 MiB segment, split: 15 MiB stay free
+    a.malloc("y", 5 * MIB)          # from the same segment
+    assert (a.reserved, a.allocated, a.segments) == (20 * MIB, 10 * MIB, 1)
+    b = CachingAllocator()
+    b.malloc("x", 19 * MIB + MIB // 2)   # its own 20 MiB segment; 0.5 MiB left is not split off
+    assert (b.reserved, b.allocated) == (20 * MIB, 20 * MIB)
+
+
+def test_best_fit_and_merging_of_freed_neighbours():
+    a = CachingAllocator()
+    for h, size in (("p", 30 * MIB), ("q", 24 * MIB)):
+        a.malloc(h, size)
+    a.free("p")
+    a.free("q")
+    a.malloc("r", 22 * MIB)          # the smallest free block that holds it: q's 24 MiB
+    assert a.reserved == 54 * MIB and a.allocated == 22 * MIB
+    a.malloc("s", 30 * MIB)          # p's segment
+    assert a.reserved == 54 * MIB
+    c = CachingAllocator()
+    c.malloc("a", 5 * MIB)
+    c.malloc("b", 5 * MIB)
+    c.free("a")
+    c.free("b")                      # the two halves and the rest merge into the whole 20 MiB again
+    c.malloc("big", 19 * MIB)
+    assert (c.reserved, c.segments) == (20 * MIB, 1)
+
+
+def test_fragmentation_makes_a_new_segment():
+    """A long-lived block placed in a freed temporary's segment splits its free space: a request the sum of the
+    free pieces would hold needs a new segment."""
+    a = CachingAllocator()
+    a.malloc("tmp", 100 * MIB)
+    a.free("tmp")
+    a.malloc("keep", 40 * MIB)       # the first 40 MiB of the 100 MiB segment
+    a.malloc("tmp2", 30 * MIB)       # the next 30 MiB
+    a.free("keep")                   # free: 40 MiB, then 30 MiB in use, then 30 MiB
+    a.malloc("want", 50 * MIB)
+    assert a.reserved == 150 * MIB and a.peak_reserved == 150 * MIB
+    with pytest.raises(ValueError):
+        a.malloc("want", 1)
+
+
+# --- the replayed build
+
+def test_llama2_7b_qlora_build_reproduces_torchtunes_published_reserve():
+    """torchtune's QLoRA tutorial (torchtune 0914d5c, torchao 0.1): 9.13 GB reserved before training starts."""
+    arch = resolve("llama-2-7b")
+    b = nf4_build.replay(arch, ALL, 8, "fp16")
+    assert abs(b.peak_reserved / 9.13e9 - 1) < 0.005, b
+    assert b.peak_reserved == 9_133_096_960 and b.peak_allocated == 7_358_850_048   # the replay as committed
+    # what stays allocated is the model: NF4 weights (per linear: n/2 packed data, n/64 int8 scalers, the n/32
+    # bytes quantization_factor keeps, scaler_mean and the 16-entry table), bf16 LoRA, bf16 embedding / output /
+    # norms and the fp32 RoPE buffers; blocks round up to 512 B, and a large block keeps a remainder it does not split
+    # off (up to 1 MiB)
+    per_linear = sum(lin.params // 2 + lin.params // 64 + lin.params // 32 + 2 + 32 + 8 * 2 * (lin.fan_in + lin.fan_out)
+                     for lin in arch.block.linears)
+    requested = arch.layers * (per_linear + 2 * 4096 * 2 + 64 * 4 + 4096 * 64 * 2 * 4) + 2 * 32000 * 4096 * 2 + 4096 * 2
+    assert requested == 4_173_487_552
+    assert requested <= b.resident <= 1.01 * requested
+
+
+def test_the_build_grows_with_the_linears_it_quantizes():
+    arch = resolve("llama-2-7b")
+    qv = nf4_build.replay(arch, frozenset({"q_proj", "v_proj"}), 8, "fp16")
+    full = nf4_build.replay(arch, ALL, 8, "fp16")
+    assert qv.resident > full.resident            # bf16 linears (2 B) where the rest is NF4 (~0.55 B)
+    assert qv.peak_allocated - qv.resident < full.peak_allocated - full.resident   # attention-sized transients only
+
+
+def test_unsupported_models_are_refused_with_the_reason():
+    assert "opt" in (nf4_build.supported(resolve("opt-1.3b")) or "")
+    assert nf4_build.supported(resolve("llama-2-7b")) is None
+
+
+# --- the estimate
+
+def test_torchao_0_1_puts_the_peak_at_the_model_build():
+    arch = resolve("llama-2-7b")
+    step = estimate(arch, Workload(**{**TT_QLORA, "torchao_version": "0.2.0"}))
+    est = estimate(arch, Workload(**{**TT_QLORA, "torchao_version": "0.1"}))
+    assert est.phase.startswith("model build") and est.peak_bytes > step.peak_bytes
+    assert set(est.breakdown) == {"nf4_build_peak", "build_fragmentation", "cuda_context"}
+    assert sum(est.breakdown.values()) == est.peak_bytes
+    assert est.breakdown["nf4_build_peak"] + est.breakdown["build_fragmentation"] == 9_133_096_960
+    assert est.low_bytes < est.peak_bytes < est.high_bytes
+    assert {"nf4_build_peak", "build_fragmentation"} <= set(est.terms)
+    assert any("reserves 8.51 GiB" in n for n in est.notes)
+    assert any(">= 0.2.0 quantizes in chunks" in n for n in step.notes) and step.phase == "start of backward"
+
+
+def test_unknown_torchao_says_the_build_is_not_replayed():
+    est = estimate(resolve("llama-2-7b"), Workload(**TT_QLORA))
+    assert est.phase == "start of backward"
+    assert any(n.startswith("torchao version unknown") and "--torchao-version" in n for n in est.notes)
+
+
+def test_the_build_is_only_for_torchtune_qlora():
+    arch = resolve("llama-2-7b")
+    hf = estimate(arch, Workload(**{**TT_QLORA, "implementation": "hf", "torchao_version": "0.1"}))
+    lora = estimate(arch, Workload(**{**TT_QLORA, "method": "lora", "torchao_version": "0.1"}))
+    hf_lora = estimate(arch, Workload(**{**TT_QLORA, "method": "lora", "implementation": "hf"}))
+    assert hf.phase == "start of backward" and lora.peak_bytes == hf_lora.peak_bytes
+    opt = estimate(resolve("opt-1.3b"), Workload(**{**TT_QLORA, "torchao_version": "0.1", "lora_targets": "default"}))
+    assert any(n.startswith("could not replay the QLoRA model build") for n in opt.notes)
+
+
+def test_torchao_version_comes_from_the_facts_and_goes_back_to_flags():
+    facts = {"python": {"distributions": {"torchao": "0.1", "torch": "2.2.2"}}}
+    assert versions.from_facts(facts) == {"torchao_version": "0.1"}
+    flags = to_flags("llama-2-7b", {"implementation": "torchtune", "torchao_version": "0.1"})
+    assert flags == "--model llama-2-7b --implementation torchtune --torchao-version 0.1"
+    assert lora_targets(resolve("llama-2-7b"), Workload(method="qlora", lora_targets="all-linear")) == ALL
+
+
+def test_torchtune_with_sharding_is_a_contradiction():
+    found = contradictions(Workload(**{**TT_QLORA, "zero": 2, "world_size": 2}))
+    assert any(flag == "--implementation" and "single-device" in why for flag, _, why in found)
+
+
+def test_cli_runs_the_replay_and_refuses_bad_input():
+    base = [sys.executable, "-m", "doctor", "estimate", "--model", "llama-2-7b", "--method", "qlora", "--offline",
+            "--implementation", "torchtune", "--lora-targets", "all-linear", "--batch", "2", "--grad-checkpointing"]
+    r = subprocess.run([*base, "--torchao-version", "0.1", "--format", "json"], capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    found = got["estimate"] if "estimate" in got else got
+    assert found["peak_phase"].startswith("model build"), found
+    bad = subprocess.run([*base, "--torchao-version", "zero.one"], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert bad.returncode == 2 and "--torchao-version" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --- the refresh script
+
+def test_refresh_rebuilds_the_committed_table_from_the_saved_trace():
+    """tests/fixtures/refresh/nf4/trace.json is _trace_nf4.py's output (torch 2.13.0+cpu, torchao 0.1, torchtune
+    0.1.1): the committed doctor/data/nf4_init.yaml is exactly what the script writes from it."""
+    traced = json.loads((FIX / "trace.json").read_text())
+    assert nf4_init.dump(nf4_init.build(traced)) == (REPO / "doctor" / "data" / "nf4_init.yaml").read_text()
+
+
+def test_symbolic_sizes_tell_constants_from_multiples_of_n():
+    ns = [4096 * 4096, 4096 * 11008]
+    assert nf4_init.symbolic([32, 32], ns) == 32
+    assert nf4_init.symbolic([2 * n for n in ns], ns) == "2n"
+    assert nf4_init.symbolic([n // 32 for n in ns], ns) == "n/32"
+    assert nf4_init.symbolic([70 * n // 8 for n in ns], ns) == "35n/4"
+    with pytest.raises(ValueError, match="neither constant"):
+        nf4_init.symbolic([100, 200], ns)
+    assert nf4_build._bytes("35n/4", 16, None, 8) == 140          # read back the same way
+
+
+def test_refresh_refuses_steps_that_differ_between_shapes():
+    traced = json.loads((FIX / "trace.json").read_text())
+    traced["shapes"][1]["build"]["events"].pop(3)
+    with pytest.raises(ValueError, match="build"):
+        nf4_init.build(traced)
+    one = {**traced, "shapes": traced["shapes"][:1]}
+    with pytest.raises(ValueError, match="two weight sizes"):
+        nf4_init.build(one)
+
+
+def test_load_steps_carry_the_host_to_device_copy_before_old_storages_go():
+    for step in ("load_fp16", "load_bf16"):
+        events = nf4_build.data()["steps"][step]["events"]
+        assert events[0] == ["a", "h2d", "2n"]
+        i = events.index(["f", "h2d"])
+        assert all(e[0] != "fo" for e in events[:i]) and events[i + 1][0] == "fo"
