@@ -138,6 +138,25 @@ def test_torchao_0_1_puts_the_peak_at_the_model_build():
     assert any(">= 0.2.0 quantizes in chunks" in n for n in step.notes) and step.phase == "start of backward"
 
 
+def test_torchtune_quantizes_only_its_lora_linears_in_torchaos_layout():
+    """torchtune 0.1's lora_llama2 makes a LoRALinear (NF4 with quantize_base) of the targeted projections only; the
+    others stay bf16 nn.Linear. torchao's NF4Tensor keeps n/2 + n/64 + n/32 + 34 bytes (the traced build's storages)."""
+    arch = resolve("llama-2-7b")
+    lin = arch.block.linear("q_proj")
+    n = lin.params
+    assert nf4_build.nf4_bytes(lin) == n // 2 + n // 64 + n // 32 + 2 + 32
+    new = {"torchao_version": "0.2.0"}
+    qv = estimate(arch, Workload(**{**TT_QLORA, **new, "lora_targets": "q_proj,v_proj"}))
+    every = estimate(arch, Workload(**{**TT_QLORA, **new}))
+    packed = sum(nf4_build.nf4_bytes(x) for x in arch.block.linears) * arch.layers
+    rest = (arch.params - sum(x.params for x in arch.block.linears) * arch.layers) * 2
+    assert every.breakdown["weights"] == packed + rest
+    bf16 = sum(arch.block.linear(x).params for x in ("k_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+    assert qv.breakdown["weights"] > every.breakdown["weights"] + arch.layers * bf16 * 1.4
+    assert any("LinearNF4.forward" in n for n in every.notes)
+    assert not any("bitsandbytes" in n for n in every.notes)
+
+
 def test_unknown_torchao_says_the_build_is_not_replayed():
     est = estimate(resolve("llama-2-7b"), Workload(**TT_QLORA))
     assert est.phase == "start of backward"
@@ -217,3 +236,24 @@ def test_load_steps_carry_the_host_to_device_copy_before_old_storages_go():
         assert events[0] == ["a", "h2d", "2n"]
         i = events.index(["f", "h2d"])
         assert all(e[0] != "fo" for e in events[:i]) and events[i + 1][0] == "fo"
+
+
+def test_the_upgrade_what_if_runs_as_printed():
+    """On an 8 GiB card the torchao 0.1 build does not fit; the upgrade's flags, added to the same command, give the
+    step's figure and fit."""
+    from doctor.vram.whatif import what_ifs
+
+    arch = resolve("llama-2-7b")
+    wl = Workload(**{**TT_QLORA, "torchao_version": "0.1"})
+    base = estimate(arch, wl)
+    found = [w for w in what_ifs(arch, wl, 8 << 30, base) if "--torchao-version" in w.flag]
+    assert len(found) == 1 and found[0].flag == "--torchao-version 0.2.0"
+    assert "not replayed" in found[0].cost and found[0].estimate.peak_bytes <= 8 << 30 < base.peak_bytes
+    argv = [sys.executable, "-m", "doctor", "estimate", "--model", "llama-2-7b", "--method", "qlora", "--offline",
+            "--implementation", "torchtune", "--lora-targets", "all-linear", "--batch", "2", "--grad-checkpointing",
+            "--gpu-memory", "8GiB"]
+    before = subprocess.run([*argv, "--torchao-version", "0.1"], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert before.returncode == 1 and "--torchao-version 0.2.0" in before.stdout
+    after = subprocess.run([*argv, *found[0].flag.split()], capture_output=True, text=True, timeout=120, check=False)
+    assert after.returncode == 0, after.stdout[-2000:]

@@ -180,6 +180,15 @@ def _weights(arch: Arch, wl: Workload, wbytes: int) -> tuple[float, float]:
     """(weight bytes, largest dequantized linear) — quantized linears stored packed, the rest in the dtype."""
     if wl.quant == "none":
         return arch.params * wbytes, 0.0
+    if wl.implementation == "torchtune" and wl.quant == "nf4":   # torchao NF4 on the LoRA linears only
+        from .nf4_build import nf4_bytes
+
+        targets = lora_targets(arch, wl)
+        rows = [(lin, n) for b, n in arch.kinds for lin in b.linears if lin.name in targets]
+        packed = sum(nf4_bytes(lin) * n for lin, n in rows)
+        quantized = sum(lin.params * n for lin, n in rows)
+        largest = max((lin.params for lin, _ in rows), default=0) * DTYPES[wl.dtype]
+        return packed + (arch.params - quantized) * wbytes, largest
     rows = _linears(arch) if wl.quant in ("nf4", "int8") else [(lin, n) for b, n in arch.kinds for lin in b.linears]
     quantized = sum(lin.params * n for lin, n in rows)
     packed = sum(lin.params * n * _quant_bytes(wl.quant, wl.double_quant, lin) for lin, n in rows)
@@ -534,6 +543,11 @@ def _frozen_base(arch: Arch, wl: Workload, amp: bool, dequant: float, notes: lis
     if wl.method not in ("lora", "qlora"):
         return "", dequant
     rows = refdata.load("vram")["quantized_lora"]
+    if wl.quant == "nf4" and wl.implementation == "torchtune":
+        notes.append("torchao's linear_nf4 (LinearNF4.forward: \"ctx.nf4_weight = weight\") keeps the NF4 weight, not "
+                     "the input, for backward, and dequantizes the whole weight to the input's dtype in forward and "
+                     "backward")
+        return "", dequant
     if wl.quant == "nf4":
         kept = versions.bnb_keeps_input(wl.bitsandbytes_version)
         notes.append(kept.note)
@@ -765,7 +779,7 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
                                            "build's segments keep", "source": "c10/cuda/CUDACachingAllocator.cpp "
                                            "(doctor/vram/allocator.py)"}}
     return replace(est, peak_bytes=peak, breakdown=breakdown, low_bytes=int(low), high_bytes=int(high),
-                   phase="model build (torchtune QLoRA, NF4 quantized whole)", terms={**est.terms, **terms})
+                   phase="model build: torchtune QLoRA, NF4 quantized whole", terms={**est.terms, **terms})
 
 
 def _litgpt_layer(arch: Arch, wl: Workload, targets: frozenset[str]) -> Any:

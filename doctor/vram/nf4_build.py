@@ -48,6 +48,16 @@ def data() -> dict[str, Any]:
     return refdata.load("nf4_init")
 
 
+def nf4_bytes(lin: Linear) -> int:
+    """Bytes an NF4Tensor keeps for `lin`'s weight: the storages the traced build step keeps (packed codes n/2, int8
+    scalers n/64, and quantization_factor's n/32: "quantization_factor[:, 0]" is a view that keeps the whole
+    materialized tensor, in every torchao release from 0.1 on)."""
+    body = data()["steps"]["build"]
+    sizes = {e[1]: e[2] for e in body["events"] if e[0] == "a"}
+    return sum(_bytes(sizes[k], lin.params, lin, 0) for k, name in body["keeps"].items()
+               if name not in ("lora_a", "lora_b"))
+
+
 def replays(torchao_version: str | None) -> bool | None:
     """True when torchao quantizes each weight whole (before the chunked version), None when the version is unknown."""
     from .versions import older
