@@ -92,6 +92,15 @@ def _bytes(size: Any, n: int, lin: Linear, rank: int) -> int:
     return num * n // den
 
 
+@lru_cache(maxsize=256)
+def _compiled(name: str, lin: Linear, rank: int) -> tuple[tuple[tuple[str, Any, int], ...], dict[Any, str]]:
+    """A step's events with their sizes in bytes for `lin` (op, key, bytes; bytes 0 for frees), and its keeps."""
+    body = data()["steps"][name]
+    n = lin.fan_in * lin.fan_out
+    events = tuple((e[0], e[1], _bytes(e[2], n, lin, rank) if e[0] == "a" else 0) for e in body["events"])
+    return events, body["keeps"]
+
+
 class _Replay:
     def __init__(self, rank: int) -> None:
         self.alloc = CachingAllocator()
@@ -109,19 +118,17 @@ class _Replay:
 
     def step(self, name: str, lin: Linear, old: dict[str, int] | None = None) -> dict[str, int]:
         """One traced per-linear step; returns the module's storages (name -> handle), the old ones replaced."""
-        body = data()["steps"][name]
-        n = lin.fan_in * lin.fan_out
+        events, keeps = _compiled(name, lin, self.rank)
         ids: dict[Any, int] = {}
         old = dict(old or {})
-        for event in body["events"]:
-            op, key = event[0], event[1]
+        for op, key, size in events:
             if op == "a":
-                ids[key] = self.new(_bytes(event[2], n, lin, self.rank))
+                ids[key] = self.new(size)
             elif op == "f":
                 self.free(ids.pop(key))
             else:   # "fo": a storage of the module before the step
                 self.free(old.pop(key))
-        kept = {body["keeps"][k]: ids.pop(k) for k in list(ids) if k in body["keeps"]}
+        kept = {keeps[k]: ids.pop(k) for k in list(ids) if k in keeps}
         if ids:
             raise ValueError(f"nf4_init.yaml {name}: allocations {sorted(ids)} neither freed nor kept")
         return {**old, **kept}
