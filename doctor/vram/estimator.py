@@ -760,7 +760,8 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
     step = est.peak_bytes - ctx
     what = (f"model build (torchtune 0.1, torchao {wl.torchao_version} < {since}: each LoRA linear's weight "
             f"quantized whole when built, deep-copied and loaded): peaks at {gib(b.peak_allocated)} allocated and "
-            f"reserves {gib(b.peak_reserved)} in {b.segments} segments")
+            f"reserves {gib(b.peak_reserved)} in {b.segments} segments (the caching allocator's defaults: "
+            "PYTORCH_CUDA_ALLOC_CONF unset)")
     if b.peak_reserved <= step:
         est.notes.append(what + ", less than the step")
         return est
