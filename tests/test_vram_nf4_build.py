@@ -119,7 +119,42 @@ def test_the_build_grows_with_the_linears_it_quantizes():
 
 def test_unsupported_models_are_refused_with_the_reason():
     assert "opt" in (nf4_build.supported(resolve("opt-1.3b")) or "")
-    assert nf4_build.supported(resolve("llama-2-7b")) is None
+    assert nf4_build.supported(resolve("llama-2-7b"), ALL) is None
+
+
+def test_the_rope_cache_length_is_torchtunes_not_the_configs():
+    """torchtune 0.1.1's llama3_8b builder fixes max_seq_len=4096 (the config says 8192); mistral_7b 32768."""
+    llama3 = resolve("llama-3-8b")
+    assert nf4_build.rope_bytes(llama3) == llama3.layers * (64 * 4 + 4096 * 64 * 2 * 4)
+    assert nf4_build.POSITIONS == {"llama": 4096, "mistral": 32768}
+
+
+def test_odd_shapes_and_targets_torchtune_cannot_build_are_exit_2(tmp_path):
+    cfg = json.loads((REPO / "doctor" / "data" / "models" / "llama-2-7b.json").read_text())
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**cfg, "hidden_size": 4000, "intermediate_size": 10000, "num_attention_heads": 40}))
+    base = [sys.executable, "-m", "doctor", "estimate", "--offline", "--method", "qlora", "--implementation",
+            "torchtune", "--torchao-version", "0.1"]
+    for argv, flag in (([ "--model", str(path), "--lora-targets", "all-linear"], "--implementation"),
+                       (["--model", "llama-2-7b", "--lora-targets", "gate_proj"], "--lora-targets"),
+                       (["--model", "llama-2-7b", "--lora-targets", "q_proj,gate_proj"], "--lora-targets")):
+        r = subprocess.run([*base, *argv], capture_output=True, text=True, timeout=60, check=False)
+        assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
+        assert len(r.stderr.strip().splitlines()) <= 3
+
+
+def test_release_candidates_are_chunked_and_dev_builds_unknown():
+    assert nf4_build.replays("0.1") is True and nf4_build.replays("0.2.0") is False
+    assert nf4_build.replays("0.2.0rc1") is False          # v0.2.0-rc1 holds pytorch/ao 6081796
+    assert nf4_build.replays("0.2.0.dev20240420") is None   # nightlies before and after share the number
+    assert nf4_build.replays("0.3.1") is False and nf4_build.replays(None) is None
+
+
+def test_zero_byte_requests_take_no_block():
+    a = CachingAllocator()
+    a.malloc("z", 0)
+    a.free("z")
+    assert (a.allocated, a.reserved, a.segments) == (0, 0, 0)
 
 
 # --- the estimate
@@ -150,17 +185,58 @@ def test_torchtune_quantizes_only_its_lora_linears_in_torchaos_layout():
     every = estimate(arch, Workload(**{**TT_QLORA, **new}))
     packed = sum(nf4_build.nf4_bytes(x) for x in arch.block.linears) * arch.layers
     rest = (arch.params - sum(x.params for x in arch.block.linears) * arch.layers) * 2
-    assert every.breakdown["weights"] == packed + rest
+    rope = arch.layers * (64 * 4 + 4096 * 64 * 2 * 4)   # torchtune's fp32 theta and cos/sin cache, max_seq_len 4096
+    assert nf4_build.rope_bytes(arch) == rope
+    assert every.breakdown["weights"] == packed + rest + rope
     bf16 = sum(arch.block.linear(x).params for x in ("k_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
     assert qv.breakdown["weights"] > every.breakdown["weights"] + arch.layers * bf16 * 1.4
     assert any("LinearNF4.forward" in n for n in every.notes)
     assert not any("bitsandbytes" in n for n in every.notes)
 
 
+def test_the_dequantization_transient_is_torchaos_traced_peak():
+    """linear_nf4 dequantizes the whole weight (get_original_weight: int64 codes, lookups, scalers) in forward and
+    backward: about 14 bytes per element at its peak, not the bf16 weight's 2."""
+    lin = resolve("llama-2-7b").block.linear("gate_proj")
+    peak = nf4_build.dequant_peak(lin)
+    assert 13 * lin.params < peak < 15 * lin.params
+
+
+def test_an_allocated_step_above_the_build_keeps_its_allocated_peak():
+    """The build sets reserved; when the step allocates more than the build did, the allocated figure is the step's."""
+    arch = resolve("llama-2-7b")
+    wl = Workload(**{**TT_QLORA, "lora_targets": "q_proj,v_proj", "seq": 1024, "checkpointing": False,
+                     "torchao_version": "0.1"})
+    est = estimate(arch, wl)
+    if est.phase.startswith("model build"):
+        step = estimate(arch, Workload(**{**wl.__dict__, "torchao_version": "0.2.0"}))
+        step_alloc = step.peak_bytes - step.breakdown["cuda_context"] - step.breakdown["allocator_rounding"]
+        allocated = est.peak_bytes - est.breakdown["cuda_context"] - est.breakdown["build_fragmentation"]
+        assert allocated >= step_alloc
+        assert ("step_allocated" in est.breakdown) == (step_alloc > est.breakdown.get("nf4_build_peak", 0))
+    assert sum(est.breakdown.values()) == est.peak_bytes
+
+
+def test_paging_is_not_offered_against_a_build_peak():
+    arch = resolve("llama-2-7b")
+    est = estimate(arch, Workload(**{**TT_QLORA, "optimizer": "paged_adamw", "torchao_version": "0.1"}))
+    assert est.phase.startswith("model build") and est.paged_bytes == 0
+    assert any("does not lower this peak" in n for n in est.notes)
+
+
+def test_lora_on_an_nf4_base_is_torchtunes_qlora_too():
+    arch = resolve("llama-2-7b")
+    qlora = estimate(arch, Workload(**{**TT_QLORA, "torchao_version": "0.1"}))
+    lora_nf4 = estimate(arch, Workload(**{**TT_QLORA, "method": "lora", "quant": "nf4", "torchao_version": "0.1"}))
+    assert lora_nf4.phase == qlora.phase and lora_nf4.peak_bytes == qlora.peak_bytes
+
+
 def test_unknown_torchao_says_the_build_is_not_replayed():
     est = estimate(resolve("llama-2-7b"), Workload(**TT_QLORA))
     assert est.phase == "start of backward"
     assert any(n.startswith("torchao version unknown") and "--torchao-version" in n for n in est.notes)
+    dev = estimate(resolve("llama-2-7b"), Workload(**{**TT_QLORA, "torchao_version": "0.2.0.dev20240501"}))
+    assert dev.phase == "start of backward" and any("development build" in n for n in dev.notes)
 
 
 def test_the_build_is_only_for_torchtune_qlora():
@@ -168,7 +244,8 @@ def test_the_build_is_only_for_torchtune_qlora():
     hf = estimate(arch, Workload(**{**TT_QLORA, "implementation": "hf", "torchao_version": "0.1"}))
     lora = estimate(arch, Workload(**{**TT_QLORA, "method": "lora", "torchao_version": "0.1"}))
     hf_lora = estimate(arch, Workload(**{**TT_QLORA, "method": "lora", "implementation": "hf"}))
-    assert hf.phase == "start of backward" and lora.peak_bytes == hf_lora.peak_bytes
+    assert hf.phase == "start of backward" and lora.phase == "start of backward"
+    assert lora.peak_bytes - hf_lora.peak_bytes == nf4_build.rope_bytes(arch)   # bf16 LoRA: only the RoPE caches
     opt = estimate(resolve("opt-1.3b"), Workload(**{**TT_QLORA, "torchao_version": "0.1", "lora_targets": "default"}))
     assert any(n.startswith("could not replay the QLoRA model build") for n in opt.notes)
 
@@ -257,3 +334,10 @@ def test_the_upgrade_what_if_runs_as_printed():
     assert before.returncode == 1 and "--torchao-version 0.2.0" in before.stdout
     after = subprocess.run([*argv, *found[0].flag.split()], capture_output=True, text=True, timeout=120, check=False)
     assert after.returncode == 0, after.stdout[-2000:]
+
+
+def test_lora_on_the_output_projection_counts_its_adapters():
+    arch = resolve("llama-2-7b")
+    base = estimate(arch, Workload(method="lora", lora_targets="q_proj"))
+    head = estimate(arch, Workload(method="lora", lora_targets="q_proj,lm_head"))
+    assert head.trainable - base.trainable == 8 * (4096 + 32000)

@@ -57,12 +57,15 @@ class CachingAllocator:
     peak_reserved: int = 0
     segments: int = 0
     _free: dict[bool, list[tuple[int, int, _Block]]] = field(default_factory=lambda: {True: [], False: []})
-    _live: dict[object, _Block] = field(default_factory=dict)
+    _live: dict[object, _Block | None] = field(default_factory=dict)
     _next_ptr: int = 0
 
     def malloc(self, handle: object, request: int) -> None:
         if handle in self._live:
             raise ValueError(f"handle {handle!r} is already allocated")
+        if request == 0:   # allocate() hands out no block for 0 bytes
+            self._live[handle] = None
+            return
         size = round_size(request)
         small = size <= SMALL_SIZE
         pool = self._free[small]
@@ -90,6 +93,8 @@ class CachingAllocator:
 
     def free(self, handle: object) -> None:
         block = self._live.pop(handle)
+        if block is None:
+            return
         self.allocated -= block.size
         block.allocated = False
         prev, nxt = block.prev, block.next

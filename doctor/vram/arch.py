@@ -241,8 +241,7 @@ def _llama(cfg: dict[str, Any], name: str, source: str, family: str | None = Non
                   dropout=_rate(cfg, source, "attention_dropout") > 0)
     tied = bool(cfg.get("tie_word_embeddings", False))
     head = None if tied else Linear("lm_head", h, V)
-    return Arch(name, family, L, block, V, V * h, head, h, tied, head_outputs=V, source=source,
-                extra={"max_positions": cfg.get("max_position_embeddings")})
+    return Arch(name, family, L, block, V, V * h, head, h, tied, head_outputs=V, source=source)
 
 
 def _bert(cfg: dict[str, Any], name: str, source: str) -> Arch:

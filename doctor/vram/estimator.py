@@ -181,13 +181,16 @@ def _weights(arch: Arch, wl: Workload, wbytes: int) -> tuple[float, float]:
     if wl.quant == "none":
         return arch.params * wbytes, 0.0
     if wl.implementation == "torchtune" and wl.quant == "nf4":   # torchao NF4 on the LoRA linears only
-        from .nf4_build import nf4_bytes
+        from .nf4_build import dequant_peak, nf4_bytes, nf4_shapes
 
         targets = lora_targets(arch, wl)
+        odd = nf4_shapes(arch, targets)
+        if odd:
+            raise InputError("--implementation", "torchtune", odd)
         rows = [(lin, n) for b, n in arch.kinds for lin in b.linears if lin.name in targets]
         packed = sum(nf4_bytes(lin) * n for lin, n in rows)
-        quantized = sum(lin.params * n for lin, n in rows)
-        largest = max((lin.params for lin, _ in rows), default=0) * DTYPES[wl.dtype]
+        quantized = sum(lin.fan_in * lin.fan_out * n for lin, n in rows)   # a bias stays in the dtype
+        largest = max((dequant_peak(lin) for lin, _ in rows), default=0)
         return packed + (arch.params - quantized) * wbytes, largest
     rows = _linears(arch) if wl.quant in ("nf4", "int8") else [(lin, n) for b, n in arch.kinds for lin in b.linears]
     quantized = sum(lin.params * n for lin, n in rows)
@@ -220,7 +223,8 @@ def _trainable(arch: Arch, wl: Workload, targets: frozenset[str]) -> tuple[int, 
         return 0, []
     r = wl.lora_rank
     total, sizes = 0, []
-    for lin, n in _linears(arch):
+    heads = [(arch.head, 1)] if arch.head is not None and arch.head.name in targets else []   # LoRA on the output
+    for lin, n in _linears(arch) + heads:
         if lin.name in targets:
             total += n * r * (lin.fan_in + lin.fan_out)
             sizes.append(r * max(lin.fan_in, lin.fan_out))
@@ -595,12 +599,14 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
     llm_tokens_per_sample = wl.seq + (vision_tokens // (arch.vision.merge ** 2) if arch.vision else 0)
     tokens = wl.batch * llm_tokens_per_sample
 
+    notes: list[str] = []
     weights, dequant = _weights(arch, wl, wbytes)
+    if wl.implementation == "torchtune":
+        weights += _torchtune_rope(arch, notes)
     trainable, sizes = _trainable(arch, wl, targets)
     tbytes = abytes if frozen_base else wbytes
     adapters = trainable * abytes if frozen_base else 0
     breakdown: dict[str, float] = {"weights": weights, "lora_adapters": adapters}
-    notes: list[str] = []
 
     ctx_mib = wl.cuda_context_mib if wl.cuda_context_mib is not None else data["cuda_context"]["mib"]
     workspace = data["cublas_workspace"]["hopper_bytes" if (wl.sm or 0) >= 9.0 else "bytes"]
@@ -724,11 +730,28 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
                   rounding_tensors=(1 if ckpt else arch.layers) * 16 + arch.layers * 2)
     if wl.implementation == "torchtune":
         est = _torchtune_build(arch, wl, est, targets)
-    if wl.optimizer in PAGED:
+    if wl.optimizer in PAGED and est.phase.startswith("model build"):
+        notes.append("paged optimizer: paging its state does not lower this peak - the model build runs before the "
+                     "optimizer exists")
+    elif wl.optimizer in PAGED:
         est.paged_bytes = round(states)
         notes.append(f"paged optimizer: {states / 2**30:.2f} GiB of state can page out to CPU RAM, so the GPU needs "
                      f"at least {(est.peak_bytes - states) / 2**30:.2f} GiB (steps slow down while it pages)")
     return est
+
+
+def _torchtune_rope(arch: Arch, notes: list[str]) -> int:
+    """torchtune's per-layer RoPE buffers (fp32 theta and cos/sin cache of its builder's max_seq_len), counted with
+    the weights; 0 with a note for a family doctor has no torchtune builder length for."""
+    from .nf4_build import rope_bytes
+
+    found = rope_bytes(arch)
+    if found is None:
+        notes.append(f"torchtune's RoPE caches are not counted: no torchtune 0.1 builder length for {arch.family}")
+        return 0
+    notes.append(f"torchtune keeps a RoPE cache in every layer (fp32): {found / 2**30:.2f} GiB, counted with the "
+                 "weights")
+    return found
 
 
 def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset[str]) -> Estimate:
@@ -736,12 +759,13 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
     segments the build reserves stay for the run, so the peak is the build's when it reserves more than the step."""
     from . import nf4_build
 
-    if wl.method != "qlora":
+    if wl.quant != "nf4" or wl.method not in ("lora", "qlora"):   # torchtune's QLoRA: LoRA on an NF4 base
         return est
     since = nf4_build.data()["chunked_since"]
     whole = nf4_build.replays(wl.torchao_version)
     if whole is None:
-        est.notes.append(f"torchao version unknown: torchtune's QLoRA model build is not replayed; before {since} "
+        est.notes.append(f"torchao version unknown or a development build of {since}: torchtune's QLoRA model build "
+                         f"is not replayed; before {since} "
                          "torchao quantizes each weight whole (an n x 16 temporary per weight) and the build can "
                          "reserve more than the step - give --torchao-version or --facts")
         return est
@@ -749,7 +773,7 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
         est.notes.append(f"torchao {wl.torchao_version} >= {since} quantizes in chunks of 1024**2 elements: the model "
                          "build's transients are small and are not replayed")
         return est
-    why = nf4_build.supported(arch)
+    why = nf4_build.supported(arch, targets)
     if why:
         est.notes.append(f"could not replay the QLoRA model build: {why}")
         return est
@@ -767,8 +791,10 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
         return est
     est.notes.append(what + f"; the caching allocator keeps those segments, and the step ({gib(step)} without the "
                      "CUDA context) is taken to run inside them (the replay does not follow the step's allocations)")
-    breakdown = {"nf4_build_peak": b.peak_allocated, "build_fragmentation": b.peak_reserved - b.peak_allocated,
-                 "cuda_context": ctx}
+    # allocated peaks at the build or in the step, whichever is higher; reserved is the build's
+    step_alloc = step - est.breakdown.get("allocator_rounding", 0)
+    first = ("nf4_build_peak", b.peak_allocated) if b.peak_allocated >= step_alloc else ("step_allocated", step_alloc)
+    breakdown = {first[0]: first[1], "build_fragmentation": b.peak_reserved - first[1], "cuda_context": ctx}
     peak = sum(breakdown.values())
     cdata, measured = overheads()["cuda_context"], wl.cuda_context_mib is not None
     low = peak - (0 if measured else (cdata["mib"] - cdata["low_mib"]) * MIB)
@@ -776,9 +802,12 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
     terms = {
         "nf4_build_peak": {"formula": "peak allocated of the replayed build (doctor/vram/nf4_build.py)",
                            "source": nf4_build.data()["source"]},
-        "build_fragmentation": {"formula": "peak reserved - peak allocated of the same replay: free space the "
-                                           "build's segments keep", "source": "c10/cuda/CUDACachingAllocator.cpp "
-                                           "(doctor/vram/allocator.py)"}}
+        "step_allocated": {"formula": "the step's estimate less the CUDA context and the allocator's rounding: more "
+                                      "than the build's peak allocated, inside the build's segments"},
+        "build_fragmentation": {"formula": "the build's peak reserved less the peak allocated (the build's or the "
+                                           "step's): free space the build's segments keep",
+                                "source": "c10/cuda/CUDACachingAllocator.cpp (doctor/vram/allocator.py)"}}
+    terms = {k: v for k, v in terms.items() if k in breakdown}
     return replace(est, peak_bytes=peak, breakdown=breakdown, low_bytes=int(low), high_bytes=int(high),
                    phase="model build: torchtune QLoRA, NF4 quantized whole", terms={**est.terms, **terms})
 

@@ -29,7 +29,10 @@ BF16 = 2
 # k_proj, v_proj, output_proj (o_proj), then the RoPE module; lora_llama2_mlp's w1 (gate), w2 (down), w3 (up)
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "down_proj", "up_proj")
-FAMILIES = ("llama", "mistral")
+# torchtune 0.1.1's builders fix the RoPE cache length (models/*/_model_builders.py "max_seq_len="): every llama2
+# and llama3 builder 4096, mistral_7b 32768
+POSITIONS = {"llama": 4096, "mistral": 32768}
+BLOCK = 64 * 256     # torchao's NF4: 64-element blocks, scalers double-quantized in blocks of 256 (from_tensor asserts)
 _SIZE = re.compile(r"^(\d*)n(?:/(\d+))?$")
 
 
@@ -54,26 +57,69 @@ def nf4_bytes(lin: Linear) -> int:
     materialized tensor, in every torchao release from 0.1 on)."""
     body = data()["steps"]["build"]
     sizes = {e[1]: e[2] for e in body["events"] if e[0] == "a"}
-    return sum(_bytes(sizes[k], lin.params, lin, 0) for k, name in body["keeps"].items()
+    return sum(_bytes(sizes[k], lin.fan_in * lin.fan_out, lin, 0) for k, name in body["keeps"].items()
                if name not in ("lora_a", "lora_b"))
 
 
 def replays(torchao_version: str | None) -> bool | None:
-    """True when torchao quantizes each weight whole (before the chunked version), None when the version is unknown."""
-    from .versions import older
+    """True when torchao quantizes each weight whole (releases before the chunked one), False from it on (its
+    release candidates included), None when the version is unknown or a development build of that release (nightlies
+    before and after the change share its number)."""
+    from packaging.version import Version
 
-    return older(torchao_version, str(data()["chunked_since"]))
+    if torchao_version is None:
+        return None
+    v, since = Version(torchao_version), Version(str(data()["chunked_since"]))
+    if v.release[:3] == since.release[:3] and v.is_devrelease:
+        return None
+    return v.release < since.release
 
 
-def supported(arch: Arch) -> str | None:
-    """Why the build cannot be replayed for `arch` (None when it can)."""
+def supported(arch: Arch, targets: frozenset[str] = frozenset()) -> str | None:
+    """Why the build cannot be replayed for `arch` with LoRA on `targets` (None when it can)."""
     block = arch.block
-    if arch.family not in FAMILIES or arch.mix or block.kind != "decoder" or not block.gated or arch.head is None:
-        return (f"torchtune 0.1's lora_llama2 / lora_mistral build is replayed for Llama / Mistral decoders with an "
-                f"untied output; {arch.name} is {arch.family}")
+    if arch.family not in POSITIONS or arch.mix or block.kind != "decoder" or not block.gated or arch.head is None:
+        return (f"torchtune 0.1's lora_llama2 / lora_llama3 / lora_mistral build is replayed for Llama / Mistral "
+                f"decoders with an untied output; {arch.name} is {arch.family}")
     if any(lin.bias for lin in block.linears):
         return "torchtune 0.1's Llama / Mistral linears have no bias"
+    return nf4_shapes(arch, targets)
+
+
+def nf4_shapes(arch: Arch, targets: frozenset[str]) -> str | None:
+    """Why torchao cannot quantize the targeted linears of `arch` (NF4Tensor.from_tensor asserts), or None."""
+    odd = sorted({lin.name for b, _ in arch.kinds for lin in b.linears
+                  if lin.name in targets and (lin.fan_in * lin.fan_out) % BLOCK})
+    if odd:
+        return (f"torchao's NF4 needs weights of a multiple of {BLOCK} elements (64-element blocks, scalers "
+                f"double-quantized in blocks of 256); {', '.join(odd)} of {arch.name} is not")
     return None
+
+
+def rope_bytes(arch: Arch) -> int | None:
+    """The fp32 buffers each torchtune layer's RotaryPositionalEmbeddings keeps (theta and the cos/sin cache), for
+    all layers; None for a family without a torchtune 0.1 builder."""
+    positions = POSITIONS.get(arch.family)
+    if positions is None:
+        return None
+    half = arch.block.head_dim // 2
+    return arch.layers * (half * 4 + positions * half * 2 * 4)
+
+
+def dequant_peak(lin: Linear) -> int:
+    """The bytes torchao's weight.to(bfloat16) holds at its peak for `lin` (the dense output included): what
+    linear_nf4 needs beside the step in forward and backward (the traced `dequantize` step)."""
+    events, _ = _compiled("dequantize", lin, 0)
+    live = peak = 0
+    sizes: dict[Any, int] = {}
+    for op, key, size in events:
+        if op == "a":
+            sizes[key] = size
+            live += size
+            peak = max(peak, live)
+        elif op == "f":
+            live -= sizes.pop(key)
+    return peak
 
 
 def _bytes(size: Any, n: int, lin: Linear, rank: int) -> int:
@@ -164,14 +210,11 @@ class _Replay:
 def replay(arch: Arch, targets: frozenset[str], rank: int, checkpoint_dtype: str) -> Build:
     """The build's allocation sequence for `arch`, LoRA (and NF4) on `targets`, loaded from a `checkpoint_dtype`
     (fp16 or bf16) state dict."""
-    why = supported(arch)
+    why = supported(arch, targets)
     if why:
         raise ValueError(why)
-    positions = int(arch.extra.get("max_positions") or 0)
-    if positions <= 0:
-        raise ValueError(f"{arch.name}: no max_position_embeddings (torchtune's RoPE cache length)")
     block = arch.block
-    shape = _Shape(arch.layers, block.hidden, block.head_dim, positions, arch.vocab,
+    shape = _Shape(arch.layers, block.hidden, block.head_dim, POSITIONS[arch.family], arch.vocab,
                    tuple(block.linear(name) for name in ATTN + MLP))
     return _replay(shape, frozenset(targets & {*ATTN, *MLP, "lm_head"}), rank, checkpoint_dtype)
 

@@ -148,6 +148,8 @@ def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
     elif wl.implementation == "torchtune" and (wl.zero is not None or wl.fsdp is not None or wl.world_size > 1):
         out.append(("--implementation", "torchtune", ("is modelled for torchtune's single-device recipes; expected "
                                                       "no --zero, --fsdp or --world-size")))
+    elif wl.implementation == "torchtune" and wl.method in ("lora", "qlora"):
+        out += _torchtune_targets(wl.lora_targets)
     if not 0 <= wl.lora_dropout < 1:
         out.append(("--lora-dropout", str(wl.lora_dropout), "expected a probability from 0 up to (not including) 1"))
     if wl.kv_cache_heads not in ("kv", "query"):
@@ -167,6 +169,24 @@ def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
                                                "or qlora")))
     out += _sharding_contradictions(wl)
     return out
+
+
+TT_ATTN, TT_MLP = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
+
+
+def _torchtune_targets(targets: str) -> list[tuple[str, str, str]]:
+    """LoRA targets torchtune's LoRA builders cannot express: lora_llama2's lora_attn_modules must name at least one
+    attention projection, and apply_lora_to_mlp puts LoRA on the three MLP projections together or on none."""
+    if targets in ("default", "all-linear"):
+        return []
+    names = {n.strip() for n in targets.split(",") if n.strip()}
+    if not names & set(TT_ATTN):
+        return [("--lora-targets", targets, "torchtune's lora_attn_modules needs at least one of " + ",".join(TT_ATTN))]
+    mlp = names & set(TT_MLP)
+    if mlp and mlp != set(TT_MLP):
+        return [("--lora-targets", targets, ("torchtune's apply_lora_to_mlp adapts gate_proj, up_proj and down_proj "
+                                             "together; expected all three or none"))]
+    return []
 
 
 def _sharding_contradictions(wl: Workload) -> list[tuple[str, str, str]]:

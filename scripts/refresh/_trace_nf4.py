@@ -9,7 +9,8 @@ measured here are loaded (the packages are registered as bare namespaces, so no 
 For each (in, out) LoRALinear(in, out, rank=8, quantize_base=True) under the default dtype bf16:
 - build: the constructor (nn.Linear's bf16 weight, then torchao's to_nf4);
 - clone: copy.deepcopy of the built module (torchtune's NF4 clone override re-quantizes);
-- load_fp16 / load_bf16: weight.copy_(a CPU state-dict tensor of that dtype) (torchtune's copy_ override).
+- load_fp16 / load_bf16: weight.copy_(a CPU state-dict tensor of that dtype) (torchtune's copy_ override);
+- dequantize: weight.to(torch.bfloat16), what torchao's LinearNF4 does in forward and backward (keeps: the output).
 Each event is ["a", id, bytes], ["f", id] or ["fo", name] (a storage of the module before the step, by name);
 `keeps` maps the ids alive at the end to the module's storages.
 """
@@ -95,6 +96,11 @@ def main(argv: list[str]) -> int:
                     target.weight.copy_(src)    # what nn.Module._load_from_state_dict does with each tensor
             events, (_, live) = _trace(load, _storages(target))
             shape[f"load_{dtype}"] = _step(events, live, _storages(target), lora=False)
+        events, (dense, live) = _trace(lambda: built.weight.to(torch.bfloat16), {})
+        ptr = dense.untyped_storage().data_ptr()
+        if set(live) != {ptr}:
+            raise SystemExit("dequantize: allocations other than its output stay alive")
+        shape["dequantize"] = {"events": events, "keeps": {live[ptr]: "output"}}
         out["shapes"].append(shape)
     json.dump(out, sys.stdout)
     return 0

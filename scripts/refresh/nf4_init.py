@@ -11,11 +11,14 @@ PY is an interpreter with torch, torchao==0.1 and torchtune==0.1.1 (torchtune 0.
 It runs scripts/refresh/_trace_nf4.py there, which records every allocation and free (torch.profiler,
 profile_memory) of each step torchtune takes per LoRA linear: build (nn.Linear's bf16 weight, then to_nf4),
 clone (deepcopy re-quantizes through torchtune's NF4 clone override) and load (load_state_dict's copy_ override
-re-quantizes the checkpoint tensor), for three weight shapes. The steps are the same sequence of allocations at
+re-quantizes the checkpoint tensor), and of the dequantization torchao's linear_nf4 runs in forward and backward
+(weight.to(bfloat16)), for three weight shapes. The steps are the same sequence of allocations at
 every shape, each size a fixed multiple of the weight's element count n or a constant, and are written that way
 ("2n", "n/32", 32). On CUDA, copy_'s `.to(dest_tensor.device)` allocates the checkpoint tensor on the device (2
 bytes per element in fp16 or bf16); on CPU it is a no-op, so the load steps are written with that copy added
-(`h2d`), alive from the step's start until to_nf4 returns, before the module's old storages are released.
+(`h2d`), alive from the step's start until to_nf4 returns, before the module's old storages are released. The
+CPU trace also holds the 1-8 byte scalar operands (`>> 4`, `& 0b1111`) that stay on the host on CUDA: they are
+kept, each at most one 512-byte small-pool block while it lives.
 """
 from __future__ import annotations
 
@@ -34,11 +37,12 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "doctor" / "data" / "nf4_init.yaml"
 TRACER = Path(__file__).resolve().parent / "_trace_nf4.py"
 SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096))   # Llama-2-7B's attention, up/gate and down projections
-STEPS = ("build", "clone", "load_fp16", "load_bf16")
+STEPS = ("build", "clone", "load_fp16", "load_bf16", "dequantize")
 LORA_RANK = 8    # the tracer's LoRALinear rank: lora_a is rank x in, lora_b out x rank, both bf16
 
 HEADER = """\
-# torchtune 0.1.x QLoRA: the device allocations of each LoRA linear's build, clone and load steps on torchao 0.1.
+# torchtune 0.1.x QLoRA on torchao 0.1: the device allocations of each LoRA linear's build, clone and load steps,
+# and of linear_nf4's dequantization (weight.to(bfloat16)).
 # Written by `python scripts/refresh_data.py nf4-init` (scripts/refresh/nf4_init.py) from a torch.profiler trace
 # of the real code: do not edit by hand. Sizes: "Kn" / "n/D" / "Kn/D" are multiples of the weight's element count
 # n, lora_a / lora_b the adapter matrices (rank x in, out x rank, bf16), integers are bytes. Events: [a, id, size]
