@@ -341,3 +341,11 @@ def test_lora_on_the_output_projection_counts_its_adapters():
     base = estimate(arch, Workload(method="lora", lora_targets="q_proj"))
     head = estimate(arch, Workload(method="lora", lora_targets="q_proj,lm_head"))
     assert head.trainable - base.trainable == 8 * (4096 + 32000)
+
+
+def test_a_facts_version_past_ints_digit_limit_is_left_out():
+    """packaging raises ValueError (not InvalidVersion) for a release number of 5000 digits: unknown, not exit 3."""
+    huge = "9" * 5000
+    facts = {"python": {"distributions": {"torchao": huge, "peft": "0.12.0", "deepspeed": huge}}}
+    assert versions.from_facts(facts) == {"peft_version": "0.12.0"}
+    assert versions.deepspeed_from_facts(facts) is None

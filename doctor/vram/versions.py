@@ -55,7 +55,7 @@ def from_facts(facts: dict[str, Any]) -> dict[str, str]:
         if isinstance(value, str):
             try:
                 Version(value)
-            except InvalidVersion:
+            except (InvalidVersion, ValueError):   # ValueError: a release number past int()'s 4300 digits
                 continue
             out[field] = value
     return out
@@ -74,7 +74,7 @@ def deepspeed_from_facts(facts: dict[str, Any]) -> str | None:
         return None
     try:
         Version(value)
-    except InvalidVersion:
+    except (InvalidVersion, ValueError):   # ValueError: a release number past int()'s 4300 digits
         return None
     return value
 
