@@ -24,6 +24,7 @@ LABELS = {
     "quant_state": "4-bit absmax statistics (whole on every rank)",
     # torchtune 0.1's QLoRA model build on torchao 0.1 (doctor/vram/nf4_build.py)
     "nf4_build_peak": "model build: NF4 weights + one weight's quantization temporaries",
+    "step_allocated": "the step's allocated peak (inside the build's segments)",
     "build_fragmentation": "model build: free space left in its segments (reserved)",
     # distributed (doctor/vram/distributed.py): per rank
     "params": "parameters (whole, training dtype)", "grads": "gradients (whole)",

@@ -78,10 +78,10 @@ def _upgrades(wl: Workload) -> list[tuple[str, str, str, Workload]]:
 
     out = []
     since = rows()["bnb_4bit_input_kept"]["since"]
-    if (wl.method == "qlora" or (wl.method == "lora" and wl.quant == "nf4")) and older(wl.bitsandbytes_version, since):
+    nf4 = wl.method == "qlora" or (wl.method == "lora" and wl.quant == "nf4")
+    if nf4 and wl.implementation != "torchtune" and older(wl.bitsandbytes_version, since):
         out.append((f"bitsandbytes >= {since} (frozen 4-bit linears keep no input)",
                     f"--bitsandbytes-version {since}", "an upgrade", replace(wl, bitsandbytes_version=since)))
-    nf4 = wl.method == "qlora" or (wl.method == "lora" and wl.quant == "nf4")
     if wl.implementation == "torchtune" and nf4 and older(wl.torchao_version, chunked()):
         # torchtune 0.2.0's wheel: "Requires-Dist: torchao ==0.3.1"
         out.append((f"torchtune >= 0.2 (torchao >= {chunked()}: NF4 quantized in chunks of 1024**2 elements)",
