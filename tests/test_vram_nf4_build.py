@@ -148,6 +148,8 @@ def test_release_candidates_are_chunked_and_dev_builds_unknown():
     assert nf4_build.replays("0.2.0rc1") is False          # v0.2.0-rc1 holds pytorch/ao 6081796
     assert nf4_build.replays("0.2.0.dev20240420") is None   # nightlies before and after share the number
     assert nf4_build.replays("0.3.1") is False and nf4_build.replays(None) is None
+    assert nf4_build.replays("0.2") is False and nf4_build.replays("0.2.dev1") is None   # PEP 440: 0.2 == 0.2.0
+    assert nf4_build.replays("1!0.1") is False                                           # epoch 1 is later
 
 
 def test_zero_byte_requests_take_no_block():
@@ -170,7 +172,7 @@ def test_torchao_0_1_puts_the_peak_at_the_model_build():
     assert est.low_bytes < est.peak_bytes < est.high_bytes
     assert {"nf4_build_peak", "build_fragmentation"} <= set(est.terms)
     assert any("reserves 8.51 GiB" in n for n in est.notes)
-    assert any(">= 0.2.0 quantizes in chunks" in n for n in step.notes) and step.phase == "start of backward"
+    assert any("(a 0.2.0 release or later) quantizes in chunks" in n for n in step.notes) and step.phase == "start of backward"
 
 
 def test_torchtune_quantizes_only_its_lora_linears_in_torchaos_layout():
@@ -349,3 +351,15 @@ def test_a_facts_version_past_ints_digit_limit_is_left_out():
     facts = {"python": {"distributions": {"torchao": huge, "peft": "0.12.0", "deepspeed": huge}}}
     assert versions.from_facts(facts) == {"peft_version": "0.12.0"}
     assert versions.deepspeed_from_facts(facts) is None
+
+
+def test_what_ifs_the_command_would_refuse_are_not_offered():
+    """Full fine-tuning with torchtune targets no LoRA builder can take: "LoRA instead" would exit 2 as printed."""
+    from doctor.vram.whatif import what_ifs
+
+    arch = resolve("llama-2-7b")
+    wl = Workload(method="full", lora_targets="gate_proj", implementation="torchtune")
+    assert not [w for w in what_ifs(arch, wl, 16 << 30, estimate(arch, wl)) if "--method lora" in w.flag]
+    amp = Workload(method="full", dtype="fp16", amp=True)
+    lora = [w for w in what_ifs(arch, amp, 16 << 30, estimate(arch, amp)) if "--method lora" in w.flag]
+    assert lora and lora[0].flag.endswith("--no-amp")   # the candidate drops autocast: the flag says so

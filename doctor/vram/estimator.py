@@ -770,8 +770,8 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
                          "reserve more than the step - give --torchao-version or --facts")
         return est
     if not whole:
-        est.notes.append(f"torchao {wl.torchao_version} >= {since} quantizes in chunks of 1024**2 elements: the model "
-                         "build's transients are small and are not replayed")
+        est.notes.append(f"torchao {wl.torchao_version} (a {since} release or later) quantizes in chunks of 1024**2 "
+                         "elements: the model build's transients are small and are not replayed")
         return est
     why = nf4_build.supported(arch, targets)
     if why:

@@ -70,9 +70,10 @@ def replays(torchao_version: str | None) -> bool | None:
     if torchao_version is None:
         return None
     v, since = Version(torchao_version), Version(str(data()["chunked_since"]))
-    if v.release[:3] == since.release[:3] and v.is_devrelease:
+    base = Version(v.base_version)          # 0.2 == 0.2.0; a release candidate of 0.2.0 counts as 0.2.0
+    if v.is_devrelease and base == since:
         return None
-    return v.release < since.release
+    return base < since
 
 
 def supported(arch: Arch, targets: frozenset[str] = frozenset()) -> str | None:

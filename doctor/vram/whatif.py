@@ -40,7 +40,8 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
         out.append(("fused AdamW (no step temporaries)", "--optimizer adamw_fused", "none",
                     replace(wl, optimizer="adamw_fused")))
     if wl.method == "full":
-        out.append(("LoRA instead of full fine-tuning", "--method lora --lora-rank 16", "adapter quality vs full",
+        out.append(("LoRA instead of full fine-tuning", "--method lora --lora-rank 16" + (" --no-amp" if wl.amp else ""),
+                    "adapter quality vs full",
                     replace(wl, method="lora", lora_rank=16, amp=False)))
     if wl.method == "lora":
         out.append(("4-bit base (QLoRA, NF4 + double quantization)", "--method qlora --double-quant",
@@ -112,7 +113,11 @@ def what_ifs(arch: Arch, wl: Workload, capacity: int | None, base: Estimate) -> 
     """Changes that lower the peak. Those that fit `capacity` come first, cheapest change first (the
     candidates are listed from free to costly); the rest follow, smallest resulting peak first."""
     found = []
+    from .workload import contradictions
+
     for change, flag, cost, new in _candidates(wl):
+        if contradictions(new):   # the command would refuse the change as printed
+            continue
         try:
             est = estimate(arch, new)
         except InputError:   # a change this model cannot take as proposed (LoRA's default targets on a Mamba)
