@@ -730,7 +730,7 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
                   rounding_tensors=(1 if ckpt else arch.layers) * 16 + arch.layers * 2)
     if wl.implementation == "torchtune":
         est = _torchtune_build(arch, wl, est, targets)
-    if wl.optimizer in PAGED and est.phase.startswith("model build"):
+    if wl.optimizer in PAGED and est.phase == BUILD_PHASE:
         notes.append("paged optimizer: paging its state does not lower this peak - the model build runs before the "
                      "optimizer exists")
     elif wl.optimizer in PAGED:
@@ -738,6 +738,9 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
         notes.append(f"paged optimizer: {states / 2**30:.2f} GiB of state can page out to CPU RAM, so the GPU needs "
                      f"at least {(est.peak_bytes - states) / 2**30:.2f} GiB (steps slow down while it pages)")
     return est
+
+
+BUILD_PHASE = "model build: torchtune QLoRA, NF4 quantized whole"
 
 
 def _torchtune_rope(arch: Arch, notes: list[str]) -> int:
@@ -796,9 +799,8 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
     first = ("nf4_build_peak", b.peak_allocated) if b.peak_allocated >= step_alloc else ("step_allocated", step_alloc)
     breakdown = {first[0]: first[1], "build_fragmentation": b.peak_reserved - first[1], "cuda_context": ctx}
     peak = sum(breakdown.values())
-    cdata, measured = overheads()["cuda_context"], wl.cuda_context_mib is not None
-    low = peak - (0 if measured else (cdata["mib"] - cdata["low_mib"]) * MIB)
-    high = peak + (0 if measured else (cdata["high_mib"] - cdata["mib"]) * MIB)
+    below, above = _context_range(wl)
+    low, high = peak - below, peak + above
     terms = {
         "nf4_build_peak": {"formula": "peak allocated of the replayed build (doctor/vram/nf4_build.py)",
                            "source": nf4_build.data()["source"]},
@@ -809,7 +811,7 @@ def _torchtune_build(arch: Arch, wl: Workload, est: Estimate, targets: frozenset
                                 "source": "c10/cuda/CUDACachingAllocator.cpp (doctor/vram/allocator.py)"}}
     terms = {k: v for k, v in terms.items() if k in breakdown}
     return replace(est, peak_bytes=peak, breakdown=breakdown, low_bytes=int(low), high_bytes=int(high),
-                   phase="model build: torchtune QLoRA, NF4 quantized whole", terms={**est.terms, **terms})
+                   phase=BUILD_PHASE, terms={**est.terms, **terms})
 
 
 def _litgpt_layer(arch: Arch, wl: Workload, targets: frozenset[str]) -> Any:
@@ -876,11 +878,17 @@ def _finish(arch: Arch, wl: Workload, parts: dict[str, float], overhead: dict[st
     breakdown["allocator_rounding"] = int(rounding)
     breakdown.update({k: int(v) for k, v in overhead.items()})
     peak = sum(breakdown.values())
-    ctx = data["cuda_context"]
-    measured = wl.cuda_context_mib is not None
-    low = peak - (0 if measured else (ctx["mib"] - ctx["low_mib"]) * MIB) - int(rounding)
-    high = peak + (0 if measured else (ctx["high_mib"] - ctx["mib"]) * MIB) + int(rounding)
+    below, above = _context_range(wl)
+    low, high = peak - below - int(rounding), peak + above + int(rounding)
     return Estimate(peak, breakdown, low, high, phase, arch.params, trainable, tokens, notes)
+
+
+def _context_range(wl: Workload) -> tuple[float, float]:
+    """How far the CUDA context can sit below and above the reference figure (0 when the job measured its own)."""
+    if wl.cuda_context_mib is not None:
+        return 0.0, 0.0
+    ctx = overheads()["cuda_context"]
+    return (ctx["mib"] - ctx["low_mib"]) * MIB, (ctx["high_mib"] - ctx["mib"]) * MIB
 
 
 def fits(est: Estimate, capacity: int, headroom_pct: float = 10.0) -> str:

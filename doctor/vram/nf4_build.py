@@ -55,10 +55,9 @@ def nf4_bytes(lin: Linear) -> int:
     """Bytes an NF4Tensor keeps for `lin`'s weight: the storages the traced build step keeps (packed codes n/2, int8
     scalers n/64, and quantization_factor's n/32: "quantization_factor[:, 0]" is a view that keeps the whole
     materialized tensor, in every torchao release from 0.1 on)."""
-    body = data()["steps"]["build"]
-    sizes = {e[1]: e[2] for e in body["events"] if e[0] == "a"}
-    return sum(_bytes(sizes[k], lin.fan_in * lin.fan_out, lin, 0) for k, name in body["keeps"].items()
-               if name not in ("lora_a", "lora_b"))
+    events, keeps = _compiled("build", lin, 0)
+    sizes = {key: size for op, key, size in events if op == "a"}
+    return sum(sizes[k] for k, name in keeps.items() if name not in ("lora_a", "lora_b"))
 
 
 def replays(torchao_version: str | None) -> bool | None:
@@ -103,8 +102,14 @@ def rope_bytes(arch: Arch) -> int | None:
     positions = POSITIONS.get(arch.family)
     if positions is None:
         return None
-    half = arch.block.head_dim // 2
-    return arch.layers * (half * 4 + positions * half * 2 * 4)
+    return arch.layers * sum(_rope_buffers(arch.block.head_dim, positions))
+
+
+def _rope_buffers(head_dim: int, positions: int) -> tuple[int, int]:
+    """Bytes of RotaryPositionalEmbeddings' theta (head_dim / 2, fp32) and cos/sin cache (positions x head_dim / 2
+    x 2, fp32)."""
+    half = head_dim // 2
+    return half * 4, positions * half * 2 * 4
 
 
 def dequant_peak(lin: Linear) -> int:
@@ -193,7 +198,7 @@ class _Replay:
         dim // 2].float() / dim)), then build_rope_cache's seq_idx, einsum, cos, sin and stack)."""
         half = head_dim // 2
         if not build:   # deepcopy: the two buffers
-            return [self.new(half * 4), self.new(positions * half * 2 * 4)]
+            return [self.new(size) for size in _rope_buffers(head_dim, positions)]
         prev = self.new(half * 8)                       # arange: int64
         for _ in range(4):                              # .float(), / dim, base **, 1.0 /: each frees its operand
             cur = self.new(half * 4)
@@ -203,7 +208,7 @@ class _Replay:
         seq = self.new(positions * 4)
         idx = self.new(positions * half * 4)
         cos, sin = self.new(positions * half * 4), self.new(positions * half * 4)
-        cache = self.new(positions * half * 2 * 4)
+        cache = self.new(_rope_buffers(head_dim, positions)[1])
         self.free(cos, sin, idx, seq)
         return [theta, cache]
 

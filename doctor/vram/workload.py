@@ -171,19 +171,18 @@ def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
     return out
 
 
-TT_ATTN, TT_MLP = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
-
-
 def _torchtune_targets(targets: str) -> list[tuple[str, str, str]]:
     """LoRA targets torchtune's LoRA builders cannot express: lora_llama2's lora_attn_modules must name at least one
     attention projection, and apply_lora_to_mlp puts LoRA on the three MLP projections together or on none."""
+    from .nf4_build import ATTN, MLP
+
     if targets in ("default", "all-linear"):
         return []
     names = {n.strip() for n in targets.split(",") if n.strip()}
-    if not names & set(TT_ATTN):
-        return [("--lora-targets", targets, "torchtune's lora_attn_modules needs at least one of " + ",".join(TT_ATTN))]
-    mlp = names & set(TT_MLP)
-    if mlp and mlp != set(TT_MLP):
+    if not names & set(ATTN):
+        return [("--lora-targets", targets, "torchtune's lora_attn_modules needs at least one of " + ",".join(ATTN))]
+    mlp = names & set(MLP)
+    if mlp and mlp != set(MLP):
         return [("--lora-targets", targets, ("torchtune's apply_lora_to_mlp adapts gate_proj, up_proj and down_proj "
                                              "together; expected all three or none"))]
     return []
