@@ -18,7 +18,7 @@ from doctor import refdata
 from doctor.vram import distributed as dist
 from doctor.vram.arch import from_config
 from doctor.vram.bench import _arch as bench_arch
-from doctor.vram.estimator import Workload, distributed_memory, fsdp_units
+from doctor.vram.estimator import FSDP_ROOT_NOTE, Workload, distributed_memory, fsdp_units
 
 TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 176, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2, "vocab_size": 128,
@@ -44,6 +44,52 @@ UNITS_PROBE = textwrap.dedent('''
         got = [[p._unpadded_unsharded_size.numel(), p.numel(), p.requires_grad] for p in units]
         if rank == 0:
             json.dump(got, open(out, "w"))
+        dist.destroy_process_group()
+
+    if __name__ == "__main__":
+        mp.spawn(run, args=(int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]), nprocs=2)
+''')
+
+
+# the same wrap; one forward and backward of the causal-LM loss, and which flat parameters are unsharded while the
+# first block runs its backward (seen from a gradient hook on its q_proj output)
+ROOT_PROBE = textwrap.dedent('''
+    import json, sys, warnings
+    import torch, torch.distributed as dist, torch.multiprocessing as mp
+
+    def run(rank, port, cfg, out):
+        import transformers, peft
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from peft.utils.other import fsdp_auto_wrap_policy
+        warnings.simplefilter("ignore")
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**cfg))
+        model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules="all-linear"))
+        f = FSDP(model, auto_wrap_policy=fsdp_auto_wrap_policy(model), use_orig_params=False,
+                 device_id=torch.device("cpu"))
+        layers = model.base_model.model.model.layers
+
+        def unsharded(u):
+            return u._handle.flat_param._full_param_padded.untyped_storage().size() > 0
+
+        seen = {}
+
+        def on_grad(g):
+            seen.update(root=unsharded(f), block0=unsharded(layers[0]), block1=unsharded(layers[1]))
+
+        def hook(m, i, o):
+            o.register_hook(on_grad)
+
+        layers[0].module.self_attn.q_proj.register_forward_hook(hook)
+        ids = torch.randint(0, cfg["vocab_size"], (1, 8))
+        loss = f(input_ids=ids, labels=ids).loss
+        seen["root_after_forward"] = unsharded(f)
+        loss.backward()
+        flat = [u._handle.flat_param for u in f.modules() if isinstance(u, FSDP) and u._handle is not None]
+        seen["grads"] = [[p.requires_grad, p.grad is not None] for p in flat]
+        if rank == 0:
+            json.dump(seen, open(out, "w"))
         dist.destroy_process_group()
 
     if __name__ == "__main__":
@@ -112,3 +158,28 @@ def test_no_model_config_says_the_rounding_is_not_counted():
     mem = distributed_memory(None, wl, 10**9)
     assert mem is not None and "pinned_rounding" not in mem.cpu
     assert any("power-of-two rounding" in n for n in mem.notes)
+
+
+def test_fsdp1_keeps_the_root_unsharded_through_backward_and_frozen_units_get_no_gradient(tmp_path):
+    """What FSDP_ROOT_NOTE (doctor/vram/estimator.py) and docs/estimate.md say of FSDP1, on real FSDP (CPU, 2 gloo
+    ranks, PEFT's wrap): the root's parameters stay unsharded from its forward to the blocks' backward
+    (_post_forward_reshard), a block is resharded once its backward is done (the reshard-only hook of frozen
+    units), and no frozen flat parameter gets a gradient. doctor's GPU terms (two of the largest unit and one
+    gradient of it) differ from this; the note says so where the root is the largest unit."""
+    (tmp_path / "probe.py").write_text(ROOT_PROBE)
+    cfg = {k: v for k, v in TINY.items() if k != "model_type"} | {"vocab_size": 4096}
+    proc = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(_free_port()), json.dumps(cfg),
+                           str(tmp_path / "seen.json")], capture_output=True, text=True, timeout=300, check=False)
+    if "ModuleNotFoundError" in proc.stderr:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["root_after_forward"] and seen["root"] and seen["block0"] and not seen["block1"], seen
+    assert [g for req, g in seen["grads"] if not req] == [False] * 3, seen    # the root and the two blocks
+    assert all(g for req, g in seen["grads"] if req), seen
+    arch = from_config(TINY | {"vocab_size": 4096})
+    lora = Workload(method="lora", dtype="bf16", lora_targets="all-linear", fsdp="full", world_size=2)
+    mem = distributed_memory(arch, lora)
+    assert mem is not None and FSDP_ROOT_NOTE in mem.notes
+    small = distributed_memory(from_config(TINY), lora)
+    assert small is not None and FSDP_ROOT_NOTE not in small.notes    # a block is the largest unit there
