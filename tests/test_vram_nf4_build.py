@@ -143,6 +143,24 @@ def test_odd_shapes_and_targets_torchtune_cannot_build_are_exit_2(tmp_path):
         assert len(r.stderr.strip().splitlines()) <= 3
 
 
+def test_a_sequence_past_torchtune_0_1s_builder_length_is_exit_2_there_and_a_note_elsewhere():
+    """torchtune 0.1.1's attention raises ValueError when seq_len > max_seq_len (4096 for its Llama builders): on
+    torchao 0.1 (torchtune 0.1.x) doctor refuses such a --seq; where the torchtune release is not known it says it
+    could not decide; at the limit itself it estimates as before."""
+    base = [sys.executable, "-m", "doctor", "estimate", "--offline", "--model", "llama-2-7b", "--method", "qlora",
+            "--implementation", "torchtune", "--gpu-memory", "80GiB"]
+    r = subprocess.run([*base, "--seq", "4097", "--torchao-version", "0.1"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "--seq: 4097:" in r.stderr and "max_seq_len=4096" in r.stderr and "--seq 4096 or less" in r.stderr
+    arch = resolve("llama-2-7b")
+    at = estimate(arch, Workload(**{**TT_QLORA, "seq": 4096, "torchao_version": "0.1"}))
+    assert not any("max_seq_len" in n for n in at.notes)
+    for version in (None, "0.3.1"):
+        est = estimate(arch, Workload(**{**TT_QLORA, "seq": 8192, "torchao_version": version}))
+        assert any("max_seq_len=4096" in n and "could not decide" in n for n in est.notes), est.notes
+
+
 def test_release_candidates_are_chunked_and_dev_builds_unknown():
     assert nf4_build.replays("0.1") is True and nf4_build.replays("0.2.0") is False
     assert nf4_build.replays("0.2.0rc1") is False          # v0.2.0-rc1 holds pytorch/ao 6081796

@@ -616,7 +616,7 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
     notes: list[str] = []
     weights, dequant = _weights(arch, wl, wbytes)
     if wl.implementation == "torchtune":
-        weights += _torchtune_rope(arch, notes)
+        weights += _torchtune_rope(arch, wl, notes)
     trainable, sizes = _trainable(arch, wl, targets)
     tbytes = abytes if frozen_base else wbytes
     adapters = trainable * abytes if frozen_base else 0
@@ -757,11 +757,22 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
 BUILD_PHASE = "model build: torchtune QLoRA, NF4 quantized whole"
 
 
-def _torchtune_rope(arch: Arch, notes: list[str]) -> int:
+def _torchtune_rope(arch: Arch, wl: Workload, notes: list[str]) -> int:
     """torchtune's per-layer RoPE buffers (fp32 theta and cos/sin cache of its builder's max_seq_len), counted with
-    the weights; 0 with a note for a family doctor has no torchtune builder length for."""
-    from .nf4_build import rope_bytes
+    the weights; 0 with a note for a family doctor has no torchtune builder length for. A sequence longer than that
+    length is an InputError on torchtune 0.1 (torchao < 0.2), whose attention refuses it, and a note otherwise."""
+    from .nf4_build import POSITIONS, replays, rope_bytes
 
+    cap = POSITIONS.get(arch.family)
+    if cap is not None and wl.seq > cap:
+        if replays(wl.torchao_version):
+            raise InputError("--seq", str(wl.seq), (
+                f"torchtune 0.1's {arch.family} builders set max_seq_len={cap}, and its attention raises ValueError "
+                "for a longer input (torchtune v0.1.1 torchtune/modules/attention.py: \"seq_len ({seq_len}) of input "
+                f"tensor should be smaller than max_seq_len\"); expected --seq {cap} or less"))
+        notes.append(f"--seq {wl.seq} is longer than torchtune 0.1's {arch.family} builders allow (max_seq_len={cap}: "
+                     "its attention raises ValueError above it); could not decide for this torchtune, whose builder "
+                     "length doctor does not know" + ("" if wl.torchao_version else " (no --torchao-version)"))
     found = rope_bytes(arch)
     if found is None:
         notes.append(f"torchtune's RoPE caches are not counted: no torchtune 0.1 builder length for {arch.family}")
