@@ -148,7 +148,7 @@ def test_published_peaks_benchmark_within_target():
     mean_o, worst_o = summary(original)
     assert mean_o <= 0.10 and worst_o <= 0.20, detail
     mean_all, worst_all = summary(results)
-    # achieved: 4.7% / 19.4%. Two rows miss 10%: the PEFT FSDP-offload CPU RAM row (its "around 107 GB" lies between
+    # achieved: 4.6% / 19.4%. Two rows miss 10%: the PEFT FSDP-offload CPU RAM row (its "around 107 GB" lies between
     # doctor's training state, 89.4 GB, and its lazy-init peak, 124.6 GB) and Schmid's Llama-3-70B GPU row (doctor
     # 26.3 GB against 22 GB: FSDP's largest unit there is the root, 128k-vocabulary embeddings and head, counted twice
     # and with a gradient; see docs/estimate.md)

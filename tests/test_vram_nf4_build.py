@@ -159,6 +159,13 @@ def test_a_sequence_past_torchtune_0_1s_builder_length_is_exit_2_there_and_a_not
     for version in (None, "0.3.1"):
         est = estimate(arch, Workload(**{**TT_QLORA, "seq": 8192, "torchao_version": version}))
         assert any("max_seq_len=4096" in n and "could not decide" in n for n in est.notes), est.notes
+    # generation: the KV cache and RoPE cache hold max_seq_len positions, so the context (prompt + new tokens) counts
+    gen = [*base[:-2], "--method", "inference", "--seq", "10", "--torchao-version", "0.1"]
+    gen[gen.index("qlora") - 1:gen.index("qlora") + 1] = []
+    r = subprocess.run([*gen, "--context", "4097"], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "--context: 4097:" in r.stderr and "--context 4096 or less" in r.stderr, r.stderr
+    r = subprocess.run([*gen, "--context", "4096"], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode in (0, 1) and "max_seq_len" not in r.stdout, r.stdout + r.stderr
 
 
 def test_release_candidates_are_chunked_and_dev_builds_unknown():

@@ -764,15 +764,15 @@ def _torchtune_rope(arch: Arch, wl: Workload, notes: list[str]) -> int:
     from .nf4_build import POSITIONS, replays, rope_bytes
 
     cap = POSITIONS.get(arch.family)
-    if cap is not None and wl.seq > cap:
+    flag, length = ("--context", wl.context) if wl.method == "inference" and wl.context else ("--seq", wl.seq)
+    if cap is not None and length > cap:
+        why = (f"torchtune 0.1's {arch.family} builders set max_seq_len={cap}: its attention raises ValueError for a "
+               "longer input (torchtune v0.1.1 torchtune/modules/attention.py: \"seq_len ({seq_len}) of input tensor "
+               f"should be smaller than max_seq_len\"), and its RoPE and KV caches hold {cap} positions")
         if replays(wl.torchao_version):
-            raise InputError("--seq", str(wl.seq), (
-                f"torchtune 0.1's {arch.family} builders set max_seq_len={cap}, and its attention raises ValueError "
-                "for a longer input (torchtune v0.1.1 torchtune/modules/attention.py: \"seq_len ({seq_len}) of input "
-                f"tensor should be smaller than max_seq_len\"); expected --seq {cap} or less"))
-        notes.append(f"--seq {wl.seq} is longer than torchtune 0.1's {arch.family} builders allow (max_seq_len={cap}: "
-                     "its attention raises ValueError above it); could not decide for this torchtune, whose builder "
-                     "length doctor does not know" + ("" if wl.torchao_version else " (no --torchao-version)"))
+            raise InputError(flag, str(length), f"{why}; expected {flag} {cap} or less")
+        notes.append(f"{flag} {length} is longer than {why}; could not decide for this torchtune, whose builder lengths "
+                     "doctor does not know" + ("" if wl.torchao_version else " (no --torchao-version)"))
     found = rope_bytes(arch)
     if found is None:
         notes.append(f"torchtune's RoPE caches are not counted: no torchtune 0.1 builder length for {arch.family}")
