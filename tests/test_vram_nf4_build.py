@@ -144,9 +144,10 @@ def test_odd_shapes_and_targets_torchtune_cannot_build_are_exit_2(tmp_path):
 
 
 def test_a_sequence_past_torchtune_0_1s_builder_length_is_exit_2_there_and_a_note_elsewhere():
-    """torchtune 0.1.1's attention raises ValueError when seq_len > max_seq_len (4096 for its Llama builders): on
-    torchao 0.1 (torchtune 0.1.x) doctor refuses such a --seq; where the torchtune release is not known it says it
-    could not decide; at the limit itself it estimates as before."""
+    """torchtune 0.1.1's attention raises ValueError when seq_len > max_seq_len (4096 for its Llama builders), and its
+    generate() when prompt + new tokens - 1 > max_seq_len: on torchao 0.1 (torchtune 0.1.x) doctor refuses such a
+    --seq or --context; where the torchtune release is not known it says it could not decide; at the limit itself
+    it estimates as before."""
     base = [sys.executable, "-m", "doctor", "estimate", "--offline", "--model", "llama-2-7b", "--method", "qlora",
             "--implementation", "torchtune", "--gpu-memory", "80GiB"]
     r = subprocess.run([*base, "--seq", "4097", "--torchao-version", "0.1"], capture_output=True, text=True,
@@ -159,12 +160,13 @@ def test_a_sequence_past_torchtune_0_1s_builder_length_is_exit_2_there_and_a_not
     for version in (None, "0.3.1"):
         est = estimate(arch, Workload(**{**TT_QLORA, "seq": 8192, "torchao_version": version}))
         assert any("max_seq_len=4096" in n and "could not decide" in n for n in est.notes), est.notes
-    # generation: the KV cache and RoPE cache hold max_seq_len positions, so the context (prompt + new tokens) counts
+    # generation: generate() refuses when prompt + new tokens - 1 > max_seq_len (the last token is never fed back)
     gen = [*base[:-2], "--method", "inference", "--seq", "10", "--torchao-version", "0.1"]
     gen[gen.index("qlora") - 1:gen.index("qlora") + 1] = []
+    r = subprocess.run([*gen, "--context", "4098"], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "--context: 4098:" in r.stderr and "--context 4097 or less" in r.stderr, r.stderr
+    assert "_generation.py" in r.stderr
     r = subprocess.run([*gen, "--context", "4097"], capture_output=True, text=True, timeout=60, check=False)
-    assert r.returncode == 2 and "--context: 4097:" in r.stderr and "--context 4096 or less" in r.stderr, r.stderr
-    r = subprocess.run([*gen, "--context", "4096"], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode in (0, 1) and "max_seq_len" not in r.stdout, r.stdout + r.stderr
 
 

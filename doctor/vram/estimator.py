@@ -522,21 +522,7 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
         mem.gpu["quant_state"] = dist.Term(qstate, f"{qstate / 2**30:.2f} GiB of 4-bit absmax statistics, whole on "
                                            "each rank (not sharded, not offloaded)", QUANT_STATE_SRC, False)
     mem.notes += notes
-    if arch is not None and fsdp and wl.method in ("lora", "qlora") and sh.fsdp in ("full", "hybrid"):
-        blocks = max(b.params for b, _ in arch.kinds)
-        if largest_unit(arch) > blocks:
-            mem.notes.append(FSDP_ROOT_NOTE)
     return mem
-
-
-# the FSDP GPU terms are 2 x the largest unit's parameters (computing + prefetched) and 1 x its gradient; FSDP1 keeps
-# the root unsharded from forward to the end of backward instead, and a frozen unit has no gradient
-# (_runtime_utils.py _post_forward_reshard: "Do not free the root's parameters in the post-forward"). Counted that
-# way the PEFT 70B rows fall 6-24% under their published figures, so the terms stay until a GPU measurement says
-# what they stand in for (docs/estimate.md).
-FSDP_ROOT_NOTE = ("the largest FSDP unit is the root (embeddings and head), frozen here: doctor counts two of it "
-                  "and its gradient, which over-estimates the GPU figure when the vocabulary is large (Llama-3-70B "
-                  "QLoRA on 4 ranks: 26.3 GB against 22 GB published)")
 
 
 def chunked_ce_rows(arch: Arch, tokens: int) -> int:
@@ -759,20 +745,30 @@ BUILD_PHASE = "model build: torchtune QLoRA, NF4 quantized whole"
 
 def _torchtune_rope(arch: Arch, wl: Workload, notes: list[str]) -> int:
     """torchtune's per-layer RoPE buffers (fp32 theta and cos/sin cache of its builder's max_seq_len), counted with
-    the weights; 0 with a note for a family doctor has no torchtune builder length for. A sequence longer than that
-    length is an InputError on torchtune 0.1 (torchao < 0.2), whose attention refuses it, and a note otherwise."""
+    the weights; 0 with a note for a family doctor has no torchtune builder length for. On torchtune 0.1 (torchao
+    < 0.2) a --seq past that length, which its attention refuses, or a generation --context past it plus one, which
+    its generate() refuses, is an InputError; on other or unknown releases a note."""
     from .nf4_build import POSITIONS, replays, rope_bytes
 
     cap = POSITIONS.get(arch.family)
-    flag, length = ("--context", wl.context) if wl.method == "inference" and wl.context else ("--seq", wl.seq)
-    if cap is not None and length > cap:
-        why = (f"torchtune 0.1's {arch.family} builders set max_seq_len={cap}: its attention raises ValueError for a "
-               "longer input (torchtune v0.1.1 torchtune/modules/attention.py: \"seq_len ({seq_len}) of input tensor "
-               f"should be smaller than max_seq_len\"), and its RoPE and KV caches hold {cap} positions")
-        if replays(wl.torchao_version):
-            raise InputError(flag, str(length), f"{why}; expected {flag} {cap} or less")
-        notes.append(f"{flag} {length} is longer than {why}; could not decide for this torchtune, whose builder lengths "
-                     "doctor does not know" + ("" if wl.torchao_version else " (no --torchao-version)"))
+    if cap is not None:
+        builders = f"torchtune 0.1's {arch.family} builders set max_seq_len={cap}"
+        if wl.method == "inference" and wl.context and wl.seq <= cap:   # the last new token is never fed back
+            flag, length, limit = "--context", wl.context, cap + 1
+            why = (f"{builders}, and its generate() raises ValueError when the prompt and the new tokens, less one, "
+                   "exceed it (torchtune v0.1.1 torchtune/utils/_generation.py: \"Models maximum seq length "
+                   "{model.max_seq_len} should be >= {(prompt_length + max_generated_tokens)} - 1\")")
+        else:
+            flag, length, limit = "--seq", wl.seq, cap
+            why = (f"{builders}, and its attention raises ValueError for a longer input (torchtune v0.1.1 "
+                   "torchtune/modules/attention.py: \"seq_len ({seq_len}) of input tensor should be smaller than "
+                   "max_seq_len\")")
+        if length > limit and replays(wl.torchao_version):
+            raise InputError(flag, str(length), f"{why}; expected {flag} {limit} or less")
+        if length > limit:
+            notes.append(f"{flag} {length} is more than torchtune 0.1 allows ({why}); could not decide for this "
+                         "torchtune, whose builder lengths doctor does not know"
+                         + ("" if wl.torchao_version else " (no --torchao-version)"))
     found = rope_bytes(arch)
     if found is None:
         notes.append(f"torchtune's RoPE caches are not counted: no torchtune 0.1 builder length for {arch.family}")
