@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections import Counter
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,9 @@ TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 176, "num
         "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2, "vocab_size": 128,
         "tie_word_embeddings": False}
 
-# PEFT LoRA (all linears, rank 4) on a tiny Llama, wrapped as accelerate does with PEFT's fsdp_auto_wrap_policy
-UNITS_PROBE = textwrap.dedent('''
+# PEFT LoRA (all linears, rank 4) on a tiny Llama, wrapped as accelerate does with PEFT's fsdp_auto_wrap_policy on 2
+# gloo ranks; each probe's body sets `got`, which rank 0 writes as JSON
+PROBE = textwrap.dedent('''
     import json, sys, warnings
     import torch, torch.distributed as dist, torch.multiprocessing as mp
 
@@ -40,8 +42,8 @@ UNITS_PROBE = textwrap.dedent('''
         model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules="all-linear"))
         f = FSDP(model, auto_wrap_policy=fsdp_auto_wrap_policy(model), use_orig_params=False,
                  device_id=torch.device("cpu"))
-        units = [u._handle.flat_param for u in f.modules() if isinstance(u, FSDP) and u._handle is not None]
-        got = [[p._unpadded_unsharded_size.numel(), p.numel(), p.requires_grad] for p in units]
+        flat = lambda: [u._handle.flat_param for u in f.modules() if isinstance(u, FSDP) and u._handle is not None]
+    %s
         if rank == 0:
             json.dump(got, open(out, "w"))
         dist.destroy_process_group()
@@ -50,51 +52,45 @@ UNITS_PROBE = textwrap.dedent('''
         mp.spawn(run, args=(int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]), nprocs=2)
 ''')
 
+# every flat parameter: unsharded numel, shard numel, requires_grad
+UNITS_BODY = """
+    got = [[p._unpadded_unsharded_size.numel(), p.numel(), p.requires_grad] for p in flat()]
+"""
 
-# the same wrap; one forward and backward of the causal-LM loss, and which flat parameters are unsharded while the
-# first block runs its backward (seen from a gradient hook on its q_proj output)
-ROOT_PROBE = textwrap.dedent('''
-    import json, sys, warnings
-    import torch, torch.distributed as dist, torch.multiprocessing as mp
+# one forward and backward of the causal-LM loss, and which flat parameters are unsharded while the first block runs
+# its backward (seen from a gradient hook on its q_proj output)
+ROOT_BODY = """
+    layers = model.base_model.model.model.layers
 
-    def run(rank, port, cfg, out):
-        import transformers, peft
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from peft.utils.other import fsdp_auto_wrap_policy
-        warnings.simplefilter("ignore")
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-        torch.manual_seed(0)
-        model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**cfg))
-        model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules="all-linear"))
-        f = FSDP(model, auto_wrap_policy=fsdp_auto_wrap_policy(model), use_orig_params=False,
-                 device_id=torch.device("cpu"))
-        layers = model.base_model.model.model.layers
+    def unsharded(u):
+        return u._handle.flat_param._full_param_padded.untyped_storage().size() > 0
 
-        def unsharded(u):
-            return u._handle.flat_param._full_param_padded.untyped_storage().size() > 0
+    got = {}
 
-        seen = {}
+    def on_grad(g):
+        got.update(root=unsharded(f), block0=unsharded(layers[0]), block1=unsharded(layers[1]))
 
-        def on_grad(g):
-            seen.update(root=unsharded(f), block0=unsharded(layers[0]), block1=unsharded(layers[1]))
+    def hook(m, i, o):
+        o.register_hook(on_grad)
 
-        def hook(m, i, o):
-            o.register_hook(on_grad)
+    layers[0].module.self_attn.q_proj.register_forward_hook(hook)
+    ids = torch.randint(0, cfg["vocab_size"], (1, 8))
+    loss = f(input_ids=ids, labels=ids).loss
+    got["root_after_forward"] = unsharded(f)
+    loss.backward()
+    got["grads"] = [[p.requires_grad, p.grad is not None] for p in flat()]
+"""
 
-        layers[0].module.self_attn.q_proj.register_forward_hook(hook)
-        ids = torch.randint(0, cfg["vocab_size"], (1, 8))
-        loss = f(input_ids=ids, labels=ids).loss
-        seen["root_after_forward"] = unsharded(f)
-        loss.backward()
-        flat = [u._handle.flat_param for u in f.modules() if isinstance(u, FSDP) and u._handle is not None]
-        seen["grads"] = [[p.requires_grad, p.grad is not None] for p in flat]
-        if rank == 0:
-            json.dump(seen, open(out, "w"))
-        dist.destroy_process_group()
 
-    if __name__ == "__main__":
-        mp.spawn(run, args=(int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]), nprocs=2)
-''')
+def _probe(tmp_path, body: str, cfg: dict) -> Any:
+    """Run PROBE with `body` on real FSDP and return what rank 0 wrote (skip where torch / peft are missing)."""
+    (tmp_path / "probe.py").write_text(PROBE % textwrap.indent(textwrap.dedent(body), " " * 4))
+    proc = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(_free_port()), json.dumps(cfg),
+                           str(tmp_path / "out.json")], capture_output=True, text=True, timeout=300, check=False)
+    if "ModuleNotFoundError" in proc.stderr:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((tmp_path / "out.json").read_text())
 
 
 def _free_port() -> int:
@@ -106,14 +102,7 @@ def _free_port() -> int:
 def test_fsdp_units_are_the_flat_parameters_fsdp_builds_under_peft_wrap_policy(tmp_path):
     """Every flat parameter (unsharded numel, per-rank shard numel) real FSDP builds equals one of fsdp_units', and
     the frozen ones (the blocks, the root) are units of their own: CPUOffload pins a gradient buffer for them too."""
-    (tmp_path / "probe.py").write_text(UNITS_PROBE)
-    cfg = {k: v for k, v in TINY.items() if k != "model_type"}
-    proc = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(_free_port()), json.dumps(cfg),
-                           str(tmp_path / "units.json")], capture_output=True, text=True, timeout=300, check=False)
-    if "ModuleNotFoundError" in proc.stderr:
-        pytest.skip(proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    measured = json.loads((tmp_path / "units.json").read_text())
+    measured = _probe(tmp_path, UNITS_BODY, {k: v for k, v in TINY.items() if k != "model_type"})
     arch = from_config(TINY)
     wl = Workload(method="lora", dtype="fp32", adapter_dtype="fp32", lora_rank=4, lora_targets="all-linear",
                   fsdp="full", world_size=2)
@@ -165,14 +154,7 @@ def test_fsdp1_keeps_the_root_unsharded_through_backward_and_frozen_units_get_no
     stay unsharded from its forward to the blocks' backward (_post_forward_reshard), a block is resharded once its
     backward is done (the reshard-only hook of frozen units), and no frozen flat parameter gets a gradient. doctor's
     GPU terms (two of the largest unit and one gradient of it) differ from this; the docs give the figures."""
-    (tmp_path / "probe.py").write_text(ROOT_PROBE)
-    cfg = {k: v for k, v in TINY.items() if k != "model_type"} | {"vocab_size": 4096}
-    proc = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(_free_port()), json.dumps(cfg),
-                           str(tmp_path / "seen.json")], capture_output=True, text=True, timeout=300, check=False)
-    if "ModuleNotFoundError" in proc.stderr:
-        pytest.skip(proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    seen = json.loads((tmp_path / "seen.json").read_text())
+    seen = _probe(tmp_path, ROOT_BODY, {k: v for k, v in TINY.items() if k != "model_type"} | {"vocab_size": 4096})
     assert seen["root_after_forward"] and seen["root"] and seen["block0"] and not seen["block1"], seen
     assert [g for req, g in seen["grads"] if not req] == [False] * 3, seen    # the root and the two blocks
     assert all(g for req, g in seen["grads"] if req), seen
