@@ -216,6 +216,30 @@ def test_cli_does_not_fit_exit_1_with_what_ifs_that_fit(capsys):
         assert w.estimate.peak_bytes < base.peak_bytes
 
 
+def test_what_ifs_the_command_would_refuse_are_left_out(capsys):
+    """Each what-if runs as printed: no --grad-accum past the flags' limit (doctor/args.py whole()), and no 'LoRA
+    instead of full' when the --lora-targets given for full training name no module of the model."""
+    import inspect
+
+    from doctor.args import whole
+    from doctor.vram.workload import MAX_COUNT
+
+    assert inspect.signature(whole).parameters["high"].default == MAX_COUNT
+    argv = ["estimate", "--offline", "--model", "opt-125m", "--method", "full", "--format", "json"]
+    for extra, flag in ((["--gpu-memory", "2GB", "--batch", "4", "--grad-accum", str(MAX_COUNT)], "--grad-accum"),
+                        (["--gpu-memory", "1GB", "--lora-targets", "nothing"], "--method lora")):
+        assert main([*argv, *extra]) == 1
+        flags = [w["flags"] for w in json.loads(capsys.readouterr().out)["what_ifs"]]
+        assert flags and not any(flag in f for f in flags), flags
+    argv += ["--gpu-memory", "2GB"]
+    assert main([*argv, "--batch", "4", "--grad-accum", str(MAX_COUNT // 2)]) == 1
+    flags = [w["flags"] for w in json.loads(capsys.readouterr().out)["what_ifs"]]
+    assert f"--batch 2 --grad-accum {MAX_COUNT}" in flags, flags
+    for f in flags:
+        assert main([*argv, "--batch", "4", "--grad-accum", str(MAX_COUNT // 2), *f.split()]) in (0, 1), f
+        capsys.readouterr()
+
+
 def test_cli_model_path_and_bad_input(tmp_path, capsys):
     cfg = tmp_path / "config.json"
     cfg.write_text((MODELS / "opt-125m.json").read_text())

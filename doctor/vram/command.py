@@ -21,6 +21,7 @@ from .estimator import (
     Workload,
     estimate,
     fits,
+    lora_matches_nothing,
 )
 from .second_order import GPTQ_NSAMPLES, KINDS
 from .workload import ATTN_ALIASES, contradictions, deepspeed_fields, workload_from_job
@@ -293,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         flag = "--hessian" if args.hessian else "--probes" if args.probes else "--calibration-samples"
         raise InputError(flag, str(args.hessian or args.probes or args.calibration_samples),
                          f"applies to --method hessian only; the method is {wl.method}")
-    if wl.method in ("lora", "qlora") and est.trainable == 0:
+    if lora_matches_nothing(wl, est):
         names = sorted({lin.name for block, _ in arch.kinds for lin in block.linears})   # every layer kind
         raise InputError("--lora-targets", str(wl.lora_targets), f"matches no linear module of {model}; expected "
                          f"names among {', '.join(names)}, or all-linear")

@@ -743,6 +743,11 @@ def estimate(arch: Arch, wl: Workload) -> Estimate:
 BUILD_PHASE = "model build: torchtune QLoRA, NF4 quantized whole"
 
 
+def lora_matches_nothing(wl: Workload, est: Estimate) -> bool:
+    """A LoRA job whose targets name no linear module of the model: nothing would train (the command refuses it)."""
+    return wl.method in ("lora", "qlora") and est.trainable == 0
+
+
 def _torchtune_rope(arch: Arch, wl: Workload, notes: list[str]) -> int:
     """torchtune's per-layer RoPE buffers (fp32 theta and cos/sin cache of its builder's max_seq_len), counted with
     the weights; 0 with a note for a family doctor has no torchtune builder length for. On torchtune 0.1 (torchao

@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 
 from ..errors import InputError
 from .arch import Arch
-from .estimator import Estimate, Workload, distributed_memory, estimate
+from .estimator import Estimate, Workload, distributed_memory, estimate, lora_matches_nothing
+from .workload import MAX_COUNT
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
     if training and wl.method != "hessian" and not wl.checkpointing:
         out.append(("enable gradient checkpointing", "--grad-checkpointing", "~20-30% slower steps (recompute)",
                     replace(wl, checkpointing=True)))
-    if training and wl.batch > 1:
+    if training and wl.batch > 1 and wl.grad_accum * wl.batch // (wl.batch // 2) <= MAX_COUNT:
         half = wl.batch // 2
         out.append((f"micro-batch {half} with gradient accumulation x{wl.grad_accum * wl.batch // half}",
                     f"--batch {half} --grad-accum {wl.grad_accum * wl.batch // half}",
@@ -121,6 +122,8 @@ def what_ifs(arch: Arch, wl: Workload, capacity: int | None, base: Estimate) -> 
         try:
             est = estimate(arch, new)
         except InputError:   # a change this model cannot take as proposed (LoRA's default targets on a Mamba)
+            continue
+        if lora_matches_nothing(new, est):   # --lora-targets given for full training names no module of this model
             continue
         if est.peak_bytes < base.peak_bytes:
             if est.cpu and (not base.cpu or est.cpu["per_node_bytes"] != base.cpu["per_node_bytes"]):
