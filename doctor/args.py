@@ -7,6 +7,8 @@ import math
 import sys
 from typing import NoReturn
 
+MAX_COUNT = 10**9   # the most a whole-number flag takes unless it says otherwise
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with its error as one line naming the command and the flag (exit 2), not the whole usage."""
@@ -28,7 +30,7 @@ def seconds(text: str) -> float:
     return value
 
 
-def whole(low: int, high: int = 10**9):
+def whole(low: int, high: int = MAX_COUNT):
     """An integer from `low` to `high`."""
     def parse(text: str) -> int:
         try:

@@ -768,9 +768,9 @@ def _torchtune_rope(arch: Arch, wl: Workload, notes: list[str]) -> int:
             why = (f"{builders}, and its attention raises ValueError for a longer input (torchtune v0.1.1 "
                    "torchtune/modules/attention.py: \"seq_len ({seq_len}) of input tensor should be smaller than "
                    "max_seq_len\")")
-        if length > limit and replays(wl.torchao_version):
-            raise InputError(flag, str(length), f"{why}; expected {flag} {limit} or less")
         if length > limit:
+            if replays(wl.torchao_version):
+                raise InputError(flag, str(length), f"{why}; expected {flag} {limit} or less")
             notes.append(f"{flag} {length} is more than torchtune 0.1 allows ({why}); could not decide for this "
                          "torchtune, whose builder lengths doctor does not know"
                          + ("" if wl.torchao_version else " (no --torchao-version)"))

@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from ..args import MAX_COUNT
 from ..errors import InputError
 from .arch import Arch
 from .estimator import Estimate, Workload, distributed_memory, estimate, lora_matches_nothing
-from .workload import MAX_COUNT
+from .workload import contradictions
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,11 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
     if training and wl.method != "hessian" and not wl.checkpointing:
         out.append(("enable gradient checkpointing", "--grad-checkpointing", "~20-30% slower steps (recompute)",
                     replace(wl, checkpointing=True)))
-    if training and wl.batch > 1 and wl.grad_accum * wl.batch // (wl.batch // 2) <= MAX_COUNT:
-        half = wl.batch // 2
-        out.append((f"micro-batch {half} with gradient accumulation x{wl.grad_accum * wl.batch // half}",
-                    f"--batch {half} --grad-accum {wl.grad_accum * wl.batch // half}",
-                    "same effective batch, slower steps", replace(wl, batch=half, grad_accum=wl.grad_accum * wl.batch // half)))
+    half = wl.batch // 2
+    accum = wl.grad_accum * wl.batch // half if half else 0
+    if training and half and accum <= MAX_COUNT:   # --grad-accum takes at most MAX_COUNT
+        out.append((f"micro-batch {half} with gradient accumulation x{accum}", f"--batch {half} --grad-accum {accum}",
+                    "same effective batch, slower steps", replace(wl, batch=half, grad_accum=accum)))
     if training and wl.method in ("full", "lora", "qlora") and wl.optimizer in ("adamw", "adamw_loop", "adamw_fused"):
         out.append(("8-bit AdamW (bitsandbytes)", "--optimizer adamw_8bit", "quantized optimizer state",
                     replace(wl, optimizer="adamw_8bit")))
@@ -41,8 +42,8 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
         out.append(("fused AdamW (no step temporaries)", "--optimizer adamw_fused", "none",
                     replace(wl, optimizer="adamw_fused")))
     if wl.method == "full":
-        out.append(("LoRA instead of full fine-tuning", "--method lora --lora-rank 16" + (" --no-amp" if wl.amp else ""),
-                    "adapter quality vs full",
+        flag = "--method lora --lora-rank 16" + (" --no-amp" if wl.amp else "")
+        out.append(("LoRA instead of full fine-tuning", flag, "adapter quality vs full",
                     replace(wl, method="lora", lora_rank=16, amp=False)))
     if wl.method == "lora":
         out.append(("4-bit base (QLoRA, NF4 + double quantization)", "--method qlora --double-quant",
@@ -114,8 +115,6 @@ def what_ifs(arch: Arch, wl: Workload, capacity: int | None, base: Estimate) -> 
     """Changes that lower the peak. Those that fit `capacity` come first, cheapest change first (the
     candidates are listed from free to costly); the rest follow, smallest resulting peak first."""
     found = []
-    from .workload import contradictions
-
     for change, flag, cost, new in _candidates(wl):
         if contradictions(new):   # the command would refuse the change as printed
             continue

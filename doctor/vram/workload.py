@@ -10,8 +10,6 @@ from .distributed import parse_deepspeed_text
 from .estimator import OPTIMIZERS, Workload, sharding_of
 
 ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
-# the most a whole-number flag takes (doctor/args.py whole()): a what-if may not print more
-MAX_COUNT = 10**9
 # Workload field -> the estimate flag that sets it (booleans: the flag that turns them on, and off where needed)
 FLAGS = {"method": "--method", "dtype": "--dtype", "batch": "--batch", "seq": "--seq", "grad_accum": "--grad-accum",
          "attention": "--attention", "optimizer": "--optimizer", "lora_rank": "--lora-rank",
