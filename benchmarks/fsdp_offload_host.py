@@ -113,11 +113,9 @@ def child(cfg: dict[str, Any], seq: int, fake_pin: bool, out: Path, port: int) -
 
 def doctor_figures(cfg: dict[str, Any], seq: int) -> dict[str, Any]:
     """doctor's host memory for the same model and workload (distributed.Memory.cpu_block)."""
-    import inspect
-
     sys.path.insert(0, str(ROOT))
-    from doctor.checks.resources import memory_ram
     from doctor.vram.arch import from_config
+    from doctor.vram.distributed import PROCESS_ALLOWANCE_GIB
     from doctor.vram.estimator import Workload, distributed_memory
 
     arch = from_config({"model_type": "llama", **cfg, "tie_word_embeddings": False}, name="llama-shaped")
@@ -125,8 +123,7 @@ def doctor_figures(cfg: dict[str, Any], seq: int) -> dict[str, Any]:
                   batch=1, seq=seq, fsdp="full", world_size=1, offload_params="cpu", load_dtype="bf16")
     mem = distributed_memory(arch, wl)
     assert mem is not None
-    allowance = inspect.signature(memory_ram).parameters["process_allowance_gib"].default
-    return {"workload": wl.__dict__, "cpu": mem.cpu_block(), "process_allowance_gib": allowance}
+    return {"workload": wl.__dict__, "cpu": mem.cpu_block(), "process_allowance_gib": PROCESS_ALLOWANCE_GIB}
 
 
 def compare(measured: dict[str, Any], figures: dict[str, Any], fake_pin: bool) -> dict[str, Any]:

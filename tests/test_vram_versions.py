@@ -94,6 +94,30 @@ def test_peft_before_0_12_keeps_adapters_in_the_base_dtype():
     assert any("peft version unknown: assumed >= 0.12.0" in n for n in unknown.notes), unknown.notes
 
 
+def test_sharded_qlora_adapters_follow_the_float_4bit_storage_before_peft_0_12():
+    """FSDP and ZeRO-3 shard a 4-bit base only in a float bnb_4bit_quant_storage, whose dtype older peft gives the
+    adapters (update_layer: 'if weight.dtype.is_floating_point'); on one GPU, or under ZeRO-2, the storage stays
+    uint8 and the adapters fp32 in every peft."""
+    base = {"method": "qlora", "dtype": "bf16", "seq": 512, "world_size": 2}
+    fsdp = {**base, "fsdp": "full"}
+    assert versions.resolve({**fsdp, "peft_version": "0.10.0"})["adapter_dtype"] == "bf16"
+    assert versions.resolve({**base, "zero": 3, "peft_version": "0.11.1"})["adapter_dtype"] == "bf16"
+    assert versions.resolve({**fsdp, "method": "lora", "quant": "nf4", "peft_version": "0.10.0"})["adapter_dtype"] \
+        == "bf16"
+    assert versions.resolve({**fsdp, "peft_version": "0.12.0"})["adapter_dtype"] == "fp32"
+    assert versions.resolve({**fsdp, "amp": True, "peft_version": "0.10.0"})["adapter_dtype"] == "fp32"
+    assert "adapter_dtype" not in versions.resolve({**base, "peft_version": "0.10.0"})
+    assert "adapter_dtype" not in versions.resolve({**base, "zero": 2, "peft_version": "0.10.0"})
+    old = estimate(LLAMA, Workload(**versions.resolve({**fsdp, "peft_version": "0.10.0"})))
+    new = estimate(LLAMA, Workload(**versions.resolve({**fsdp, "peft_version": "0.12.0"})))
+    assert old.breakdown["params_shard"] < new.breakdown["params_shard"]   # the adapters are in the flat shards
+    assert old.breakdown["optimizer_states"] * 2 == new.breakdown["optimizer_states"]
+    assert any("peft 0.10.0 < 0.12.0" in n and "bnb_4bit_quant_storage" in n for n in old.notes), old.notes
+    # accelerate >= 0.30.0 with mixed precision upcasts FSDP's trainable flat parameters: said, not guessed
+    assert any("accelerate >= 0.30.0 with mixed precision" in n for n in old.notes), old.notes
+    assert not any("accelerate >=" in n for n in new.notes), new.notes
+
+
 def test_lora_under_autocast_saves_half_casts_of_adapter_inputs():
     # autocast runs lora_A / lora_B in half: they save half casts (2 h + 2 r) of the fp32 input, not the input itself
     from doctor.vram import activations as act

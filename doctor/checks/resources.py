@@ -76,15 +76,15 @@ def effective_memory(res: dict[str, Any]) -> tuple[int, int | None, int]:
 @decides
 def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance_pct: float = 10.0,
                workload: dict[str, Any] | None = None, deepspeed: dict[str, Any] | None = None,
-               process_allowance_gib: float = 4.0) -> Result:
+               process_allowance_gib: float | None = None) -> Result:
     """RAM as the job gets it: the smaller of the host's RAM and the container's cgroup memory limit,
     against the profile's machine.ram_gib, and, for a distributed job (DeepSpeed ZeRO, FSDP, data parallel),
     against the CPU RAM one node needs: offloaded optimizer state and parameters, pinned staging buffers, the
     model as each rank loads it (doctor/vram/distributed.py), or, for one GPU with a bitsandbytes paged optimizer,
     the optimizer state that does not fit on the GPU and pages out to CPU RAM, plus `process_allowance_gib` per
     rank for the rest
-    of each process (doctor's assumption, not a measurement: Python, torch and CUDA libraries, host-side CUDA
-    state, a DataLoader's prefetch; set it to the RSS you measure).
+    of each process (doctor's assumption, not a measurement, PROCESS_ALLOWANCE_GIB by default: Python, torch and CUDA
+    libraries, host-side CUDA state, a DataLoader's prefetch; set it to the RSS you measure).
 
     Why: in a container psutil and `free` report the host (e.g. 1 TB) while the cgroup caps the job at
     its share (e.g. 100 GB); loading a checkpoint or a CPU-offloaded optimizer past the cap is an
@@ -92,6 +92,11 @@ def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance
     Fix: rent or request the memory the job needs, or lower its CPU-side memory (ZeRO-3 with parameter
     offload, fewer bytes per optimizer state, NVMe offload, no offload); each alternative is computed.
     """
+    if process_allowance_gib is None and isinstance(workload, dict):   # the job's figure needs it (and doctor.vram)
+        from doctor.vram.distributed import PROCESS_ALLOWANCE_GIB
+        process_allowance_gib = PROCESS_ALLOWANCE_GIB
+    elif process_allowance_gib is not None:
+        process_allowance_gib = _num(process_allowance_gib, "checks[memory.ram].params.process_allowance_gib")
     res = _map(facts.get("resources"), "resources")
     eff, limit, avail = effective_memory(res)
     mem = res["memory"]
@@ -103,7 +108,7 @@ def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance
                + (f"{gib(limit)} ({source})" if limit is not None else "none"),
                f"swap: {gib(_num(mem.get('swap_total_bytes'), 'resources.memory.swap_total_bytes', optional=True))}"]
     judged = f"{gib(eff)} effective" + (" (the container limit, not the host's RAM)" if limit and limit < host else "")
-    job = (_job_ram(facts, workload, deepspeed, eff, process_allowance_gib)
+    job = (_job_ram(facts, workload, deepspeed, (eff, limit, avail), process_allowance_gib)
            or _paged_spill(facts, workload, eff, process_allowance_gib))
     if job is not None and job.status.value in ("fail", "error"):
         extra = ([f"the profile expects {ram_gib:g} GiB of RAM"] if ram_gib is not None else [])
@@ -225,8 +230,9 @@ def _largest_free(facts: dict[str, Any]) -> tuple[str, float] | None:
 
 
 def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: dict[str, Any] | None,
-             eff: float, allowance_gib: float) -> Result | None:
-    """The job's CPU RAM per node against `eff`; None when the job is not distributed (nothing to judge)."""
+             memory: tuple[int, int | None, int], allowance_gib: float) -> Result | None:
+    """The job's CPU RAM per node against `memory` (effective_memory's limit, cgroup limit, available); None when
+    the job is not distributed (nothing to judge)."""
     from doctor.errors import InputError
     from doctor.vram.distributed import Counts, deepspeed_figures
     from doctor.vram.estimator import (
@@ -238,6 +244,7 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
     from doctor.vram.whatif import cpu_what_ifs
     from doctor.vram.workload import attached_model, to_flags, unknown_optimizer
 
+    eff, limit, avail = memory
     job = _job_workload(facts, workload, deepspeed)   # with DeepSpeed's version: bit16 staging depends on it
     if job is None:
         return None
@@ -300,9 +307,26 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         lock_problem, line = _memlock(facts, mem.locked_per_rank)
         details.append(line)
     if need <= eff and not problems and lock_problem is None:
+        if need > avail:
+            return warned(f"the job needs {figure}; this machine gives it {gib(eff)} but only {gib(avail)} is "
+                          "available now", Remediation(
+                              f"Other processes (in a container: also its page cache) hold {gib(eff - avail)} of it: "
+                              f"stop them before the job starts, or it runs out of memory at its peak ({peak}).",
+                              ("ps aux --sort=-rss | head",)), *details)
         return passed(f"the job needs {figure}", *details)
     if need <= eff and not problems:
         return failed(lock_problem, MEMLOCK_FIX, *details)
+    past = None   # a peak before training whose training fits: swap may carry it (the swap fact is read only then)
+    if need > eff and mem.peak_moment in TRANSIENT and mem.cpu_training + allowance <= avail:
+        swap = _swap_usable(facts["resources"]["memory"], limit)
+        past = _past_the_peak(mem, need, avail, allowance, swap)
+        if swap is None and not problems and lock_problem is None:
+            return errored(f"could not decide: the job needs {figure}, {gib(need - eff)} more than this machine's "
+                           f"{gib(eff)} of RAM, at the {peak} only, and swap could carry that but {past[1]}",
+                           *details)
+    if past is not None and past[0] and not problems and lock_problem is None:
+        return warned(f"the job needs {figure}, {gib(need - eff)} more than this machine's {gib(eff)} of RAM, at "
+                      f"the {peak} only: free swap carries it there, slowly", Remediation(past[2]), *details)
     gpu_free = _gpu_free(facts)
     options = cpu_what_ifs(arch, wl, params, eff, allowance_gib * GIB)
     rank = {"fits": 0, "GPU too small": 1, "NVMe too small": 1, "still too big": 2}
@@ -332,11 +356,56 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
     remedy = Remediation(f"Alternatives, each computed{caveat}: " + "; ".join(lines) + "."
                          + (f" And: {MEMLOCK_FIX.text}" if lock_problem else ""),
                          commands + (MEMLOCK_FIX.commands if lock_problem else ()), DS_MEMORY_URL)
+    if past is not None:
+        remedy = Remediation(remedy.text + " " + past[2], remedy.commands, remedy.url)
     problems += [lock_problem] if lock_problem else []
     if need > eff:
         return failed(f"the job needs {figure} but this machine gives it {gib(eff)}", remedy,
                       *details, *problems)
     return failed("; ".join(problems), remedy, *details)
+
+
+# why a peak before training passes: what frees it
+TRANSIENT = {"FSDP lazy init": "each unpinned parameter shard is freed at its unit's first forward",
+             "model load": "the model built on the CPU is freed once it moves to the GPUs"}
+ANSWERAI_SWAP = ("Answer.AI's Llama-2-70B QLoRA run on a 128 GB box did so with a 10 GB swapfile, "
+                 "AnswerDotAI/fsdp_qlora benchmarks_03_2024.md")
+
+
+def _swap_usable(mem: dict[str, Any], limit: int | None) -> float | None:
+    """Free swap the job can use: the host's, or under a container's memory limit only up to its cgroup v2
+    memory.swap.max (the innermost cgroup's) when that is a number; None where that is not known (the fact is
+    missing; cgroup v1, or an unlimited swap.max, which the facts do not tell apart from unknown). No free swap on
+    the host is none in any container."""
+    free = _num(mem.get("swap_free_bytes"), "resources.memory.swap_free_bytes", optional=True)
+    if free is None or free == 0 or limit is None or \
+            limit >= _num(mem.get("host_total_bytes"), "resources.memory.host_total_bytes"):
+        return free
+    cap = _num((mem.get("cgroup") or {}).get("swap_limit_bytes"), "resources.memory.cgroup.swap_limit_bytes",
+               optional=True)
+    return None if cap is None else min(free, cap)
+
+
+def _past_the_peak(mem: Any, need: float, avail: float, allowance: float, swap: float | None
+                   ) -> tuple[bool, str, str]:
+    """(swap takes it, why swap is unknown, what to say) for a job over the RAM at a moment before training only -
+    FSDP's lazy init or the model load - whose training fits what is available: swap can carry the pageable part
+    of that peak beyond `avail` (pinned memory cannot be swapped)."""
+    peak = mem.peak_moment
+    training = mem.cpu_training + allowance
+    deficit = need - avail
+    pinned = sum(t.bytes for t in mem.moments()[peak].values() if t.pinned)
+    takes = swap is not None and swap >= deficit and pinned <= avail
+    unknown = ("the facts hold no free swap figure, or it is not known how much of it the container may use "
+               "(cgroup v1, or memory.swap.max unlimited)")
+    text = (f"The peak is the {peak}, which passes ({TRANSIENT[peak]}); during training the job needs "
+            f"{gib(training)}. Swap of at least {gib(deficit)} beyond the {gib(avail)} available gets it past the "
+            f"peak, slowly ({ANSWERAI_SWAP}); "
+            + ("how much this machine has is not known" if swap is None
+               else f"this machine has {gib(swap)} of free swap the job can use")
+            + (f", but {gib(pinned)} of the peak is pinned and cannot be swapped" if pinned > avail else "")
+            + ".")
+    return takes, unknown, text
 
 
 MEMLOCK_FIX = Remediation(

@@ -8,6 +8,11 @@ Each row of doctor/data/vram_measured.yaml names what its figure measures, and t
 
 A row whose set-up has a feature doctor does not model carries `modelled: false` and `unmodelled: <why>`: it stays in
 the whole table (issue 18's figure is over the whole table) and the modelled subset is reported beside it.
+
+The table's `outcomes` are published reports that a job did or did not fit its machine's RAM. Each is held to the
+figure memory.ram judges (the estimate's host peak + PROCESS_ALLOWANCE_GIB per rank), with `ram` and `swap` read in
+whichever of GB / GiB makes agreement harder: killed - the figure exceeds `ram` GiB; ran - it fits `ram` GB;
+past_the_peak_with_swap - the peak is a moment before training, training fits `ram` GB and the peak `ram` + `swap` GB.
 """
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ from typing import Any
 from .. import refdata
 from .arch import Arch, from_config
 from .catalogue import resolve
-from .estimator import Estimate, Workload, estimate
+from .distributed import PROCESS_ALLOWANCE_GIB
+from .estimator import Estimate, Workload, distributed_memory, estimate
 
 UNIT = {"B": 1, "MiB": 2**20, "GiB": 2**30, "MB": 10**6, "GB": 10**9}
 MEASURES = ("nvml_used", "reserved", "allocated", "cpu_ram_per_node")
+OUTCOMES = ("killed", "ran", "past_the_peak_with_swap")
 TARGET_MEAN, TARGET_MAX = 0.05, 0.10      # issue 18: mean absolute error <= 5%, none worse than 10%
 
 
@@ -40,6 +47,28 @@ class Row:
     @property
     def error(self) -> float:
         return (self.estimated_bytes - self.measured_bytes) / self.measured_bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    outcome: str
+    ram: float             # the figure as the source prints it, in `unit`
+    swap: float
+    unit: str
+    peak_bytes: float      # memory.ram's figure: the host peak + the process allowance per rank
+    training_bytes: float  # the same during training
+    peak_moment: str
+
+    @property
+    def agrees(self) -> bool:
+        small, large = (UNIT["GB"], UNIT["GiB"]) if self.unit in ("GB", "GiB") else (UNIT[self.unit],) * 2
+        if self.outcome == "killed":
+            return self.peak_bytes > self.ram * large
+        if self.outcome == "ran":
+            return self.peak_bytes <= self.ram * small
+        return (self.peak_moment != "training" and self.training_bytes <= self.ram * small
+                and self.peak_bytes <= (self.ram + self.swap) * small)
 
 
 def compared(est: Estimate, measures: str) -> int:
@@ -63,15 +92,36 @@ def _arch(name: str, configs: dict[str, Any]) -> Arch:
     return resolve(name)
 
 
+def _workload(data: dict[str, Any], row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    fields: dict[str, Any] = dict(data["models"][row["base"]])
+    fields.update(row["workload"])
+    return fields.pop("model"), fields
+
+
+def outcomes() -> list[Outcome]:
+    data = refdata.load("vram_measured")
+    out = []
+    for row in data.get("outcomes", []):
+        if row["outcome"] not in OUTCOMES:
+            raise ValueError(f"outcome {row['id']}: {row['outcome']!r}, expected one of {OUTCOMES}")
+        model, fields = _workload(data, row)
+        wl = Workload(**fields)
+        mem = distributed_memory(_arch(model, data.get("configs", {})), wl)
+        if mem is None:
+            raise ValueError(f"outcome {row['id']}: needs a distributed workload (zero / fsdp)")
+        allowance = PROCESS_ALLOWANCE_GIB * UNIT["GiB"] * mem.sharding.per_node
+        out.append(Outcome(row["id"], row["outcome"], row["ram"], row.get("swap", 0), row["unit"],
+                           mem.cpu_bytes + allowance, mem.cpu_training + allowance, mem.peak_moment))
+    return out
+
+
 def rows() -> list[Row]:
     data = refdata.load("vram_measured")
     group_of = {src: g for g, sources in data.get("groups", {}).items() for src in sources}
     configs = data.get("configs", {})
     out = []
     for row in data["rows"]:
-        fields: dict[str, Any] = dict(data["models"][row["base"]])
-        fields.update(row["workload"])
-        model = fields.pop("model")
+        model, fields = _workload(data, row)
         if row["measures"] not in MEASURES:
             raise ValueError(f"row {row['id']}: measures {row['measures']!r}, expected one of {MEASURES}")
         modelled = row.get("modelled", True)
@@ -110,9 +160,18 @@ def main() -> int:
               "rows")
     avg, worst = summary(results)
     met = avg <= TARGET_MEAN and worst <= TARGET_MAX
+    found = outcomes()
+    if found:
+        print(f"published outcomes (host RAM per node: the estimate's peak + {PROCESS_ALLOWANCE_GIB:g} GiB per rank, "
+              "as memory.ram judges it):")
+        for o in found:
+            swap = f" + {o.swap:g} {o.unit} swap" if o.swap else ""
+            print(f"  {o.id:40} {o.outcome:24} on {o.ram:g} {o.unit}{swap}: peak {o.peak_bytes / 2**30:.1f}G "
+                  f"({o.peak_moment}), training {o.training_bytes / 2**30:.1f}G: "
+                  + ("agrees" if o.agrees else "DISAGREES"))
     print(f"whole table: mean {100 * avg:.1f}%, worst {100 * worst:.1f}% over {len(results)} rows; issue 18's target "
           f"(mean <= {100 * TARGET_MEAN:.0f}%, worst <= {100 * TARGET_MAX:.0f}%): {'met' if met else 'NOT met'}")
-    return 0 if met else 1
+    return 0 if met and all(o.agrees for o in found) else 1
 
 
 def _groups(results: list[Row]) -> list[tuple[str, list[Row]]]:

@@ -51,6 +51,10 @@ LAZY_INIT_SRC = ("torch/distributed/fsdp/_runtime_utils.py _share_state_and_init
                  "attributes() for every handle at the lazy init; the unpinned shard stays flat_param.data until the "
                  "unit's first pre_unshard(): 'self.flat_param_to(self.device, non_blocking=True)' (_flat_param.py)")
 
+# memory.ram's allowance per rank for the rest of each process (Python, torch / CUDA libraries, host-side CUDA state, a
+# DataLoader's prefetch): doctor's assumption, not a measurement; the check takes the RSS a user measures instead
+PROCESS_ALLOWANCE_GIB = 4.0
+
 # deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig) and offload_config.py defaults
 DS_DEFAULTS: dict[str, Any] = {
     "reduce_bucket_size": 500_000_000, "allgather_bucket_size": 500_000_000, "contiguous_gradients": True,

@@ -485,7 +485,7 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
         quant = wl.quant if wl.quant != "none" else ("nf4" if wl.method == "qlora" else "none")
         base = replace(wl, quant=quant)
         abytes = DTYPES.get(wl.adapter_dtype, 4)
-        sbytes = (4 if amp else p) if fsdp else 4
+        sbytes = (4 if amp else (abytes if frozen else p)) if fsdp else 4   # FSDP: states in the shards' dtype
         qstate = quant_state_bytes(arch, base) if sh.engine == "fsdp" or sh.zero == 3 else 0.0
         weights = _weights(arch, base, 4 if amp else p)[0] - qstate + (trainable * abytes if frozen else 0)
         states = _optimizer(base, arch, trainable, sizes, sbytes)[0]
@@ -546,6 +546,13 @@ def _frozen_base(arch: Arch, wl: Workload, amp: bool, dequant: float, notes: lis
     dequantized weights) of a LoRA / QLoRA job, with the notes naming the library behaviour applied."""
     if wl.method not in ("lora", "qlora"):
         return "", dequant
+    if versions.floating_base(wl.method, wl.quant, wl.fsdp, wl.zero):
+        base = "fp32" if amp else wl.dtype
+        notes.append(versions.peft_adapter_dtype(wl.peft_version, base)[1] + f"; adapters here: {wl.adapter_dtype}"
+                     + ("" if wl.method == "lora" else " (FSDP / ZeRO-3 keep the 4-bit weights in a float "
+                        "bnb_4bit_quant_storage, which older peft gives the adapters)"))
+        if wl.fsdp is not None and wl.adapter_dtype != "fp32":
+            notes.append(versions.fsdp_upcast_note())
     rows = refdata.load("vram")["quantized_lora"]
     if wl.quant == "nf4" and wl.implementation == "torchtune":
         notes.append("torchao's linear_nf4 (LinearNF4.forward: \"ctx.nf4_weight = weight\") keeps the NF4 weight, not "
@@ -571,9 +578,6 @@ def _frozen_base(arch: Arch, wl: Workload, amp: bool, dequant: float, notes: lis
         notes.append("LoRA on a GPTQ base (GPTQModel QuantLinearFunction): the quantized linears keep no input; "
                      "backward dequantizes one weight at a time")
         return "", dequant
-    if wl.method == "lora" and wl.quant == "none":
-        base = "fp32" if amp else wl.dtype
-        notes.append(versions.peft_adapter_dtype(wl.peft_version, base)[1] + f"; adapters here: {wl.adapter_dtype}")
     return "", dequant
 
 

@@ -152,13 +152,32 @@ def peft_adapter_dtype(version: str | None, base_dtype: str) -> tuple[str, str]:
     return "fp32", f"peft {version} >= {since}: adapters upcast to fp32 (autocast_adapter_dtype=True)"
 
 
+def floating_base(method: str, quant: str, fsdp: str | None, zero: int | None) -> bool:
+    """Whether LoRA's base weights have a floating-point dtype PEFT's adapters can take: an unquantized base, or a
+    4-bit base sharded by FSDP or ZeRO-3, whose bnb_4bit_quant_storage must be the model's float dtype for the
+    shards (peft 0.10.0 tuners/lora/layer.py update_layer: "if weight.dtype.is_floating_point ...:
+    self.to(weight.device, dtype=weight.dtype)"; on one GPU the 4-bit storage is uint8 and adapters stay fp32)."""
+    if method == "qlora" or (method == "lora" and quant == "nf4"):
+        return fsdp not in (None, "none") or zero == 3
+    return method == "lora" and quant in (None, "none")
+
+
+def fsdp_upcast_note() -> str:
+    """What accelerate does to half-precision trainable FSDP flat parameters (doctor does not know whether a job
+    runs under accelerate with mixed precision on: the note says so)."""
+    since = rows()["accelerate_fsdp_upcast"]["since"]
+    return (f"under accelerate >= {since} with mixed precision on (Trainer's bf16 / fp16), FSDP's trainable flat "
+            "parameters are upcast to fp32 whatever peft gives them (accelerate 9557598c, #2674): give "
+            "--adapter-dtype fp32 for such a job")
+
+
 def resolve(fields: dict[str, Any], given: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
     """`fields` with the adapter dtype PEFT's version gives, where the job does not set it (`given` names the
-    fields the user set): LoRA on a floating-point base only - a quantized base keeps fp32 adapters in every peft."""
-    method = fields.get("method", "full")
-    if "adapter_dtype" in given or fields.get("adapter_dtype") or method != "lora":
+    fields the user set), on a floating-point base only (floating_base)."""
+    if "adapter_dtype" in given or fields.get("adapter_dtype"):
         return fields
-    if fields.get("quant", "none") != "none":
+    if not floating_base(fields.get("method", "full"), fields.get("quant", "none"), fields.get("fsdp"),
+                         fields.get("zero")):
         return fields
     base = "fp32" if fields.get("amp") else fields.get("dtype", "bf16")
     dtype, _ = peft_adapter_dtype(fields.get("peft_version"), base)
