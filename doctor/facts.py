@@ -10,7 +10,7 @@ from . import __version__
 from .errors import InputError
 from .interpreter import Interpreter
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 SECTIONS = ("host", "gpu", "python", "torch", "resources", "disk", "hf", "toolchain", "network", "kernel", "env", "bench")
 OPTIONAL = ("bench",)   # absent by design when the bench phase did not run; any other absent section is unknown
 

@@ -47,8 +47,26 @@ def test_cgroup_v2_effective_limit_is_the_smallest_on_the_path(tmp_path):
                           "sys/fs/cgroup/job/step/cpu.max": "800000 100000"})
     mem = cgroup_memory(root)
     assert mem == {"version": 2, "limit_bytes": 100 * GIB, "source": str(root / "sys/fs/cgroup/job/memory.max"),
-                   "usage_bytes": 3 * GIB, "swap_limit_bytes": None}
+                   "usage_bytes": 3 * GIB, "swap_limit_bytes": None, "swap_room_bytes": None, "swap_unlimited": None}
     assert cgroup_cpus(root)["quota_cpus"] == 8.0
+
+
+@pytest.mark.parametrize("files, limit, room, unlimited", [
+    ({"job/step/memory.swap.max": "max", "job/memory.swap.max": "max"}, None, None, True),
+    # the parent caps the swap at 8 GiB, 3 GiB of it in use; the child's own 16 GiB leaves more room
+    ({"job/memory.swap.max": str(8 * GIB), "job/memory.swap.current": str(3 * GIB),
+      "job/step/memory.swap.max": str(16 * GIB), "job/step/memory.swap.current": str(3 * GIB)},
+     8 * GIB, 5 * GIB, False),
+    ({"job/step/memory.swap.max": "0"}, 0, None, False),     # capped, swap.current unreadable: room unknown
+    ({}, None, None, None),                                  # no swap.max anywhere: swap accounting off
+])
+def test_cgroup_v2_swap_along_the_path(tmp_path, files, limit, room, unlimited):
+    """LITERAL v2 files: memory.swap.max / memory.swap.current at each level of the job's cgroup path."""
+    from doctor.probes.resources import cgroup_memory
+
+    root = _v2(tmp_path, {f"sys/fs/cgroup/{k}": v for k, v in files.items()})
+    mem = cgroup_memory(root)
+    assert (mem["swap_limit_bytes"], mem["swap_room_bytes"], mem["swap_unlimited"]) == (limit, room, unlimited)
 
 
 def test_memory_judged_on_the_container_limit(recorded, judge):

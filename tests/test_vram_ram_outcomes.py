@@ -44,13 +44,14 @@ def test_an_outcome_can_disagree():
 
 
 def _box(total_gib: float, avail_gib: float, swap_free_gib: float = 0, cgroup_gib: float | None = None,
-         swap_limit_gib: float | None = None) -> dict[str, Any]:
+         swap_room_gib: float | None = None, swap_unlimited: bool | None = None) -> dict[str, Any]:
     facts = fb.autodl_box(packages={"peft": "0.10.0"})   # the reports' time: adapters in the weights' bf16
     mem = facts["resources"]["memory"]
     mem.update(host_total_bytes=int(total_gib * GIB), host_available_bytes=int(avail_gib * GIB),
                swap_total_bytes=int(swap_free_gib * GIB), swap_free_bytes=int(swap_free_gib * GIB))
     mem["cgroup"].update(limit_bytes=None if cgroup_gib is None else int(cgroup_gib * GIB), usage_bytes=0,
-                         swap_limit_bytes=None if swap_limit_gib is None else int(swap_limit_gib * GIB))
+                         swap_room_bytes=None if swap_room_gib is None else int(swap_room_gib * GIB),
+                         swap_unlimited=swap_unlimited)
     return facts
 
 
@@ -100,8 +101,12 @@ def test_a_job_over_the_ram_available_now_warns():
     (dict(total_gib=120, avail_gib=110, swap_free_gib=10), Status.FAIL, "Swap of at least 17.2 GiB"),
     # a container: host swap counts only under a numeric memory.swap.max; none on the host is none anywhere
     (dict(total_gib=1024, avail_gib=900, cgroup_gib=120), Status.FAIL, "this machine has 0.0 GiB of free swap"),
-    (dict(total_gib=1024, avail_gib=900, swap_free_gib=64, cgroup_gib=120, swap_limit_gib=16), Status.WARN,
+    (dict(total_gib=1024, avail_gib=900, swap_free_gib=64, cgroup_gib=120, swap_room_gib=16), Status.WARN,
      "16.0 GiB of free swap the job can use"),
+    (dict(total_gib=1024, avail_gib=900, swap_free_gib=64, cgroup_gib=120, swap_room_gib=4), Status.FAIL,
+     "4.0 GiB of free swap the job can use"),
+    (dict(total_gib=1024, avail_gib=900, swap_free_gib=64, cgroup_gib=120, swap_unlimited=True), Status.WARN,
+     "64.0 GiB of free swap the job can use"),
 ])
 def test_a_peak_before_training_passes_with_swap_only_where_swap_takes_it(box, status, says):
     """Llama-2-70B QLoRA offload: 127.2 GiB at FSDP's lazy init, 95.8 GiB during training."""
@@ -115,8 +120,9 @@ def test_a_peak_before_training_passes_with_swap_only_where_swap_takes_it(box, s
 @pytest.mark.parametrize("box", [dict(total_gib=1024, avail_gib=900, swap_free_gib=64, cgroup_gib=120),
                                  dict(total_gib=120, avail_gib=119, swap_free_gib=None)])
 def test_swap_that_could_carry_the_peak_but_is_not_known_is_undecided(box):
-    """Free host swap under a container limit whose memory.swap.max the facts do not give (cgroup v1, or
-    unlimited), or no swap figure at all: swap could turn the fail into a warning, so the check cannot decide."""
+    """Free host swap under a container limit whose swap room the facts do not give (cgroup v1, swap accounting
+    off, a snapshot before facts 1.4), or no swap figure at all: swap could turn the fail into a warning, so the
+    check cannot decide."""
     facts = _box(**{k: v for k, v in box.items() if v is not None})
     if box.get("swap_free_gib", 0) is None:
         facts["resources"]["memory"]["swap_free_bytes"] = None

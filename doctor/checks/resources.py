@@ -373,17 +373,19 @@ ANSWERAI_SWAP = ("Answer.AI's Llama-2-70B QLoRA run on a 128 GB box did so with 
 
 
 def _swap_usable(mem: dict[str, Any], limit: int | None) -> float | None:
-    """Free swap the job can use: the host's, or under a container's memory limit only up to its cgroup v2
-    memory.swap.max (the innermost cgroup's) when that is a number; None where that is not known (the fact is
-    missing; cgroup v1, or an unlimited swap.max, which the facts do not tell apart from unknown). No free swap on
+    """Free swap the job can use: the host's, or under a container's memory limit the host's up to the room its
+    cgroup v2 path leaves (swap_room_bytes), all of it where every memory.swap.max is unlimited; None where that is
+    not known (the fact is missing, cgroup v1, swap accounting off, a snapshot before facts 1.4). No free swap on
     the host is none in any container."""
     free = _num(mem.get("swap_free_bytes"), "resources.memory.swap_free_bytes", optional=True)
     if free is None or free == 0 or limit is None or \
             limit >= _num(mem.get("host_total_bytes"), "resources.memory.host_total_bytes"):
         return free
-    cap = _num((mem.get("cgroup") or {}).get("swap_limit_bytes"), "resources.memory.cgroup.swap_limit_bytes",
-               optional=True)
-    return None if cap is None else min(free, cap)
+    cg = mem.get("cgroup") or {}
+    if cg.get("swap_unlimited") is True:
+        return free
+    room = _num(cg.get("swap_room_bytes"), "resources.memory.cgroup.swap_room_bytes", optional=True)
+    return None if room is None else min(free, room)
 
 
 def _past_the_peak(mem: Any, need: float, avail: float, allowance: float, swap: float | None

@@ -47,6 +47,30 @@ def _v2_number(text: str | None) -> int | None:
         return None
 
 
+def _v2_swap(chain: list[Path]) -> dict[str, Any]:
+    """The swap a v2 cgroup lets the job use, along its path (a parent can cap a child): the smallest numeric
+    memory.swap.max, the least room (swap.max - swap.current) among those, and whether every swap.max on the path
+    read "max" (unlimited: true; a number somewhere: false; no swap.max file, swap accounting off: null). The room
+    is null where a capped cgroup's memory.swap.current cannot be read."""
+    limits: list[int] = []
+    rooms: list[int | None] = []
+    seen = False
+    for d in chain:
+        text = _read(d / "memory.swap.max")
+        if text is None:
+            continue
+        seen = True
+        value = _v2_number(text)
+        if value is None:
+            continue
+        limits.append(value)
+        current = _v2_number(_read(d / "memory.swap.current"))
+        rooms.append(None if current is None else max(0, value - current))
+    return {"swap_limit_bytes": min(limits) if limits else None,
+            "swap_room_bytes": None if not rooms or None in rooms else min(r for r in rooms if r is not None),
+            "swap_unlimited": (not limits) if seen else None}
+
+
 def cgroup_memory(root: Path) -> dict[str, Any]:
     """The effective cgroup memory limit: the smallest along the path (a parent can cap a child)."""
     paths = _cgroup_paths(root)
@@ -59,10 +83,8 @@ def cgroup_memory(root: Path) -> dict[str, Any]:
             if value is not None:
                 limits.append((value, str(d / "memory.max")))
         usage = _v2_number(_read(chain[0] / "memory.current")) if chain else None
-        swap = _v2_number(_read(chain[0] / "memory.swap.max")) if chain else None
         best = min(limits) if limits else (None, str(fs / "memory.max"))
-        return {"version": 2, "limit_bytes": best[0], "source": best[1], "usage_bytes": usage,
-                "swap_limit_bytes": swap}
+        return {"version": 2, "limit_bytes": best[0], "source": best[1], "usage_bytes": usage, **_v2_swap(chain)}
     mem = fs / "memory"
     if mem.is_dir():
         limits = []
@@ -75,8 +97,9 @@ def cgroup_memory(root: Path) -> dict[str, Any]:
         best = min(limits) if limits else (None, str(mem / "memory.limit_in_bytes"))
         return {"version": 1, "limit_bytes": best[0], "source": best[1],
                 "usage_bytes": int(usage_text) if usage_text and usage_text.isdigit() else None,
-                "swap_limit_bytes": None}
-    return {"version": None, "limit_bytes": None, "source": None, "usage_bytes": None, "swap_limit_bytes": None}
+                "swap_limit_bytes": None, "swap_room_bytes": None, "swap_unlimited": None}
+    return {"version": None, "limit_bytes": None, "source": None, "usage_bytes": None, "swap_limit_bytes": None,
+            "swap_room_bytes": None, "swap_unlimited": None}
 
 
 def cgroup_cpus(root: Path) -> dict[str, Any]:
