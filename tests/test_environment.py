@@ -59,6 +59,7 @@ def test_cgroup_v2_effective_limit_is_the_smallest_on_the_path(tmp_path):
      8 * GIB, 5 * GIB, False),
     ({"job/step/memory.swap.max": "0"}, 0, None, False),     # capped, swap.current unreadable: room unknown
     ({}, None, None, None),                                  # no swap.max anywhere: swap accounting off
+    ({"job/step/memory.swap.max": "max", "job/memory.swap.max": "lots"}, None, None, None),   # unreadable: unknown
 ])
 def test_cgroup_v2_swap_along_the_path(tmp_path, files, limit, room, unlimited):
     """LITERAL v2 files: memory.swap.max / memory.swap.current at each level of the job's cgroup path."""

@@ -54,7 +54,7 @@ def _v2_swap(chain: list[Path]) -> dict[str, Any]:
     is null where a capped cgroup's memory.swap.current cannot be read."""
     limits: list[int] = []
     rooms: list[int | None] = []
-    seen = False
+    seen, unreadable = False, False
     for d in chain:
         text = _read(d / "memory.swap.max")
         if text is None:
@@ -62,13 +62,15 @@ def _v2_swap(chain: list[Path]) -> dict[str, Any]:
         seen = True
         value = _v2_number(text)
         if value is None:
+            unreadable |= text != "max"   # neither a number nor "max": not known, never taken as unlimited
             continue
         limits.append(value)
         current = _v2_number(_read(d / "memory.swap.current"))
         rooms.append(None if current is None else max(0, value - current))
     return {"swap_limit_bytes": min(limits) if limits else None,
-            "swap_room_bytes": None if not rooms or None in rooms else min(r for r in rooms if r is not None),
-            "swap_unlimited": (not limits) if seen else None}
+            "swap_room_bytes": None if unreadable or not rooms or None in rooms else
+            min(r for r in rooms if r is not None),
+            "swap_unlimited": None if unreadable or not seen else not limits}
 
 
 def cgroup_memory(root: Path) -> dict[str, Any]:
