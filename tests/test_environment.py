@@ -47,8 +47,27 @@ def test_cgroup_v2_effective_limit_is_the_smallest_on_the_path(tmp_path):
                           "sys/fs/cgroup/job/step/cpu.max": "800000 100000"})
     mem = cgroup_memory(root)
     assert mem == {"version": 2, "limit_bytes": 100 * GIB, "source": str(root / "sys/fs/cgroup/job/memory.max"),
-                   "usage_bytes": 3 * GIB, "swap_limit_bytes": None, "swap_room_bytes": None, "swap_unlimited": None}
+                   "usage_bytes": 3 * GIB, "inactive_file_bytes": None, "swap_limit_bytes": None, "swap_room_bytes": None,
+                   "swap_unlimited": None}
     assert cgroup_cpus(root)["quota_cpus"] == 8.0
+
+
+def test_cgroup_inactive_page_cache_is_read_and_not_counted_as_used(tmp_path):
+    """LITERAL v2 memory.stat: 30 GiB used, 20 GiB of it inactive page cache (a model just downloaded): memory.ram
+    counts the working set, 10 GiB, so 90 of the container's 100 GiB are available."""
+    from doctor.checks.resources import effective_memory
+    from doctor.probes.resources import cgroup_memory
+
+    root = _v2(tmp_path, {"sys/fs/cgroup/job/memory.max": str(100 * GIB),
+                          "sys/fs/cgroup/job/step/memory.current": str(30 * GIB),
+                          "sys/fs/cgroup/job/step/memory.stat": f"anon {10 * GIB}\nfile {20 * GIB}\n"
+                                                                f"active_file 0\ninactive_file {20 * GIB}\n"})
+    mem = cgroup_memory(root)
+    assert mem["inactive_file_bytes"] == 20 * GIB and mem["usage_bytes"] == 30 * GIB
+    res = {"memory": {"host_total_bytes": 1024 * GIB, "host_available_bytes": 900 * GIB, "cgroup": mem}}
+    assert effective_memory(res) == (100 * GIB, 100 * GIB, 90 * GIB)
+    mem["inactive_file_bytes"] = None     # not read: the whole usage counts, as before facts 1.4
+    assert effective_memory(res)[2] == 70 * GIB
 
 
 @pytest.mark.parametrize("files, limit, room, unlimited", [

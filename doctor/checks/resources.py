@@ -67,6 +67,10 @@ def effective_memory(res: dict[str, Any]) -> tuple[int, int | None, int]:
     avail = _num(mem.get("host_available_bytes"), "resources.memory.host_available_bytes")
     if limit is not None and limit < total:
         used = _num(cg.get("usage_bytes"), "resources.memory.cgroup.usage_bytes", optional=True) or 0
+        # the working set, as the kubelet counts it (kubernetes.io docs, node-pressure eviction: "The kubelet excludes
+        # inactive_file ... from its calculation, as it assumes that memory is reclaimable under pressure")
+        cache = _num(cg.get("inactive_file_bytes"), "resources.memory.cgroup.inactive_file_bytes", optional=True)
+        used = max(0, used - (cache or 0))
         return int(limit), int(limit), int(max(0, min(limit - used, avail)))
     return int(total), None if limit is None else int(limit), int(avail)
 
@@ -310,7 +314,7 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         if need > avail:
             return warned(f"the job needs {figure}; this machine gives it {gib(eff)} but only {gib(avail)} is "
                           "available now", Remediation(
-                              f"Other processes (in a container: also its page cache) hold {gib(eff - avail)} of it: "
+                              f"Other processes hold {gib(eff - avail)} of it: "
                               f"stop them before the job starts, or it runs out of memory at its peak ({peak}).",
                               ("ps aux --sort=-rss | head",)), *details)
         return passed(f"the job needs {figure}", *details)

@@ -73,6 +73,17 @@ def _v2_swap(chain: list[Path]) -> dict[str, Any]:
             "swap_unlimited": None if unreadable or not seen else not limits}
 
 
+def _stat(path: Path, *keys: str) -> int | None:
+    """The first of `keys` in a memory.stat file (bytes), None where neither can be read."""
+    text = _read(path) or ""
+    found = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+    for key in keys:
+        value = found.get(key, "").strip()
+        if value.isdigit():
+            return int(value)
+    return None
+
+
 def cgroup_memory(root: Path) -> dict[str, Any]:
     """The effective cgroup memory limit: the smallest along the path (a parent can cap a child)."""
     paths = _cgroup_paths(root)
@@ -86,7 +97,9 @@ def cgroup_memory(root: Path) -> dict[str, Any]:
                 limits.append((value, str(d / "memory.max")))
         usage = _v2_number(_read(chain[0] / "memory.current")) if chain else None
         best = min(limits) if limits else (None, str(fs / "memory.max"))
-        return {"version": 2, "limit_bytes": best[0], "source": best[1], "usage_bytes": usage, **_v2_swap(chain)}
+        inactive = _stat(chain[0] / "memory.stat", "inactive_file") if chain else None
+        return {"version": 2, "limit_bytes": best[0], "source": best[1], "usage_bytes": usage,
+                "inactive_file_bytes": inactive, **_v2_swap(chain)}
     mem = fs / "memory"
     if mem.is_dir():
         limits = []
@@ -97,11 +110,13 @@ def cgroup_memory(root: Path) -> dict[str, Any]:
                 limits.append((int(text), str(d / "memory.limit_in_bytes")))
         usage_text = _read(chain[0] / "memory.usage_in_bytes") if chain else None
         best = min(limits) if limits else (None, str(mem / "memory.limit_in_bytes"))
+        inactive = _stat(chain[0] / "memory.stat", "total_inactive_file", "inactive_file") if chain else None
         return {"version": 1, "limit_bytes": best[0], "source": best[1],
                 "usage_bytes": int(usage_text) if usage_text and usage_text.isdigit() else None,
-                "swap_limit_bytes": None, "swap_room_bytes": None, "swap_unlimited": None}
-    return {"version": None, "limit_bytes": None, "source": None, "usage_bytes": None, "swap_limit_bytes": None,
-            "swap_room_bytes": None, "swap_unlimited": None}
+                "inactive_file_bytes": inactive, "swap_limit_bytes": None, "swap_room_bytes": None,
+                "swap_unlimited": None}
+    return {"version": None, "limit_bytes": None, "source": None, "usage_bytes": None, "inactive_file_bytes": None,
+            "swap_limit_bytes": None, "swap_room_bytes": None, "swap_unlimited": None}
 
 
 def cgroup_cpus(root: Path) -> dict[str, Any]:
