@@ -326,11 +326,11 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         past = _past_the_peak(mem, need, avail, allowance, swap)
         if swap is None and not problems and lock_problem is None:
             return errored(f"could not decide: the job needs {figure}, {gib(need - eff)} more than this machine's "
-                           f"{gib(eff)} of RAM, at the {peak} only, and swap could carry that but {past[1]}",
+                           f"{gib(eff)} of RAM, at the {peak} only, and swap could carry that but {SWAP_UNKNOWN}",
                            *details)
     if past is not None and past[0] and not problems and lock_problem is None:
         return warned(f"the job needs {figure}, {gib(need - eff)} more than this machine's {gib(eff)} of RAM, at "
-                      f"the {peak} only: free swap carries it there, slowly", Remediation(past[2]), *details)
+                      f"the {peak} only: free swap carries it there, slowly", Remediation(past[1]), *details)
     gpu_free = _gpu_free(facts)
     options = cpu_what_ifs(arch, wl, params, eff, allowance_gib * GIB)
     rank = {"fits": 0, "GPU too small": 1, "NVMe too small": 1, "still too big": 2}
@@ -361,7 +361,7 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
                          + (f" And: {MEMLOCK_FIX.text}" if lock_problem else ""),
                          commands + (MEMLOCK_FIX.commands if lock_problem else ()), DS_MEMORY_URL)
     if past is not None:
-        remedy = Remediation(remedy.text + " " + past[2], remedy.commands, remedy.url)
+        remedy = Remediation(remedy.text + " " + past[1], remedy.commands, remedy.url)
     problems += [lock_problem] if lock_problem else []
     if need > eff:
         return failed(f"the job needs {figure} but this machine gives it {gib(eff)}", remedy,
@@ -374,6 +374,8 @@ TRANSIENT = {"FSDP lazy init": "each unpinned parameter shard is freed at its un
              "model load": "the model built on the CPU is freed once it moves to the GPUs"}
 ANSWERAI_SWAP = ("Answer.AI's Llama-2-70B QLoRA run on a 128 GB box did so with a 10 GB swapfile, "
                  "AnswerDotAI/fsdp_qlora benchmarks_03_2024.md")
+SWAP_UNKNOWN = ("the facts hold no free swap figure, or not how much of it the container may use (cgroup v1, swap "
+                "accounting off, or a snapshot before facts 1.4)")
 
 
 def _swap_usable(mem: dict[str, Any], limit: int | None) -> float | None:
@@ -393,8 +395,8 @@ def _swap_usable(mem: dict[str, Any], limit: int | None) -> float | None:
 
 
 def _past_the_peak(mem: Any, need: float, avail: float, allowance: float, swap: float | None
-                   ) -> tuple[bool, str, str]:
-    """(swap takes it, why swap is unknown, what to say) for a job over the RAM at a moment before training only -
+                   ) -> tuple[bool, str]:
+    """(swap takes it, what to say) for a job over the RAM at a moment before training only -
     FSDP's lazy init or the model load - whose training fits what is available: swap can carry the pageable part
     of that peak beyond `avail` (pinned memory cannot be swapped)."""
     peak = mem.peak_moment
@@ -402,8 +404,6 @@ def _past_the_peak(mem: Any, need: float, avail: float, allowance: float, swap: 
     deficit = need - avail
     pinned = sum(t.bytes for t in mem.moments()[peak].values() if t.pinned)
     takes = swap is not None and swap >= deficit and pinned <= avail
-    unknown = ("the facts hold no free swap figure, or it is not known how much of it the container may use "
-               "(cgroup v1, or memory.swap.max unlimited)")
     text = (f"The peak is the {peak}, which passes ({TRANSIENT[peak]}); during training the job needs "
             f"{gib(training)}. Swap of at least {gib(deficit)} beyond the {gib(avail)} available gets it past the "
             f"peak, slowly ({ANSWERAI_SWAP}); "
@@ -411,7 +411,7 @@ def _past_the_peak(mem: Any, need: float, avail: float, allowance: float, swap: 
                else f"this machine has {gib(swap)} of free swap the job can use")
             + (f", but {gib(pinned)} of the peak is pinned and cannot be swapped" if pinned > avail else "")
             + ".")
-    return takes, unknown, text
+    return takes, text
 
 
 MEMLOCK_FIX = Remediation(

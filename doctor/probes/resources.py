@@ -53,8 +53,8 @@ def _v2_swap(chain: list[Path]) -> dict[str, Any]:
     read "max" (unlimited: true; a number somewhere: false; no swap.max file, swap accounting off: null). The room
     is null where a capped cgroup's memory.swap.current cannot be read."""
     limits: list[int] = []
-    rooms: list[int | None] = []
-    seen, unreadable = False, False
+    rooms: list[int] = []
+    seen, unknown, no_current = False, False, False
     for d in chain:
         text = _read(d / "memory.swap.max")
         if text is None:
@@ -62,15 +62,15 @@ def _v2_swap(chain: list[Path]) -> dict[str, Any]:
         seen = True
         value = _v2_number(text)
         if value is None:
-            unreadable |= text != "max"   # neither a number nor "max": not known, never taken as unlimited
+            unknown |= text != "max"   # neither a number nor "max": not known, never taken as unlimited
             continue
         limits.append(value)
         current = _v2_number(_read(d / "memory.swap.current"))
-        rooms.append(None if current is None else max(0, value - current))
+        no_current |= current is None
+        rooms.append(max(0, value - (current or 0)))
     return {"swap_limit_bytes": min(limits) if limits else None,
-            "swap_room_bytes": None if unreadable or not rooms or None in rooms else
-            min(r for r in rooms if r is not None),
-            "swap_unlimited": None if unreadable or not seen else not limits}
+            "swap_room_bytes": None if unknown or no_current or not rooms else min(rooms),
+            "swap_unlimited": None if unknown or not seen else not limits}
 
 
 def _stat(path: Path, *keys: str) -> int | None:
