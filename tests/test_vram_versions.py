@@ -239,3 +239,16 @@ def test_lora_on_an_int8_base_keeps_each_int8_linears_input():
     # MatMul8bitLt keeps A: the q/k/v input, the gate/up input and down's input, as bitsandbytes < 0.43.2 did for 4-bit
     assert int8.breakdown["activations"] - nf4.breakdown["activations"] == pytest.approx(
         LLAMA.layers * 1024 * (2 * h + f) * 2, abs=4)
+
+
+def test_adapter_dtype_set_by_the_job_is_not_explained_by_peft_version():
+    """--adapter-dtype (or the profile) decides the adapters' dtype: the note says so and asks for no peft version."""
+    base = {"method": "lora", "dtype": "bf16", "seq": 512}
+    given = versions.resolve({**base, "adapter_dtype": "fp32"})
+    assert given["adapter_dtype_given"] is True
+    assert "adapter_dtype_given" not in versions.resolve(dict(base))
+    notes = estimate(LLAMA, Workload(**given)).notes
+    assert any("LoRA adapters in fp32, as the job sets them" in n for n in notes), notes
+    assert not any("peft version unknown" in n for n in notes), notes
+    unset = estimate(LLAMA, Workload(**versions.resolve(dict(base)))).notes
+    assert any("peft version unknown" in n for n in unset), unset

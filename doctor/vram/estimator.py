@@ -44,6 +44,7 @@ class Workload:
     lora_targets: str = "default"      # default | all-linear | comma-separated module names
     lora_dropout: float = 0.0          # LoRA dropout probability (PEFT LoraConfig default 0.0)
     adapter_dtype: str = "fp32"        # PEFT upcasts adapters to fp32 (autocast_adapter_dtype=True)
+    adapter_dtype_given: bool = False  # set by the job (flag / profile), not by peft's version (versions.resolve)
     quant: str = "none"
     double_quant: bool = False
     images: int = 0                    # images per sample (vision-language models)
@@ -548,9 +549,13 @@ def _frozen_base(arch: Arch, wl: Workload, amp: bool, dequant: float, notes: lis
         return "", dequant
     if versions.floating_base(wl.method, wl.quant, wl.fsdp, wl.zero):
         base = "fp32" if amp else wl.dtype
-        notes.append(versions.peft_adapter_dtype(wl.peft_version, base)[1] + f"; adapters here: {wl.adapter_dtype}"
-                     + ("" if wl.method == "lora" else " (FSDP / ZeRO-3 keep the 4-bit weights in a float "
-                        "bnb_4bit_quant_storage, which older peft gives the adapters)"))
+        why = ("" if wl.method == "lora" else " (FSDP / ZeRO-3 keep the 4-bit weights in a float "
+               "bnb_4bit_quant_storage, which older peft gives the adapters)")
+        if wl.adapter_dtype_given:
+            notes.append(versions.given_adapter_note(wl.adapter_dtype, base) + why)
+        else:
+            notes.append(versions.peft_adapter_dtype(wl.peft_version, base)[1]
+                         + f"; adapters here: {wl.adapter_dtype}" + why)
         if wl.fsdp is not None and wl.adapter_dtype != "fp32":
             notes.append(versions.fsdp_upcast_note())
     rows = refdata.load("vram")["quantized_lora"]

@@ -152,6 +152,13 @@ def peft_adapter_dtype(version: str | None, base_dtype: str) -> tuple[str, str]:
     return "fp32", f"peft {version} >= {since}: adapters upcast to fp32 (autocast_adapter_dtype=True)"
 
 
+def given_adapter_note(dtype: str, base_dtype: str) -> str:
+    """The note for adapters whose dtype the job sets (--adapter-dtype or the profile): peft's version is moot."""
+    since = rows()["peft_adapter_fp32"]["since"]
+    return (f"LoRA adapters in {dtype}, as the job sets them; peft's own default is fp32 from {since} and the "
+            f"base's dtype ({base_dtype}) before")
+
+
 def floating_base(method: str, quant: str, fsdp: str | None, zero: int | None) -> bool:
     """Whether LoRA's base weights have a floating-point dtype PEFT's adapters can take: an unquantized base, or a
     4-bit base sharded by FSDP or ZeRO-3, whose bnb_4bit_quant_storage must be the model's float dtype for the
@@ -174,11 +181,11 @@ def fsdp_upcast_note() -> str:
 def resolve(fields: dict[str, Any], given: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
     """`fields` with the adapter dtype PEFT's version gives, where the job does not set it (`given` names the
     fields the user set), on a floating-point base only (floating_base)."""
-    if "adapter_dtype" in given or fields.get("adapter_dtype"):
-        return fields
     if not floating_base(fields.get("method", "full"), fields.get("quant", "none"), fields.get("fsdp"),
                          fields.get("zero")):
         return fields
+    if "adapter_dtype" in given or fields.get("adapter_dtype"):
+        return {**fields, "adapter_dtype_given": True}
     base = "fp32" if fields.get("amp") else fields.get("dtype", "bf16")
     dtype, _ = peft_adapter_dtype(fields.get("peft_version"), base)
     return {**fields, "adapter_dtype": dtype}
