@@ -18,7 +18,7 @@ from doctor.profile import load
 from doctor.runner import evaluate
 from doctor.vram.arch import Arch, from_config
 from doctor.vram.distributed import parse_deepspeed_text
-from doctor.vram.estimator import Workload, distributed_memory, largest_layer
+from doctor.vram.estimator import Workload, distributed_memory, estimate, largest_layer
 
 MODELS = Path(__file__).parents[1] / "doctor" / "data" / "models"
 GIB = 2**30
@@ -335,7 +335,7 @@ def test_bit16_staging_follows_the_deepspeed_version():
     P = arch.params
     assert new.cpu["offload_bit16_staging"].bytes == pytest.approx(2 * P / 8 * 8)
     assert "offload_bit16_staging" not in old.cpu
-    assert old.gpu["offload_fp32_partition_copy"].bytes == pytest.approx(4 * P / 8)
+    assert old.step["offload_fp32_partition_copy"].bytes == pytest.approx(4 * P / 8)   # at the step only
     assert "offload_bit16_staging" in unknown.cpu
     assert new.cpu_states == old.cpu_states
 
@@ -439,3 +439,39 @@ def test_nvme_swap_buffers_past_the_memlock_limit_fail_without_cap_ipc_lock():
 def test_deepspeed_before_0_19_4_pins_the_swap_buffers_with_torch_not_mlock():
     r = _memlock_ram([8 << 20, 8 << 20], False, version="0.19.3")
     assert r.status is Status.PASS and not any("mlock()s" in d for d in r.details)
+
+
+def test_step_only_terms_replace_the_backward_moment_never_add_to_it():
+    """optimizer.step() runs after the backward has freed the activations: its own GPU terms (foreach temporaries,
+    DeepSpeed < 0.17's fp32 partition copy) make a second moment, and the peak is the larger of the two."""
+    arch = ARCHS["llama-2-7b"]
+    one = estimate(arch, Workload(method="full", seq=512))
+    ddp = estimate(arch, Workload(method="full", seq=512, world_size=2))
+    P = arch.params
+    # DDP: the single-GPU step (weights, gradients, states, foreach buffer) plus its gradient buckets
+    assert ddp.phase == one.phase == "optimizer step"
+    assert ddp.breakdown["optimizer_step_temporaries"] == pytest.approx(2 * P, abs=2)
+    assert ddp.peak_bytes - one.peak_bytes == pytest.approx(ddp.breakdown["ddp_buckets"], abs=2)
+    # ZeRO-2 offload before 0.17: the 4 B / param copy at the step, never beside the backward's activations
+    wl = Workload(method="full", batch=2, seq=1024, grad_accum=4, zero=2, offload_optimizer="cpu")
+    old = estimate(arch, replace(wl, ds_knobs={"version": "0.16.4"}))
+    new = estimate(arch, replace(wl, ds_knobs={"version": "0.17.0"}))
+    assert new.phase == "start of backward" and "offload_fp32_partition_copy" not in new.breakdown
+    assert old.phase == "optimizer step"
+    assert "activations" not in old.breakdown
+    assert old.breakdown["offload_fp32_partition_copy"] == pytest.approx(4 * P, abs=2)
+    assert old.peak_bytes < new.peak_bytes + old.breakdown["offload_fp32_partition_copy"]
+    small = estimate(arch, replace(wl, batch=32, seq=4096, ds_knobs={"version": "0.16.4"}))   # activations win
+    assert small.phase == "start of backward" and "offload_fp32_partition_copy" not in small.breakdown
+
+
+def test_fsdp_step_temporaries_take_the_flat_shards_dtype():
+    """Under FSDP MixedPrecision (--amp) the shards the optimizer steps are fp32: foreach AdamW's buffer is 4 B per
+    parameter of the shard; without amp they are in the training dtype."""
+    arch = ARCHS["llama-2-7b"]
+    P = arch.params
+    for amp, width in ((True, 4), (False, 2)):
+        mem = distributed_memory(arch, Workload(method="full", amp=amp, fsdp="full", world_size=8))
+        assert mem.step["optimizer_step_temporaries"].bytes == pytest.approx(width * P / 8, abs=2)
+    offload = distributed_memory(arch, Workload(method="full", fsdp="full", world_size=8, offload_params="cpu"))
+    assert not offload.step   # the optimizer steps on the CPU

@@ -306,6 +306,9 @@ class Memory:
     # FSDP CPU offload's lazy init: each unpinned shard beside its pinned copy until the unit's first forward
     init: dict[str, Term] = field(default_factory=dict)
     nvme: dict[str, Term] = field(default_factory=dict)
+    # GPU terms alive only inside optimizer.step(), after the backward has freed the activations: the GPU peak is
+    # the larger of the backward's and the step's moment (estimator._sharded)
+    step: dict[str, Term] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def moments(self) -> dict[str, dict[str, Term]]:
@@ -633,10 +636,10 @@ def _deepspeed(c: Counts, pr: Precision, s: Sharding) -> Memory:
                                  "parameters through a pinned CPU copy of each rank's partition; earlier versions "
                                  "copy the fp32 partition to the GPU instead (PR #7309)")
         else:
-            gpu["offload_fp32_partition_copy"] = Term(4 * T / N, f"4 B x {T:,} / {N} (the fp32 partition copied to "
-                                                      f"the GPU at each step; DeepSpeed {s.knobs['version']})",
-                                                      f"{STAGE12}.step before PR #7309 (DeepSpeed < 0.17.0): "
-                                                      "fp32_partition.to(device)", False)
+            mem.step["offload_fp32_partition_copy"] = Term(
+                4 * T / N, f"4 B x {T:,} / {N} (the fp32 partition copied to the GPU at each step; DeepSpeed "
+                f"{s.knobs['version']})", f"{STAGE12}.step before PR #7309 (DeepSpeed < 0.17.0): "
+                "fp32_partition.to(device)", False)
         if pr.grad_accum > 1:   # one buffer of param.numel() per tensor the rank's partition touches
             accum, how = p * T / N * g, f"{p} B x {T:,} / {N} x {g}"
             if c.tensors:

@@ -489,7 +489,7 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
         sbytes = (4 if amp else (abytes if frozen else p)) if fsdp else 4   # FSDP: states in the shards' dtype
         qstate = quant_state_bytes(arch, base) if sh.engine == "fsdp" or sh.zero == 3 else 0.0
         weights = _weights(arch, base, 4 if amp else p)[0] - qstate + (trainable * abytes if frozen else 0)
-        states = _optimizer(base, arch, trainable, sizes, sbytes)[0]
+        states, step_temp, _ = _optimizer(base, arch, trainable, sizes, sbytes)
         units = fsdp_units(arch, base, 4 if amp else p, abytes, weights, frozen and not sh.frozen_grads) if fsdp else ()
         counts = dist.Counts(arch.params, trainable, largest_layer(arch), largest_unit(arch), largest_layer(arch),
                              units, trainable_tensors(arch, wl, targets, trainable) if sh.engine == "deepspeed" else ())
@@ -519,6 +519,11 @@ def distributed_memory(arch: Arch | None, wl: Workload, params: int | None = Non
         sh = replace(sh, knobs=knobs)
         notes += auto_notes
     mem = dist.memory(counts, prec, sh)
+    if arch is not None and fsdp and sh.offload_params == "none" and step_temp:   # the optimizer steps on the GPU
+        mem.step["optimizer_step_temporaries"] = dist.Term(
+            step_temp / sh.shards, f"{step_temp / 2**30:.2f} GiB / {sh.shards} shards: {wl.optimizer}'s step "
+            f"temporaries over the flat parameter shards ({sbytes} B)", "estimator._optimizer (torch.optim foreach "
+            "AdamW: one parameter-sized buffer per step)", False)
     if qstate:   # whole on every rank's GPU, whatever the sharding or parameter offload
         mem.gpu["quant_state"] = dist.Term(qstate, f"{qstate / 2**30:.2f} GiB of 4-bit absmax statistics, whole on "
                                            "each rank (not sharded, not offloaded)", QUANT_STATE_SRC, False)
@@ -870,7 +875,8 @@ def _sharded(arch: Arch, wl: Workload, mem: dist.Memory, activ: float, logits: f
              step_temp: float, trainable: int, tbytes: int, overhead: dict[str, float], tokens: int,
              notes: list[str], ckpt: bool) -> Estimate:
     """The peak per rank of a sharded (or data-parallel) step: the persistent state per rank (distributed.py's
-    terms) plus the backward moment's activations, logits and working set, plus the process overheads."""
+    terms) plus the larger of the backward moment (activations, logits, working set) and the optimizer step's own
+    terms (its temporaries; DeepSpeed < 0.17's fp32 partition copy), plus the process overheads."""
     sh = mem.sharding
     parts: dict[str, float] = {}
     terms: dict[str, dict[str, Any]] = {}
@@ -885,9 +891,20 @@ def _sharded(arch: Arch, wl: Workload, mem: dist.Memory, activ: float, logits: f
     for name, term in mem.gpu.items():
         parts[name] = term.bytes
         terms[name] = {k: v for k, v in term.to_dict().items() if k != "bytes"}
-    parts.update(activations=activ, logits=logits, transient=work)
-    if sh.engine == "fsdp" and sh.offload_params == "none" and step_temp:
-        parts["optimizer_step_temporaries"] = step_temp / sh.shards
+    # the step's own terms replace the backward's activations, logits and working set (freed before step())
+    at_step = {name: term.bytes for name, term in mem.step.items()}
+    terms.update({name: {k: v for k, v in term.to_dict().items() if k != "bytes"} for name, term in mem.step.items()})
+    if sh.engine == "ddp" and step_temp:
+        at_step["optimizer_step_temporaries"] = step_temp
+        terms["optimizer_step_temporaries"] = {"formula": f"{step_temp / 2**30:.2f} GiB: {wl.optimizer}'s step "
+                                               "temporaries, as on one GPU", "source": "estimator._optimizer"}
+    if sum(at_step.values()) > activ + logits + work:
+        parts.update(at_step)
+        phase = "optimizer step"
+    else:
+        parts.update(activations=activ, logits=logits, transient=work)
+        phase = "start of backward"
+    terms = {k: v for k, v in terms.items() if k in parts}
     notes.append(f"sharding: {sh.describe()}" + (f" (from {sh.source})" if sh.source else ""))
     if sh.engine == "deepspeed":
         notes.append("model states counted whole at the peak, as DeepSpeed's estimator counts them")
@@ -895,7 +912,7 @@ def _sharded(arch: Arch, wl: Workload, mem: dist.Memory, activ: float, logits: f
     cpu = mem.cpu_block()
     cpu["deepspeed_estimator"] = dist.deepspeed_figures(
         dist.Counts(arch.params, trainable, largest_layer(arch), largest_unit(arch), largest_layer(arch)), sh)
-    est = _finish(arch, wl, parts, overhead, "start of backward", trainable, tokens, notes,
+    est = _finish(arch, wl, parts, overhead, phase, trainable, tokens, notes,
                   rounding_tensors=(1 if ckpt else arch.layers) * 16 + arch.layers * 2)
     est.terms, est.cpu, est.sharding = terms, cpu, sh.describe()
     return est
