@@ -32,21 +32,33 @@ def small_box() -> dict[str, Any]:
     return autodl_box(packages=QWEN_QLORA_ENV, name="NVIDIA GeForce RTX 4090", total_mib=24564, cc="8.9")
 
 
+def _flags(args: list[str]) -> dict[str, str | None]:
+    """{flag: value (None for a switch)} of `doctor estimate` arguments."""
+    out: dict[str, str | None] = {}
+    for i, a in enumerate(args):
+        if a.startswith("--"):
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            out[a] = nxt if nxt is not None and not nxt.startswith("--") else None
+    return out
+
+
 @pytest.mark.parametrize("job", SEEDS)
 def test_printed_estimates_keep_the_jobs_workload(job, registry, capsys):
     commands = [c for cid, c in printed(small_box(), ["rtx4090-24g", job], registry) if c.startswith("doctor estimate")]
     if not commands:
         pytest.skip(f"{job} fits or has no estimate remedy on this box")
     model, base = workload_from_job(load([job], registry).data["job"])
-    prefix = f"doctor estimate {to_flags(model, base)} "
+    own = _flags(shlex.split(to_flags(model, base)))
     fields = {"batch": "batch", "seq": "seq", "grad_accum": "grad_accum", "grad_checkpointing": "checkpointing",
               "method": "method", "lora_rank": "lora_rank", "double_quant": "double_quant", "optimizer": "optimizer",
               "quant": "quant", "attention": "attention", "images": "images", "context": "context"}
     for command in commands:
-        assert command.startswith(prefix), (command, prefix)          # the job's own workload first, unchanged
-        changed = {fields.get(a.lstrip("-").replace("-", "_")) for a in shlex.split(command[len(prefix):])
-                   if a.startswith("--")}
-        assert changed - {None}, command                                # and then exactly one proposed change
+        args = shlex.split(command)[2:]
+        given = [a for a in args if a.startswith("--")]
+        assert len(given) == len(set(given)), command                   # no flag twice
+        flags = _flags(args)
+        changed = {fields.get(f.lstrip("-").replace("-", "_")) for f, v in flags.items() if own.get(f, "?") != v}
+        assert changed - {None}, command                                # the proposed change
         code = main(shlex.split(command)[1:] + ["--format", "json"])
         out = capsys.readouterr()
         assert code in (0, 1), (command, out.err)
@@ -74,3 +86,48 @@ def test_every_printed_doctor_command_parses_and_runs(registry, tmp_path, capsys
             assert code in (0, 1, 3) and "internal error" not in err, (check_id, command, err)
             seen.add(argv[0])
     assert {"estimate", "check"} <= seen
+
+
+def test_estimate_command_replaces_the_jobs_flags_instead_of_repeating_them():
+    from doctor.vram.workload import estimate_command
+
+    fields = {"method": "full", "zero": 2, "offload_optimizer": "cpu", "amp": False, "optimizer": "adamw",
+              "ds_knobs": {"version": "0.16.4"}}
+    cmd = estimate_command("llama-2-7b", fields, "--zero 3 --offload-optimizer nvme")
+    args = shlex.split(cmd)
+    assert args.count("--zero") == 1 and args[args.index("--zero") + 1] == "3"
+    assert args.count("--offload-optimizer") == 1 and "--deepspeed-version" in args
+    assert "--no-amp" not in shlex.split(estimate_command("llama-2-7b", fields, "--amp"))
+    assert estimate_command("m", {"batch": 2}) == "doctor estimate --model m --batch 2"
+
+
+def test_memory_ram_commands_carry_the_facts_versions_and_reproduce_its_figures(registry, capsys, tmp_path):
+    """Llama-2-7B bf16 under ZeRO-2 optimizer offload on the AutoDL box with DeepSpeed 0.16.4 installed: each
+    printed estimate gives the CPU RAM (plus the process allowance) and GPU figures the remedy states."""
+    import re
+
+    (tmp_path / "ds.json").write_text(json.dumps({
+        "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 4, "bf16": {"enabled": True},
+        "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}))
+    (tmp_path / "job.yaml").write_text(
+        "kind: job\nextends: [base]\njob:\n  workload: {model: llama-2-7b, method: full, dtype: bf16, batch: 4, "
+        "grad_accum: 4, sequence: 1024, world_size: 1, optimizer: adamw, gradient_checkpointing: true}\n"
+        "  deepspeed: {config: ds.json}\n")
+    facts = autodl_box(packages={"deepspeed": "0.16.4", "transformers": "4.57.1"})
+    rep = evaluate(facts, load(["autodl-a800", str(tmp_path / "job.yaml")], registry), registry)
+    ram = {r.check_id: r for r in rep.results}["memory.ram"]
+    commands = [c for c in ram.remediation.commands if c.startswith("doctor estimate")]
+    assert commands
+    for command in commands:
+        args = shlex.split(command)
+        assert "--deepspeed-version" in args and args[args.index("--deepspeed-version") + 1] == "0.16.4"
+        given = [a for a in args if a.startswith("--")]
+        assert len(given) == len(set(given)), command
+    text = ram.remediation.text
+    for command in commands:
+        assert main(shlex.split(command)[1:] + ["--format", "json"]) in (0, 1)
+        out = json.loads(capsys.readouterr().out)
+        cpu = (out["cpu"]["per_node_bytes"] + 4 * 2**30) / 2**30
+        assert f"{cpu:.1f} GiB CPU per node" in text, (command, cpu, text)
+        if "GPU" in text and re.search(r"GPU \d", text):
+            assert f"GPU {out['peak_bytes'] / 2**30:.1f} GiB per rank" in text, (command, text)

@@ -136,7 +136,7 @@ def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance
 
 
 def _job_workload(facts: dict[str, Any], workload: Any, deepspeed: Any) -> tuple[Any, dict[str, Any], Any] | None:
-    """(model, the job's own fields, Workload) of the profile's job with the inspected interpreter's library versions applied, as
+    """(model, fields, Workload) of the profile's job with the inspected interpreter's library versions applied, as
     vram.budget reads them (doctor.vram.versions.with_facts); None when the profile sets no usable workload."""
     from doctor.vram.estimator import Workload
     from doctor.vram.versions import resolve, with_facts
@@ -147,7 +147,8 @@ def _job_workload(facts: dict[str, Any], workload: Any, deepspeed: Any) -> tuple
     model, fields = workload_from_job({"workload": workload,
                                        "deepspeed": deepspeed if isinstance(deepspeed, dict) else {}})
     try:
-        return model, fields, Workload(**resolve(with_facts(fields, facts)))
+        fields = resolve(with_facts(fields, facts))   # the printed commands carry the versions, as vram.budget's
+        return model, fields, Workload(**fields)
     except (TypeError, ValueError):
         return None
 
@@ -246,13 +247,13 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         sharding_of,
     )
     from doctor.vram.whatif import cpu_what_ifs
-    from doctor.vram.workload import attached_model, to_flags, unknown_optimizer
+    from doctor.vram.workload import attached_model, estimate_command, unknown_optimizer
 
     eff, limit, avail = memory
     job = _job_workload(facts, workload, deepspeed)   # with DeepSpeed's version: bit16 staging depends on it
     if job is None:
         return None
-    model, fields, wl = job   # fields: the job's own, for the printed doctor estimate commands
+    model, fields, wl = job   # fields: the job's with the facts' versions, for the printed estimate commands
     sh = sharding_of(wl)
     if sh is None or wl.method == "inference":
         return None
@@ -332,7 +333,7 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         return warned(f"the job needs {figure}, {gib(need - eff)} more than this machine's {gib(eff)} of RAM, at "
                       f"the {peak} only: free swap carries it there, slowly", Remediation(past[1]), *details)
     gpu_free = _gpu_free(facts)
-    options = cpu_what_ifs(arch, wl, params, eff, allowance_gib * GIB)
+    options = cpu_what_ifs(arch, wl, params, eff, allowance_gib * GIB, others=max(0.0, eff - avail))
     rank = {"fits": 0, "GPU too small": 1, "NVMe too small": 1, "still too big": 2}
     judged_options = []
     for w in options:
@@ -350,10 +351,10 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         nvme = f", NVMe {gib(w.nvme_bytes)}" + (f" (largest free here: {disk[0]}, {gib(disk[1])})" if disk else "") \
             if w.nvme_bytes else ""
         config = w.deepspeed.replace("/local_nvme", disk[0].rstrip("/") + "/ds_nvme") if disk else w.deepspeed
-        lines.append(f"{w.change}: {gib(w.cpu_bytes)} CPU per node{gpu}{nvme} ({verdict})"
+        lines.append(f"{w.change}: {gib(w.cpu_bytes)} CPU per node{gpu}{nvme} ({verdict}; {w.cost})"
                      + (f" [DeepSpeed config: {config}]" if config else ""))
     options = [x[-1] for x in judged_options]
-    commands = tuple(f"doctor estimate {to_flags(model, fields)} {w.flag}" for w in options
+    commands = tuple(estimate_command(model, fields, w.flag) for w in options
                      if model and arch is not None and w.flag)[:3]
     caveat = "" if arch is not None else (" (GPU figures: model states and buffers only; the activations need a "
                                           "model config)")

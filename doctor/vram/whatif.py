@@ -164,11 +164,12 @@ def _node(arch: Arch | None, wl: Workload, params: int | None, allowance: float)
 BF = {"bf16": "bfloat16", "fp16": "float16"}
 
 
-def cpu_what_ifs(arch: Arch | None, wl: Workload, params: int | None, limit: float, allowance: float
-                 ) -> list[CpuWhatIf]:
+def cpu_what_ifs(arch: Arch | None, wl: Workload, params: int | None, limit: float, allowance: float,
+                 others: float = 0.0) -> list[CpuWhatIf]:
     """Alternatives to a sharded job whose CPU RAM per node does not fit `limit` (bytes), each re-computed:
     ZeRO-3 with parameter offload, fewer bytes per optimizer state, bf16, NVMe offload, no offload, and the
-    machine it would need. Those that fit come first."""
+    machine it would need beside the `others` bytes the machine's other processes hold. Those that fit come
+    first."""
     out: list[CpuWhatIf] = []
 
     def add(change: str, flag: str, cost: str, new: Workload, ds: str = "") -> None:
@@ -210,7 +211,8 @@ def cpu_what_ifs(arch: Arch | None, wl: Workload, params: int | None, limit: flo
             add(f"load the model in {wl.dtype} (from_pretrained dtype=torch.{BF[wl.dtype]})", f"--load-dtype {wl.dtype}",
                 "none where the checkpoint is stored in that dtype", new)
     if math.isfinite(cpu):
-        need = math.ceil(cpu / 1e9)
-        out.append(CpuWhatIf(f"a machine with {need} GB of RAM per node", "", "a larger instance", cpu, gpu, nvme,
-                             "", True))
+        need = math.ceil((cpu + others) / 1e9)
+        beside = f", with the {others / 2**30:.1f} GiB other processes hold here" if others >= 2**30 / 10 else ""
+        out.append(CpuWhatIf(f"a machine with {need} GB of RAM per node", "", f"a larger instance{beside}", cpu,
+                             gpu, nvme, "", True))
     return sorted(out, key=lambda w: (not w.fits, w.flag == "", w.cpu_bytes))

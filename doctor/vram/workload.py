@@ -107,20 +107,36 @@ def deepspeed_fields(text: str, path: str, fields: dict[str, Any]) -> dict[str, 
 
 
 
-def to_flags(model: str, fields: dict[str, Any]) -> str:
-    """`--model M --method qlora --batch 1 ...`: the flags that give `doctor estimate` exactly these fields."""
-    parts = ["--model", model]
+def _flag_groups(model: str, fields: dict[str, Any]) -> list[list[str]]:
+    """Each flag with its value, in order: `[["--model", M], ["--method", "qlora"], ["--amp"], ...]`."""
+    groups = [["--model", model]]
     for field, value in fields.items():
         if field == "ds_knobs" and isinstance(value, dict) and value.get("version"):
-            parts += ["--deepspeed-version", str(value["version"])]   # the other knobs come with --deepspeed-config
+            groups.append(["--deepspeed-version", str(value["version"])])   # other knobs come with --deepspeed-config
         elif field in FLAGS and value is not None:
-            parts += [FLAGS[field], str(value)]
+            groups.append([FLAGS[field], str(value)])
         elif field in SWITCHES:
             on, off = SWITCHES[field]
             flag = on if value else off
             if flag:
-                parts.append(flag)
-    return " ".join(shlex.quote(p) for p in parts)
+                groups.append([flag])
+    return groups
+
+
+def to_flags(model: str, fields: dict[str, Any]) -> str:
+    """`--model M --method qlora --batch 1 ...`: the flags that give `doctor estimate` exactly these fields."""
+    return " ".join(shlex.quote(p) for group in _flag_groups(model, fields) for p in group)
+
+
+def estimate_command(model: str, fields: dict[str, Any], change: str = "") -> str:
+    """`doctor estimate ...` for these fields with `change` (flags, as a what-if gives them) in place of the job's
+    own value of each flag it sets, so that no flag is given twice."""
+    changed = {t for t in shlex.split(change) if t.startswith("--")}
+    for on, off in SWITCHES.values():   # --amp replaces --no-amp and the other way round
+        if on in changed or off in changed:
+            changed |= {on, off} - {None}
+    kept = [g for g in _flag_groups(model, fields) if g[0] not in changed]
+    return " ".join(["doctor estimate", *(shlex.quote(p) for g in kept for p in g), *([change] if change else [])])
 
 
 def contradictions(wl: Workload) -> list[tuple[str, str, str]]:
