@@ -167,4 +167,12 @@ def _check_types(data: dict[str, Any], source: str) -> None:
         shown = repr(error.instance)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
         expected = error.validator_value if error.validator in ("type", "enum", "const") else error.validator
+        if error.validator == "minimum":
+            expected = f"at least {error.validator_value}"
         raise InputError(source, where, f"is {shown}; expected {expected} (doctor's facts schema)")
+    for i, dev in enumerate((data.get("gpu") or {}).get("devices") or []):
+        mem = dev.get("memory") if isinstance(dev, dict) else None
+        total, used = (mem.get("total_bytes"), mem.get("used_mib")) if isinstance(mem, dict) else (None, None)
+        if isinstance(total, int) and isinstance(used, int) and used * 2**20 > total:
+            raise InputError(source, f"gpu.devices.{i}.memory.used_mib",
+                             f"is {used}; expected at most the total ({total / 2**20:.0f} MiB)")

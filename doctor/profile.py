@@ -62,11 +62,12 @@ def available() -> dict[str, Path]:
 
 def locate(ref: str) -> Path:
     if ref.endswith((".yaml", ".yml")) or os.sep in ref or "/" in ref:
-        path = Path(ref).expanduser()
+        path = Path(os.path.expanduser(ref))   # os.path's leaves ~unknown-user as it is (Path's raises)
         try:
             exists, regular = path.exists(), path.is_file()
-        except OSError as exc:   # a name too long for the filesystem, a loop of symlinks
-            raise InputError(ref, None, f"cannot open the profile file ({exc.strerror or exc})") from None
+        except (OSError, ValueError) as exc:   # a name too long for the filesystem, a loop of symlinks, a NUL
+            raise InputError(ref, None, f"cannot open the profile file ({getattr(exc, 'strerror', None) or exc})"
+                             ) from None
         if not exists:
             raise InputError(ref, None, "profile file not found")
         if not regular:
@@ -214,10 +215,17 @@ def _attach_deepspeed_config(data: dict[str, Any], path: Path) -> None:
     found, ref = lookup(data, "job.deepspeed.config")
     if not found:
         return
-    file = (path.parent / Path(ref).expanduser()).resolve()
-    if not file.is_file():
-        raise InputError(str(path), "job.deepspeed.config", f"{file} is not a file; expected a path to a DeepSpeed "
-                                                            "JSON config, relative to this profile")
+    expected = "expected a path to a DeepSpeed JSON config, relative to this profile"
+    if not isinstance(ref, str):
+        raise InputError(str(path), "job.deepspeed.config", f"is {ref!r}; {expected}")
+    try:
+        file = (path.parent / os.path.expanduser(ref)).resolve()
+        is_file = file.is_file()
+    except (OSError, RuntimeError, ValueError) as exc:   # ENAMETOOLONG, a symlink loop, an embedded NUL
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(str(path), "job.deepspeed.config", f"cannot be opened ({why}); {expected}") from None
+    if not is_file:
+        raise InputError(str(path), "job.deepspeed.config", f"{file} is not a file; {expected}")
     text = read_text(file, CONFIG_BYTES, "DeepSpeed JSON config")
     from .loading import load_json
 
@@ -245,14 +253,20 @@ def _attach_model_config(data: dict[str, Any], path: Path, offline: bool) -> Non
     if not model:
         return
     where = model
-    local = (path.parent / Path(model).expanduser())
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", model) or local.exists():
-        where = str(local) if (model.endswith(".json") or local.exists()) else model
+    local = path.parent / os.path.expanduser(model)
+    try:
+        here = local.exists()
+    except (OSError, ValueError) as exc:   # a name too long, an embedded NUL: no such model
+        why = getattr(exc, "strerror", None) or exc
+        raise InputError(str(path), "job.workload.model", f"{model!r} cannot be a path ({why}); expected a built-in "
+                         "name, a config.json path or a Hub id") from None
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", model) or here:
+        where = str(local) if (model.endswith(".json") or here) else model
     try:
         cfg, source = load_config(where, offline)
         attached: dict[str, Any] = {"model": model, "config": cfg, "source": source}
     except InputError as exc:
-        if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not local.exists():   # a Hub id whose config is not here
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not here:   # a Hub id whose config is not here
             attached = {"model": model, "error": exc.expected}
         else:
             raise InputError(str(path), "job.workload.model", f"{model!r}: {exc.expected}") from None

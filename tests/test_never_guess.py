@@ -94,3 +94,22 @@ def test_a_missing_fact_never_decides_a_verdict(box, registry):
                     if status in (Status.FAIL, Status.PASS) and status is not was and was is not Status.SKIP:
                         violations.append(f"{'.'.join(map(str, path))} {mode}: {check_id} {was.value} -> {status.value}")
     assert not violations, f"{len(violations)} verdicts read from a missing fact:\n" + "\n".join(violations[:60])
+
+
+@pytest.mark.parametrize("memory,key", [({"total_bytes": -1}, "total_bytes"), ({"used_mib": -5}, "used_mib"),
+                                        ({"used_mib": 200000}, "used_mib")])
+def test_impossible_gpu_memory_figures_in_a_snapshot_are_bad_input(tmp_path, capsys, memory, key):
+    """A negative size, or more in use than the card has, is refused with the key named (exit 2), not judged."""
+    import json as _json
+
+    from factsbuilder import gpu_box
+
+    from doctor.cli import main
+
+    facts = gpu_box()
+    facts["gpu"]["devices"][0]["memory"].update(memory)
+    path = tmp_path / "facts.json"
+    path.write_text(_json.dumps(facts))
+    assert main(["estimate", "--model", "opt-125m", "--facts", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"gpu.devices.0.memory.{key}" in err and len(err.splitlines()) == 1, err

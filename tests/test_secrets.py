@@ -29,6 +29,8 @@ PASSWORD = "s3cr3t-Pa55word"
     (f"token {HF_TOKEN} in a message", "token *** in a message"),
     ("key AKIAIOSFODNN7EXAMPLE leaked", "key *** leaked"),
     ("no secret here: https://huggingface.co/Qwen/Qwen3-VL-32B-Instruct", "no secret here: https://huggingface.co/Qwen/Qwen3-VL-32B-Instruct"),
+    ("/tmp/https:/alice:s3cret@h/x", "/tmp/https:/alice:***@h/x"),   # os.path.normpath collapsed the URL's //
+    ("C:/data/file@v2", "C:/data/file@v2"),
 ])
 def test_scrub(text, clean):
     assert scrub(text, secrets=[]) == clean

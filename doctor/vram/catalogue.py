@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -72,12 +73,12 @@ def load_config(model: str, offline: bool = False) -> tuple[dict[str, Any], str]
     cfg = _builtin(model)
     if cfg is not None:
         return cfg, f"doctor/data/models ({model})"
-    path = Path(model).expanduser()
+    path = Path(os.path.expanduser(model))   # os.path's leaves ~unknown-user as it is (Path's raises)
     try:
         if path.is_dir():
             path = path / "config.json"
         exists = path.exists()
-    except OSError:   # a name too long to be a path: not a file, so a model name or nothing
+    except (OSError, ValueError):   # a name too long to be a path, a NUL: not a file, so a model name or nothing
         exists = False
     if path.suffix == ".json" or exists:
         if not exists:
