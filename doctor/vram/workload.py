@@ -211,11 +211,16 @@ def _sharding_contradictions(wl: Workload) -> list[tuple[str, str, str]]:
     if wl.offload_params != "none" and wl.fsdp is None and (wl.zero or 0) < 3:
         out.append(("--offload-params", wl.offload_params, ("DeepSpeed offloads parameters in ZeRO-3 only "
                                                            "(offload_param); expected --zero 3")))
-    if wl.offload_optimizer != "none" and wl.zero is None:
+    if wl.offload_optimizer != "none" and not wl.zero:   # DeepSpeed docs/_pages/config-json.md, offload_optimizer:
+        # "Valid for ZeRO stage 1, 2, 3"
         why = ("FSDP has no separate optimizer offload: CPUOffload(offload_params=True) moves parameters and "
                "gradients, and with them the optimizer step, to the CPU; expected --offload-params cpu"
-               if wl.fsdp else "optimizer offload is DeepSpeed ZeRO's; expected --zero 1, 2 or 3")
+               if wl.fsdp else "optimizer offload is DeepSpeed ZeRO's, stages 1 to 3 only; expected --zero 1, 2 or 3")
         out.append(("--offload-optimizer", wl.offload_optimizer, why))
+    elif wl.offload_optimizer == "nvme" and wl.zero in (1, 2):   # config-json.md: "NVMe offloading is available
+        # only with ZeRO stage 3"
+        out.append(("--offload-optimizer", "nvme", "DeepSpeed offloads to NVMe in ZeRO-3 only; expected --zero 3 or "
+                                                   "--offload-optimizer cpu"))
     if wl.load_dtype is not None and wl.load_dtype not in ("fp32", "fp16", "bf16"):
         out.append(("--load-dtype", str(wl.load_dtype), "expected fp32, fp16 or bf16 (from_pretrained's dtype)"))
     if wl.ram_efficient_loading and wl.fsdp is None:
