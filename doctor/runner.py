@@ -5,6 +5,7 @@ import dataclasses
 import time
 from typing import Any, Callable
 
+from .errors import InputError
 from .facts import MissingSection, gpu_absence, section
 from .model import NO_GPU, NOT_ASKED, Report, Result, errored, skipped
 from .profile import Profile
@@ -52,6 +53,8 @@ def run_check(spec: CheckSpec, entry: dict[str, Any], facts: dict[str, Any], pro
             result = (_no_gpu(facts) if spec.needs_gpu else None) or spec.func(facts, **values)
         except MissingSection as exc:
             result = errored(exc.reason) if exc.is_error else skipped(exc.reason)
+        except InputError as exc:   # the profile's values (or a file it names) cannot be judged: said, not guessed
+            result = errored(f"could not decide: {exc}")
         except Exception as exc:  # a check bug must not pass silently
             result = errored(f"check crashed: {type(exc).__name__}: {exc}")
     result = _apply_severity(result, entry.get("severity"))

@@ -488,3 +488,46 @@ def test_optimizer_offload_outside_the_stages_deepspeed_allows_is_refused(argv, 
     "NVMe offloading is available only with ZeRO stage 3"."""
     assert main(["estimate", "--model", "opt-1.3b", *argv]) == 2
     assert problem in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config,key", [
+    ({"zero_optimization": {"stage": "3"}}, "zero_optimization.stage"),
+    ({"zero_optimization": {"stage": 7}}, "zero_optimization.stage"),
+    ({"zero_optimization": [3]}, "zero_optimization"),
+    ({"zero_optimization": {"stage": 2, "offload_optimizer": "cpu"}}, "zero_optimization.offload_optimizer"),
+    ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "CPU"}}},
+     "zero_optimization.offload_optimizer.device"),
+    ({"bf16": {"enabled": "true"}}, "bf16.enabled"),
+    ({"bf16": {"enabled": True}, "fp16": {"enabled": True}}, "bf16.enabled"),
+    ({"train_micro_batch_size_per_gpu": -4}, "train_micro_batch_size_per_gpu"),
+    ({"gradient_accumulation_steps": 2.5}, "gradient_accumulation_steps"),
+    ({"zero_optimization": {"stage": 3, "reduce_bucket_size": -5}}, "zero_optimization.reduce_bucket_size"),
+])
+def test_a_deepspeed_value_deepspeed_refuses_is_never_replaced_by_a_default(config, key, tmp_path, capsys, registry):
+    """estimate and check (the job's DeepSpeed file is read with the profile): exit 2 naming the file and key
+    (before, "3" or a list became ZeRO-0 and a "CPU" device no offload, silently); a deepspeed.config check run on
+    such a file by itself fails on it."""
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(config))
+    assert main(["estimate", "--model", "opt-1.3b", "--method", "full", "--deepspeed-config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"doctor: {path}: {key}: ") and len(err.splitlines()) == 1, err
+    (tmp_path / "job.yaml").write_text(json.dumps({"kind": "job", "extends": ["base"], "job": {
+        "workload": {"model": "opt-1.3b", "method": "full", "world_size": 1}, "deepspeed": {"config": "ds.json"}}}))
+    assert main(["check", "--profile", str(tmp_path / "job.yaml"), "--offline", "--no-bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"ds.json: {key}: " in err and len(err.splitlines()) == 1, err
+    from doctor.checks.job_config import deepspeed_config
+
+    r = deepspeed_config({}, deepspeed={"loaded": {"path": str(path), "text": json.dumps(config)}})
+    assert r.status is Status.FAIL and key in r.summary, r.summary
+
+
+def test_a_check_meeting_input_it_cannot_judge_says_so_instead_of_crashing(registry, tmp_path):
+    """A Mamba model with LoRA and no targets (PEFT has no default for mamba): vram.budget could not decide, and
+    says why, instead of reporting an InputError as a crash of the check."""
+    (tmp_path / "job.yaml").write_text(json.dumps({"kind": "job", "extends": ["base"], "job": {
+        "workload": {"model": "mamba-2.8b", "method": "lora"}}}))
+    rep = evaluate(fb.autodl_box(), load(["autodl-a800", str(tmp_path / "job.yaml")], registry), registry)
+    r = {x.check_id: x for x in rep.results}["vram.budget"]
+    assert r.status is Status.ERROR and r.summary.startswith("could not decide:") and "LoRA targets" in r.summary

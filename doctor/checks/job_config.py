@@ -51,6 +51,13 @@ def deepspeed_config(facts: dict[str, Any], *, deepspeed: dict[str, Any], world_
                       Remediation("Keep one entry per key.", (), DS_CONFIG_URL))
     if not isinstance(config, dict):
         return failed(f"{path}: expected a JSON object, got {type(config).__name__}")
+    from doctor.vram.distributed import deepspeed_problems
+
+    problems = deepspeed_problems(config)
+    if problems:
+        return failed(f"{path}: " + "; ".join(f"{key} {problem}" for key, problem in problems),
+                      Remediation("Give each value one DeepSpeed accepts; doctor models none of them in its place.",
+                                  (), "https://www.deepspeed.ai/docs/config-json/"))
     tb, mb, ga = (_number(config, k) for k in ("train_batch_size", "train_micro_batch_size_per_gpu",
                                                 "gradient_accumulation_steps"))
     details = [f"train_batch_size={config.get('train_batch_size')}, micro={config.get('train_micro_batch_size_per_gpu')}, "

@@ -1053,6 +1053,71 @@ def resolve_auto(knobs: dict[str, Any], hidden: int | None, stage: int) -> tuple
     return out, notes
 
 
+BUCKET_KEYS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size", "stage3_max_live_parameters",
+               "stage3_param_persistence_threshold", "sub_group_size")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A config value as the file spells it (JSON), cut to 20 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 20 else text[:17] + "..."
+
+
+def deepspeed_problems(config: Any) -> list[tuple[str, str]]:
+    """(key, what is wrong and what DeepSpeed expects) for each value of a DeepSpeed config that DeepSpeed
+    refuses (docs/_pages/config-json.md; runtime/config.py asserts, the pydantic zero config's types), so that
+    doctor never models a value it had to replace; "auto" (the HF integration fills it) is accepted."""
+    if not isinstance(config, dict):
+        return [("", f"is a {type(config).__name__}; expected a JSON object (a DeepSpeed config)")]
+    out: list[tuple[str, str]] = []
+    zero = config.get("zero_optimization")
+    if zero is not None and not isinstance(zero, dict):
+        out.append(("zero_optimization", f"is {_shown(zero)}; expected an object such as {{\"stage\": 2}}"))
+        zero = None
+    zero = zero or {}
+    stage = zero.get("stage", 0)
+    if not (_whole(stage) and 0 <= stage <= 3):
+        out.append(("zero_optimization.stage", f"is {_shown(stage)}; expected the integer 0, 1, 2 or 3"))
+    for key in ("offload_optimizer", "offload_param"):
+        sect = zero.get(key)
+        if sect is None:
+            continue
+        if not isinstance(sect, dict):
+            out.append((f"zero_optimization.{key}", f"is {_shown(sect)}; expected an object such as "
+                                                   '{"device": "cpu"}'))
+        elif sect.get("device", "none") not in OFFLOAD:
+            out.append((f"zero_optimization.{key}.device", f"is {_shown(sect.get('device'))}; expected "
+                                                          "\"none\", \"cpu\" or \"nvme\""))
+    for key in BUCKET_KEYS:
+        value = zero.get(key, zero.get(key.removeprefix("stage3_")))
+        if value is not None and value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                      or value < 0):
+            out.append((f"zero_optimization.{key}", f"is {_shown(value)}; expected a number of elements, 0 or "
+                                                    "more"))
+    enabled = {}
+    for key in ("bf16", "fp16"):
+        sect = config.get(key)
+        if sect is None:
+            continue
+        value = sect.get("enabled", False) if isinstance(sect, dict) else sect
+        if not isinstance(sect, dict) or not (isinstance(value, bool) or value == "auto"):
+            out.append((f"{key}.enabled" if isinstance(sect, dict) else key,
+                        f"is {_shown(value)}; expected true, false or \"auto\""))
+        enabled[key] = value is True
+    if enabled.get("bf16") and enabled.get("fp16"):   # runtime/config.py: "bf16 and fp16 modes cannot be
+        # simultaneously enabled"
+        out.append(("bf16.enabled", "and fp16.enabled are both true; DeepSpeed allows one of them"))
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        value = config.get(key)
+        if value is not None and value != "auto" and not (_whole(value) and value > 0):
+            out.append((key, f"is {_shown(value)}; expected a whole number of at least 1 (or \"auto\")"))
+    return out
+
+
 def parse_deepspeed_text(text: str) -> tuple[dict[str, Any], list[str]]:
     """`from_deepspeed_config` over the config's text (what profile loading attaches); unreadable -> no fields."""
     try:

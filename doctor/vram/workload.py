@@ -3,10 +3,12 @@ flags that reproduce it (so every `doctor estimate` command doctor prints keeps 
 method and the rest, and changes only what it proposes)."""
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
-from .distributed import parse_deepspeed_text
+from ..errors import InputError
+from .distributed import deepspeed_problems, parse_deepspeed_text
 from .estimator import OPTIMIZERS, Workload, sharding_of
 
 ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
@@ -92,6 +94,17 @@ def deepspeed_fields(text: str, path: str, fields: dict[str, Any]) -> dict[str, 
     gradient accumulation and precision fill only what `fields` leaves unset. A stage below 3 drops offload_param
     (DeepSpeed reads it in ZeRO-3 only)."""
     found, _ = parse_deepspeed_text(text)
+    if not found:
+        try:
+            config = json.loads(text)
+        except (ValueError, RecursionError):
+            return {}   # not JSON: the deepspeed.config check's finding (the flag's reader refuses it first)
+    else:
+        config = json.loads(text)
+    problems = deepspeed_problems(config)
+    if problems:   # a value DeepSpeed refuses: never modelled as a default in its place
+        key, problem = problems[0]
+        raise InputError(path or "the DeepSpeed config", key or None, problem)
     if not found:
         return {}
     out: dict[str, Any] = {"deepspeed_config": path} if path else {}
