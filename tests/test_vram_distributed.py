@@ -369,7 +369,8 @@ def test_nvme_offload_is_judged_against_the_path_free_space(free_gib):
     facts = fb.autodl_box()
     facts["disk"]["mounts"][1]["free_bytes"] = free_gib * GIB
     config = {"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme",
-                                                                      "nvme_path": "/root/autodl-tmp/nvme"}}}
+                                                                      "nvme_path": "/root/autodl-tmp/nvme"}},
+              "bf16": {"enabled": True}}
     P = 7_000_000_000
     r = memory_ram(facts, workload={"params": P, "optimizer": "adamw", "dtype": "bf16"},
                    deepspeed={"loaded": {"path": "ds.json", "text": json.dumps(config)}})
@@ -531,3 +532,18 @@ def test_a_check_meeting_input_it_cannot_judge_says_so_instead_of_crashing(regis
     rep = evaluate(fb.autodl_box(), load(["autodl-a800", str(tmp_path / "job.yaml")], registry), registry)
     r = {x.check_id: x for x in rep.results}["vram.budget"]
     assert r.status is Status.ERROR and r.summary.startswith("could not decide:") and "LoRA targets" in r.summary
+
+
+def test_the_deepspeed_configs_precision_is_the_jobs_dtype():
+    """DeepSpeed trains in its config's precision whatever job.workload.dtype says (the seed's bf16 remedy,
+    applied to the DeepSpeed file, must change the figure); an "auto" section leaves the workload's dtype."""
+    from doctor.vram.workload import workload_from_job
+
+    def dtype(ds: dict[str, Any]) -> str:
+        job = {"workload": {"model": "opt-1.3b", "method": "full", "dtype": "fp32"},
+               "deepspeed": {"loaded": {"path": "ds.json", "text": json.dumps(ds)}}}
+        return workload_from_job(job)[1]["dtype"]
+
+    assert dtype({"bf16": {"enabled": True}, "zero_optimization": {"stage": 2}}) == "bf16"
+    assert dtype({"fp16": {"enabled": True}}) == "fp16"
+    assert dtype({"bf16": {"enabled": "auto"}}) == "fp32"

@@ -85,7 +85,10 @@ def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     ds = job.get("deepspeed")
     loaded = ds.get("loaded") if isinstance(ds, dict) else None
     if isinstance(loaded, dict) and isinstance(loaded.get("text"), str):
-        fields.update(deepspeed_fields(loaded["text"], str(loaded.get("path") or ""), fields))
+        # the engine trains in the config's precision (bf16 / fp16 enabled, else fp32) whatever job.workload.dtype
+        # says; an "auto" section leaves it to the Trainer's arguments, so the workload's dtype stays
+        ds_fields = {k: v for k, v in fields.items() if k != "dtype"}
+        fields.update(deepspeed_fields(loaded["text"], str(loaded.get("path") or ""), ds_fields))
     return model, fields
 
 
