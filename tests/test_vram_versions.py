@@ -252,3 +252,16 @@ def test_adapter_dtype_set_by_the_job_is_not_explained_by_peft_version():
     assert not any("peft version unknown" in n for n in notes), notes
     unset = estimate(LLAMA, Workload(**versions.resolve(dict(base)))).notes
     assert any("peft version unknown" in n for n in unset), unset
+
+
+def test_the_cache_upgrade_what_if_names_the_models_own_threshold():
+    """llama's generate() keeps a DynamicCache from transformers 4.42.0 (OPT's from 4.49.0): the what-if for a
+    llama run on 4.40 proposes 4.42.0, not the largest threshold of any family."""
+    from doctor.vram.whatif import what_ifs
+
+    wl = Workload(method="inference", seq=512, context=8192, transformers_version="4.40.0")
+    base = estimate(LLAMA, wl)
+    flags = [w.flag for w in what_ifs(LLAMA, wl, None, base) if "transformers" in w.flag]
+    since = versions.rows()["generate_dynamic_cache"]["since"]["llama"]
+    assert flags == [f"--transformers-version {since}"] and since != max(
+        versions.rows()["generate_dynamic_cache"]["since"].values())

@@ -93,8 +93,9 @@ def memory_ram(facts: dict[str, Any], *, ram_gib: float | None = None, tolerance
     Why: in a container psutil and `free` report the host (e.g. 1 TB) while the cgroup caps the job at
     its share (e.g. 100 GB); loading a checkpoint or a CPU-offloaded optimizer past the cap is an
     OOM kill with no Python traceback.
-    Fix: rent or request the memory the job needs, or lower its CPU-side memory (ZeRO-3 with parameter
-    offload, fewer bytes per optimizer state, NVMe offload, no offload); each alternative is computed.
+    Fix: rent or request the memory the job needs, or lower its CPU-side memory (NVMe offload, fewer bytes per
+    optimizer state, bf16, no offload where the GPUs can hold the states); each alternative is computed, ZeRO-3
+    with parameter offload too, which moves the 16-bit parameters to the CPU as well: it frees the GPU, not RAM.
     """
     if process_allowance_gib is None and isinstance(workload, dict):   # the job's figure needs it (and doctor.vram)
         from doctor.vram.distributed import PROCESS_ALLOWANCE_GIB

@@ -108,7 +108,8 @@ def _render_cpu(con: Any, cpu: dict[str, Any]) -> None:
     others = "; ".join(f"{k}: {gib(v)}" for k, v in moments.items()
                        if k != cpu["peak_moment"] and (v or k != "FSDP lazy init"))
     con.print(f"  {others}; pinned {gib(cpu['pinned_bytes'])}" + (
-        f"; NVMe {gib(cpu['nvme_per_node_bytes'])} on {cpu['nvme_path']}" if cpu["nvme_per_node_bytes"] else ""))
+        f"; NVMe {gib(cpu['nvme_per_node_bytes'])} " + (f"on {cpu['nvme_path']}" if cpu["nvme_path"] else
+                                                         "(no nvme_path given)") if cpu["nvme_per_node_bytes"] else ""))
     ds = cpu.get("deepspeed_estimator")
     if ds:
         con.print(f"  DeepSpeed's estimator ({ds['function']}): CPU {gib(ds['cpu_per_node_bytes'])} per node "

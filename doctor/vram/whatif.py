@@ -19,7 +19,7 @@ class WhatIf:
     estimate: Estimate
 
 
-def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
+def _candidates(wl: Workload, family: str | None = None) -> list[tuple[str, str, str, Workload]]:
     training = wl.method != "inference"
     out: list[tuple[str, str, str, Workload]] = []
     if training and wl.attention == "eager":
@@ -59,7 +59,7 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
     if wl.images > 1:
         out.append((f"{wl.images // 2} images per sample", f"--images {wl.images // 2}", "fewer images per sample",
                     replace(wl, images=wl.images // 2)))
-    out += _upgrades(wl)
+    out += _upgrades(wl, family)
     if training and wl.zero is not None and wl.zero < 3:
         out.append(("ZeRO-3 (parameters partitioned too)", "--zero 3", ("an all-gather per layer in forward and "
                     "backward"), replace(wl, zero=3)))
@@ -75,7 +75,7 @@ def _candidates(wl: Workload) -> list[tuple[str, str, str, Workload]]:
     return out
 
 
-def _upgrades(wl: Workload) -> list[tuple[str, str, str, Workload]]:
+def _upgrades(wl: Workload, family: str | None) -> list[tuple[str, str, str, Workload]]:
     """Library upgrades that drop a version's extra memory (doctor/data/vram.yaml `versions`)."""
     from .versions import older, rows
 
@@ -91,8 +91,8 @@ def _upgrades(wl: Workload) -> list[tuple[str, str, str, Workload]]:
                     f"--torchao-version {chunked()}", "an upgrade; the chunked build is not replayed: the figure is "
                     "the step's", replace(wl, torchao_version=chunked())))
     if wl.method == "inference":
-        since = max(rows()["generate_dynamic_cache"]["since"].values(), key=_key)
-        if older(wl.transformers_version, since):
+        since = rows()["generate_dynamic_cache"]["since"].get(family or "")   # this model family's threshold
+        if since is not None and older(wl.transformers_version, since):
             out.append((f"transformers >= {since} (generate keeps a DynamicCache)", f"--transformers-version {since}",
                         "an upgrade", replace(wl, transformers_version=since)))
     return out
@@ -105,17 +105,11 @@ def chunked() -> str:
     return str(data()["chunked_since"])
 
 
-def _key(version: str) -> object:
-    from packaging.version import Version
-
-    return Version(version)
-
-
 def what_ifs(arch: Arch, wl: Workload, capacity: int | None, base: Estimate) -> list[WhatIf]:
     """Changes that lower the peak. Those that fit `capacity` come first, cheapest change first (the
     candidates are listed from free to costly); the rest follow, smallest resulting peak first."""
     found = []
-    for change, flag, cost, new in _candidates(wl):
+    for change, flag, cost, new in _candidates(wl, arch.family):
         if contradictions(new):   # the command would refuse the change as printed
             continue
         try:
