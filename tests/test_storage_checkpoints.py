@@ -130,3 +130,20 @@ def test_a_zero3_config_that_gathers_16bit_weights_adds_them_to_the_checkpoint()
     wl = Workload(method="full", **deepspeed_fields(text, "ds.json", {"method": "full"}))
     size = checkpoint_size(None, wl, "model+optimizer", params=10**9)
     assert size.terms["model_16bit"][0] == 2 * 10**9 and size.bytes == 14 * 10**9
+
+
+def test_the_trainer_writes_what_its_save_path_writes_under_deepspeed():
+    """transformers Trainer._save_checkpoint: save_model (model.safetensors), then, unless save_only_model,
+    engine.save_checkpoint - whose mp_rank_00_model_states.pt holds the module's weights again under ZeRO-1/2.
+    Under ZeRO-3 without stage3_gather_16bit_weights_on_model_save, save_model falls back to the full DeepSpeed
+    checkpoint whatever save_only_model says; the engine alone then writes no 16-bit model."""
+    P = 10**9
+    z2 = Workload(method="full", dtype="bf16", zero=2)
+    engine = checkpoint_size(None, z2, "model+optimizer", params=P)
+    trainer = checkpoint_size(None, z2, "model+optimizer", params=P, trainer=True)
+    assert trainer.bytes - engine.bytes == 2 * P == trainer.terms["model_in_deepspeed_checkpoint"][0]
+    assert checkpoint_size(None, z2, "model", params=P, trainer=True).bytes == 2 * P   # save_only_model
+    z3 = Workload(method="full", dtype="bf16", zero=3, world_size=8)
+    assert checkpoint_size(None, z3, "model", params=P, trainer=True).bytes == 12 * P   # master 4 + Adam 8
+    with pytest.raises(Undecided, match="stage3_gather_16bit_weights_on_model_save"):
+        checkpoint_size(None, z3, "model", params=P)

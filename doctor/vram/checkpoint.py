@@ -31,6 +31,8 @@ TRAINER_DOC = ("https://huggingface.co/docs/transformers/main_classes/trainer (T
                "save_only_model); transformers/trainer.py Trainer._save_checkpoint")
 DS_DOC = ("https://deepspeed.readthedocs.io/en/latest/model-checkpointing.html; deepspeed/runtime/zero/"
           "stage_1_and_2.py state_dict (SINGLE_PARTITION_OF_FP32_GROUPS + BASE_OPTIMIZER_STATE)")
+TRAINER_SRC = ("transformers/trainer.py (5.24) Trainer._save_checkpoint: save_model, then, unless save_only_model, "
+               "_save_optimizer_and_scheduler")
 PEFT_DOC = "peft PeftModel.save_pretrained (adapter_model.safetensors: the adapter's tensors only)"
 
 
@@ -51,9 +53,12 @@ class CheckpointSize:
                 in self.terms.items()]
 
 
-def checkpoint_size(arch: Arch | None, wl: Workload, contents: str, params: int | None = None) -> CheckpointSize:
-    """One checkpoint of `wl` saving `contents` (model | model+optimizer). Without an Arch, `params` (a full
-    fine-tune's parameter count) gives the weights and, for the optimizers STATE_BYTES knows, their state."""
+def checkpoint_size(arch: Arch | None, wl: Workload, contents: str, params: int | None = None,
+                    trainer: bool = False) -> CheckpointSize:
+    """One checkpoint of `wl` saving `contents` (model | model+optimizer), written by DeepSpeed's engine or, with
+    `trainer`, by the HF Trainer (which saves model.safetensors and then, for the optimizer, DeepSpeed's own
+    checkpoint beside it). Without an Arch, `params` (a full fine-tune's parameter count) gives the weights and,
+    for the optimizers STATE_BYTES knows, their state."""
     if contents not in CONTENTS:
         raise Undecided(f"contents {contents!r}; expected one of {', '.join(CONTENTS)}")
     if wl.method == "inference":
@@ -82,11 +87,29 @@ def checkpoint_size(arch: Arch | None, wl: Workload, contents: str, params: int 
         gather = bool(wl.ds_knobs.get("stage3_gather_16bit_weights_on_model_save"))
         if gather:
             out.terms["model_16bit"] = (total * p, f"{total:,} params x {p} B (gathered on save)", DS_DOC)
+        elif trainer:   # save_model's ValueError branch: "Saving the full checkpoint instead"
+            out.notes.append("ZeRO-3 without stage3_gather_16bit_weights_on_model_save: Trainer.save_model writes "
+                             "DeepSpeed's full checkpoint instead (fp32 master partitions and optimizer state, "
+                             "zero_to_fp32.py recovers the weights), whatever save_only_model says")
+            contents = "model+optimizer"
+        elif contents == "model":
+            raise Undecided("ZeRO-3 without stage3_gather_16bit_weights_on_model_save writes no 16-bit model "
+                            "(engine.save_16bit_model needs it): set it, or save model+optimizer")
         else:
             out.notes.append("ZeRO-3 partitions the parameters: mp_rank_00_model_states.pt holds no weights; the "
                              "fp32 master partitions in the optimizer files are the weights (zero_to_fp32.py)")
     else:
-        out.terms["model"] = (total * wbytes, f"{total:,} params x {wbytes} B", DS_DOC if deepspeed else TRAINER_DOC)
+        out.terms["model"] = (total * wbytes, f"{total:,} params x {wbytes} B",
+                              DS_DOC if deepspeed and not trainer else TRAINER_DOC)
+        if trainer and deepspeed and contents == "model+optimizer":   # and again in mp_rank_00_model_states.pt
+            out.terms["model_in_deepspeed_checkpoint"] = (
+                total * wbytes, f"{total:,} params x {wbytes} B: the module's state_dict again in "
+                "mp_rank_00_model_states.pt (Trainer._save_optimizer_and_scheduler calls engine.save_checkpoint "
+                "after save_model wrote model.safetensors)", f"{TRAINER_SRC}; {DS_DOC}")
+        elif trainer and wl.fsdp is not None and contents == "model+optimizer":
+            out.notes.append("under FSDP with FULL_STATE_DICT the Trainer writes the weights twice (model.safetensors, "
+                             "then save_fsdp_model's copy with the optimizer); the state dict type is not in the "
+                             "profile, so one copy is counted")
     # optimizer
     if contents == "model+optimizer":
         master = 4 if deepspeed and not (wl.zero == 0 and p == 4) else 0
@@ -142,4 +165,6 @@ def from_job(entry: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
     resolved = workload.get("resolved_config") or {}
     if arch is None and model and isinstance(resolved, dict) and resolved.get("error") and not params:
         raise Undecided(f"no config.json for {model}: {resolved['error']}")
-    return checkpoint_size(arch, wl, str(entry.get("contents")), params)
+    # save_total_limit is a TrainingArguments knob: the Trainer writes these checkpoints
+    return checkpoint_size(arch, wl, str(entry.get("contents")), params,
+                           trainer=entry.get("save_total_limit") is not None)
