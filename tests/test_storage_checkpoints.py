@@ -147,3 +147,19 @@ def test_the_trainer_writes_what_its_save_path_writes_under_deepspeed():
     assert checkpoint_size(None, z3, "model", params=P, trainer=True).bytes == 12 * P   # master 4 + Adam 8
     with pytest.raises(Undecided, match="stage3_gather_16bit_weights_on_model_save"):
         checkpoint_size(None, z3, "model", params=P)
+
+
+def test_deepspeed_nvme_offload_files_count_on_the_disk_they_share_with_the_checkpoints(tmp_path, judge):
+    """ZeRO-3 with optimizer offload to NVMe on the data disk: the swap files (memory.ram's NVMe figure, 16 B per
+    parameter) and the checkpoints land on one filesystem; each fits alone, together they leave under 10%."""
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 3, "offload_optimizer": {
+        "device": "nvme", "nvme_path": "/root/autodl-tmp/ds_nvme"}}}))
+    path = tmp_path / "job.yaml"
+    path.write_text("kind: job\nextends: [base]\njob:\n  workload: {method: full, params: 7000000000, optimizer: adamw, "
+                    "world_size: 1}\n  deepspeed: {config: ds.json}\n  storage:\n    ck:\n      path: /root/autodl-tmp/o"
+                    "\n      contents: model+optimizer\n      count: 1\n")
+    r = judge(autodl_box({}, hf_home="/root/autodl-tmp/huggingface"), "disk.space", str(path))
+    nvme = 16 * 7e9   # fp32 master + fp32 gradients + Adam's two states, swapped to nvme_path
+    text = "\n".join(r.details)
+    assert f"DeepSpeed NVMe offload {nvme / GIB:.1f} GiB per node" in text and "/root/autodl-tmp/ds_nvme" in text
+    assert r.status is Status.WARN, (r.summary, text)

@@ -158,7 +158,48 @@ def plan(storage: dict[str, Any], facts: dict[str, Any], workload: dict[str, Any
         group["need"] += need
         group["items"].append(f"{label} {how} at {entry['path']}" + (" (already in the HF cache)" if cached else ""))
         group["items"].extend(lines)
+    nvme = _nvme_offload(workload, deepspeed)
+    if nvme is not None:   # DeepSpeed's swap files share the disk with the plan's entries
+        need, where = nvme
+        if need is None:
+            unsized.append(f"NVMe offload: {where}")
+        else:
+            fs = locate("deepspeed nvme_path", where, facts)
+            if fs is None:
+                unplaced.append("NVMe offload")
+            else:
+                group = groups.setdefault(fs.get("device", fs.get("mountpoint")), {"fs": fs, "need": 0.0, "items": []})
+                group["need"] += need
+                group["items"].append(f"DeepSpeed NVMe offload {_gb(need)} per node (memory.ram's figure) at {where}")
     return groups, unplaced, unsized
+
+
+def _nvme_offload(workload: dict[str, Any] | None, deepspeed: dict[str, Any] | None
+                  ) -> tuple[float | None, str] | None:
+    """(bytes per node, nvme_path) DeepSpeed swaps to NVMe for the job, (None, why) where it offloads there but
+    the size cannot be computed; None where it does not offload to NVMe or names no nvme_path (memory.ram says
+    that)."""
+    from doctor.errors import InputError
+    from doctor.vram.estimator import Workload, distributed_memory
+    from doctor.vram.workload import attached_model, workload_from_job
+
+    if not isinstance(workload, dict):
+        return None
+    model, fields = workload_from_job({"workload": workload, "deepspeed": deepspeed if isinstance(deepspeed, dict)
+                                       else {}})
+    if "nvme" not in (fields.get("offload_optimizer"), fields.get("offload_params")):
+        return None
+    path = (fields.get("ds_knobs") or {}).get("nvme_path")
+    if not isinstance(path, str):
+        return None
+    try:
+        arch, params = attached_model(workload, model)
+        mem = distributed_memory(arch, Workload(**fields), params)
+    except (InputError, TypeError, ValueError) as exc:
+        return None, f"cannot size it ({exc})"
+    if mem is None:
+        return None, "cannot size it: no model config and no job.workload.params"
+    return mem.nvme_bytes, path
 
 
 @check("disk.space", needs=("disk",), binds={"storage": "job.storage", "workload": "job.workload",
@@ -168,7 +209,8 @@ def disk_space(facts: dict[str, Any], *, storage: dict[str, Any], margin_pct: fl
     """Free space for the job's storage plan (base model, quantized model, checkpoints × kept, dataset,
     HF cache growth), summed per filesystem each path lands on. A checkpoint entry that says `contents`
     (model | model+optimizer) is sized from the job's workload: weights in their saved dtype, plus the
-    optimizer's state (and DeepSpeed's fp32 master partitions) where saved.
+    optimizer's state (and DeepSpeed's fp32 master partitions) where saved. DeepSpeed's NVMe offload files
+    (offload_*.nvme_path, memory.ram's figure) count on the filesystem they land on.
 
     Why: the download or the third checkpoint fills the disk hours into the run; two plan entries on
     the same small system disk each "fit" alone but not together.
