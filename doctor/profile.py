@@ -201,12 +201,25 @@ def _resolve(ref: str, registry: Registry, stack: tuple[str, ...], sources: list
     for parent in dict.fromkeys(parents):   # a parent named twice adds nothing the second time
         if not re.fullmatch(r"[\w.\-/~]+", parent):
             raise InputError(str(path), "extends", f"{parent!r} is not a profile name")
-        merged = merge(merged, _resolve(parent, registry, stack + (key,), sources, offline, memo)[0])
+        merged = merge(merged, _resolve(_beside(parent, path), registry, stack + (key,), sources, offline,
+                                        memo)[0])
     if str(path) not in sources:
         sources.append(str(path))
     own = {k: v for k, v in data.items() if k not in ("kind", "description")}
     memo[key] = (merge(merged, own), data)
     return memo[key]
+
+
+def _beside(parent: str, path: Path) -> str:
+    """A relative path in `extends` read from the profile's own folder, as job.deepspeed.config and a model path
+    are (the working directory's file where the folder has none: how it was read before); names stay names."""
+    if not (parent.endswith((".yaml", ".yml")) or "/" in parent) or os.path.isabs(os.path.expanduser(parent)):
+        return parent
+    here = path.parent / parent
+    try:
+        return str(here) if here.is_file() else parent
+    except (OSError, ValueError):
+        return parent
 
 
 def _attach_deepspeed_config(data: dict[str, Any], path: Path) -> None:
