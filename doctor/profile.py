@@ -278,6 +278,8 @@ def _attach_model_config(data: dict[str, Any], path: Path, offline: bool) -> Non
     try:
         cfg, source = load_config(where, offline)
         attached: dict[str, Any] = {"model": model, "config": cfg, "source": source}
+        if where != model or here:   # a file beside the profile: printed commands name it from anywhere
+            attached["path"] = str(Path(source).resolve())
     except InputError as exc:
         if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not here:   # a Hub id whose config is not here
             attached = {"model": model, "error": exc.expected}

@@ -39,3 +39,29 @@ def test_lora_targets_that_match_nothing_fail_and_images_on_a_text_model_are_not
     assert r.status is Status.FAIL and "matches no linear module" in r.summary, r.summary
     r = _budget(tmp_path, registry, {"model": "opt-1.3b", "method": "full", "images_per_sample": 3})
     assert r.status is Status.ERROR and "job.workload.images_per_sample: 3" in r.summary, r.summary
+
+
+def test_printed_commands_name_a_config_beside_the_profile_by_its_absolute_path(tmp_path, registry, monkeypatch,
+                                                                               capsys):
+    import shlex
+    from importlib import resources
+
+    from doctor.cli import main
+
+    sub = tmp_path / "jobs"
+    sub.mkdir()
+    (sub / "config.json").write_text(resources.files("doctor").joinpath("data", "models", "opt-1.3b.json")
+                                     .read_text())
+    (sub / "job.yaml").write_text(json.dumps({"kind": "job", "extends": ["base"], "job": {
+        "workload": {"model": "./config.json", "method": "full", "batch": 8, "sequence": 2048}}}))
+    monkeypatch.chdir(tmp_path)
+    facts = autodl_box(name="NVIDIA GeForce RTX 4090", total_mib=24564, cc="8.9")
+    rep = evaluate(facts, load(["autodl-a800", "jobs/job.yaml"], registry), registry)
+    r = {x.check_id: x for x in rep.results}["vram.budget"]
+    commands = [c for c in r.remediation.commands if c.startswith("doctor estimate")]
+    assert commands, r.summary
+    monkeypatch.chdir("/")   # another folder: the command still finds the config
+    for command in commands:
+        args = shlex.split(command)
+        assert args[args.index("--model") + 1] == str(sub / "config.json")
+        assert main(args[1:]) in (0, 1), capsys.readouterr().err

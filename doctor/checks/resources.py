@@ -248,7 +248,7 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         sharding_of,
     )
     from doctor.vram.whatif import cpu_what_ifs
-    from doctor.vram.workload import attached_model, estimate_command, unknown_optimizer
+    from doctor.vram.workload import attached_model, estimate_command, shown_model, unknown_optimizer
 
     eff, limit, avail = memory
     job = _job_workload(facts, workload, deepspeed)   # with DeepSpeed's version: bit16 staging depends on it
@@ -355,7 +355,7 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
         lines.append(f"{w.change}: {gib(w.cpu_bytes)} CPU per node{gpu}{nvme} ({verdict}; {w.cost})"
                      + (f" [DeepSpeed config: {config}]" if config else ""))
     options = [x[-1] for x in judged_options]
-    commands = tuple(estimate_command(model, fields, w.flag) for w in options
+    commands = tuple(estimate_command(shown_model(workload, model), fields, w.flag) for w in options
                      if model and arch is not None and w.flag)[:3]
     caveat = "" if arch is not None else (" (GPU figures: model states and buffers only; the activations need a "
                                           "model config)")

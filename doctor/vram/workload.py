@@ -285,6 +285,14 @@ def describe(wl: Workload) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def shown_model(workload: dict[str, Any] | None, model: str) -> str:
+    """The model as a printed `doctor estimate --model` names it: a config file beside the profile by its absolute
+    path (the command runs from any folder), a built-in name or Hub id as given."""
+    resolved = (workload or {}).get("resolved_config") or {}
+    path = resolved.get("path") if isinstance(resolved, dict) else None
+    return path if isinstance(path, str) else model
+
+
 def attached_model(workload: dict[str, Any], model: Any) -> tuple[Any, int | None]:
     """(the Arch of the model config attached to the profile at load, job.workload.resolved_config, or None;
     job.workload.params when it is a positive integer, else None). Raises InputError when the attached config
