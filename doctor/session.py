@@ -139,6 +139,9 @@ def check(req: Request) -> Report:
         ref, note = _default_profile(facts)
         profile = load([ref], registry, offline=req.offline)
         notes.append(note)
+    if not profile.checks:   # "Ready" would say nothing was judged
+        raise InputError(" + ".join(refs), "checks", "the profile runs no check; expected `extends: [base]` (doctor's "
+                         "checks) or a checks list")
     found, job_notes = profile.value("job.notes")
     notes.extend(job_notes if found else [])
     if req.verbose:

@@ -162,3 +162,13 @@ def test_fuzzed_yaml_text(tmp_path, text):
     assert code in (0, 1, 2, 3)
     if code == 2:
         assert err.count("\n") == 1 and err.startswith(f"doctor: {f}")
+
+
+def test_a_profile_that_runs_no_check_is_refused_not_called_ready(tmp_path, capsys):
+    from doctor.cli import main
+
+    path = tmp_path / "job.yaml"
+    path.write_text("kind: job\njob:\n  storage:\n    model: {path: /tmp, gib: 1000000}\n")
+    assert main(["check", "--profile", str(path), "--offline", "--no-bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checks: the profile runs no check" in err and len(err.splitlines()) == 1, err
