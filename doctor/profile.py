@@ -142,6 +142,9 @@ def validate_checks(data: dict[str, Any], source: str, registry: Registry) -> No
             if not matches(value, param.type):
                 raise InputError(source, f"{base}.params.{name}",
                                  f"expected {param.type_name()}, got {type(value).__name__} {value!r}")
+            if name.endswith("_pct") and isinstance(value, (int, float)) and not 0 <= value < 100:
+                raise InputError(source, f"{base}.params.{name}", f"is {value!r}; expected a percentage from 0 to "
+                                                                  "under 100")
 
 
 def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
