@@ -51,7 +51,8 @@ def test_printed_estimates_keep_the_jobs_workload(job, registry, capsys):
     own = _flags(shlex.split(to_flags(model, base)))
     fields = {"batch": "batch", "seq": "seq", "grad_accum": "grad_accum", "grad_checkpointing": "checkpointing",
               "method": "method", "lora_rank": "lora_rank", "double_quant": "double_quant", "optimizer": "optimizer",
-              "quant": "quant", "attention": "attention", "images": "images", "context": "context"}
+              "quant": "quant", "attention": "attention", "images": "images", "context": "context",
+              "amp": "amp", "no_amp": "amp"}
     for command in commands:
         args = shlex.split(command)[2:]
         given = [a for a in args if a.startswith("--")]

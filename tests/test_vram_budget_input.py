@@ -65,3 +65,14 @@ def test_printed_commands_name_a_config_beside_the_profile_by_its_absolute_path(
         args = shlex.split(command)
         assert args[args.index("--model") + 1] == str(sub / "config.json")
         assert main(args[1:]) in (0, 1), capsys.readouterr().err
+
+
+def test_a_token_budget_sets_the_gradient_accumulation():
+    """nanochat: grad_accum_steps = total_batch_size // (device_batch_size x max_seq_len x world_size); seed 003's
+    d20 run (86016 = 14 x 3072 x 2) accumulates 2 micro-batches, whose gradients then persist."""
+    from doctor.vram.workload import workload_from_job
+
+    job = {"workload": {"depth": 20, "batch": 14, "sequence": 3072, "total_batch_size": 86016}}
+    assert workload_from_job(job)[1]["grad_accum"] == 2
+    assert "grad_accum" not in workload_from_job({"workload": {**job["workload"], "total_batch_size": 86017}})[1]
+    assert workload_from_job({"workload": {**job["workload"], "grad_accum": 3}})[1]["grad_accum"] == 3

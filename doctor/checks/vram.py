@@ -99,7 +99,7 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
              for w in options[:5]]
     remedy = Remediation(("Make it fit: " if verdict == "does not fit" else "Gain headroom: ") + "; ".join(fixes)
                          if fixes else "No single change fits; use a larger GPU or shard the model (FSDP/ZeRO-3).",
-                         tuple(estimate_command(shown_model(workload, model), fields, w.flag) for w in options[:3]))
+                         tuple(estimate_command(shown_model(workload, model), fields, w.flag) for w in options[:5]))
     if verdict == "does not fit":
         return failed(summary + " - does not fit", remedy, *details)
     return warned(summary + f" - under {headroom_pct:g}% headroom", remedy, *details)

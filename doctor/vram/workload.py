@@ -82,6 +82,14 @@ def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     for key, field in SHARDING_KEYS:
         if w.get(key) is not None:
             fields[field] = w[key]
+    total, batch, seq = w.get("total_batch_size"), fields.get("batch"), fields.get("seq")
+    if "grad_accum" not in fields and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                          for v in (total, batch, seq)):
+        # a token budget (nanochat: grad_accum_steps = total_batch_size // (device_batch_size x max_seq_len x
+        # world_size), asserted exact); inexact, it stays unset: batch.divisibility fails it
+        step = batch * seq * (fields.get("world_size") if isinstance(fields.get("world_size"), int) else 1)
+        if step > 0 and total % step == 0:
+            fields["grad_accum"] = total // step
     ds = job.get("deepspeed")
     loaded = ds.get("loaded") if isinstance(ds, dict) else None
     if isinstance(loaded, dict) and isinstance(loaded.get("text"), str):
