@@ -272,3 +272,23 @@ def test_vram_check_fails_on_a_24gb_card_with_what_ifs(registry):
     r = {x.check_id: x for x in rep.results}["vram.budget"]
     assert r.status is Status.FAIL and "does not fit" in r.summary
     assert r.remediation and r.remediation.commands[0].startswith("doctor estimate --model Qwen/Qwen3-VL-32B-Instruct")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--model", "llama-2-7b", "--method", "full"],
+    ["--model", "llama-2-7b", "--method", "qlora", "--chunked-ce"],
+    ["--model", "llama-2-7b", "--method", "inference", "--context", "4096", "--transformers-version", "4.40.0"],
+    ["--model", "mamba-2.8b", "--method", "inference"],
+    ["--model", "opt-1.3b", "--method", "lora", "--optimizer", "paged_adamw"],
+])
+def test_every_single_gpu_term_carries_its_formula_and_source(argv, capsys):
+    """The JSON names each term of the breakdown with a formula (its figure per parameter or token where it scales
+    with one) and where its model comes from, as the distributed and second-order terms do."""
+    assert main(["estimate", *argv, "--format", "json"]) in (0, 1)
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["breakdown"]) <= set(out["gpu_terms"]), set(out["breakdown"]) - set(out["gpu_terms"])
+    for name, term in out["gpu_terms"].items():
+        assert term["formula"] and term["source"], name
+    if "weights" in out["breakdown"]:
+        per = out["breakdown"]["weights"] / out["params"]
+        assert out["gpu_terms"]["weights"]["formula"].startswith(f"{per:,.4g} B x {out['params']:,} parameters")

@@ -592,7 +592,13 @@ def _frozen_base(arch: Arch, wl: Workload, amp: bool, dequant: float, notes: lis
 
 
 def estimate(arch: Arch, wl: Workload) -> Estimate:
-    """Peak GPU memory of one step of `wl` on `arch`."""
+    """Peak GPU memory of one step of `wl` on `arch`, each term with its formula and source."""
+    est = _estimate(arch, wl)
+    est.terms = _documented(est, arch, wl)
+    return est
+
+
+def _estimate(arch: Arch, wl: Workload) -> Estimate:
     data = overheads()
     p = DTYPES[wl.dtype]
     # autocast (fp32 weights, half compute); DeepSpeed's bf16/fp16 and FSDP's MixedPrecision store half weights and
@@ -916,6 +922,55 @@ def _sharded(arch: Arch, wl: Workload, mem: dist.Memory, activ: float, logits: f
                   rounding_tensors=(1 if ckpt else arch.layers) * 16 + arch.layers * 2)
     est.terms, est.cpu, est.sharding = terms, cpu, sh.describe()
     return est
+
+
+# what each single-GPU term counts and where its model is (a term distributed.py / second_order.py / nf4_build.py
+# computes carries its own formula); `per`: the count the figure is divided by in the formula
+TERM_DOCS: dict[str, tuple[str, str, str]] = {
+    "weights": ("params", "every parameter in its stored dtype (4-bit and 8-bit bases: packed bytes plus their "
+                "quantization statistics)", "estimator._weights; doctor/data/vram.yaml quantized formats"),
+    "lora_adapters": ("trainable", "the LoRA A and B matrices in the adapter dtype", "estimator._trainable (peft "
+                      "LoraConfig target_modules)"),
+    "gradients": ("trainable", "the trainable parameters' gradients (at the start of backward only those produced "
+                  "first: the head's and one layer's, unless accumulation keeps them all)", "estimator.estimate"),
+    "optimizer_states": ("trainable", "the optimizer's state (see its note)", "estimator._optimizer"),
+    "activations": ("tokens", "tensors autograd saves for backward, over every layer (one block under gradient "
+                    "checkpointing)", "doctor/vram/activations.py (docs/estimate.md)"),
+    "logits": ("tokens", "the head's logits, the loss's fp32 upcast and their gradient (generation: the last "
+               "position's)", "estimator.estimate (transformers ForCausalLMLoss: logits.float())"),
+    "chunked_ce": ("tokens", "one logit chunk of the fused linear cross-entropy, its grad_input and the loss",
+                   "estimator.chunked_ce_bytes (Liger-Kernel fused_linear_cross_entropy)"),
+    "transient": ("tokens", "the largest working set at the peak moment: one block's backward (or the optimizer "
+                  "step's temporaries, or generation's growing cache copy)", "activations.working_set; "
+                  "estimator._optimizer"),
+    "kv_cache": ("tokens", "keys and values of every attention layer for the whole context", "estimator.estimate "
+                 "(transformers DynamicCache)"),
+    "legacy_kv_copy": ("tokens", "the previous step's whole KV cache beside the new one", "versions.kv_cache "
+                       "(doctor/data/vram.yaml generate_dynamic_cache)"),
+    "ssm_state": ("", "each Mamba layer's conv and SSM state, constant in the context", "estimator.ssm_state_bytes"),
+    "quant_state": ("", "4-bit absmax statistics", "estimator.quant_state_bytes"),
+    "allocator_rounding": ("", "1 MiB on average per large tensor (the caching allocator's 2 MiB blocks)",
+                           "doctor/data/vram.yaml allocator"),
+    "cuda_context": ("", "the CUDA context, a measured reference (or the job's own measured figure)",
+                     "doctor/data/vram.yaml cuda_context"),
+    "cublas_workspace": ("", "cuBLAS's workspace for the compute capability", "doctor/data/vram.yaml "
+                         "cublas_workspace"),
+}
+
+
+def _documented(est: Estimate, arch: Arch, wl: Workload) -> dict[str, dict[str, Any]]:
+    """est.terms with a formula and source for every breakdown term that has none (the single-GPU terms)."""
+    counts = {"params": (arch.params, "parameters"), "trainable": (est.trainable, "trainable parameters"),
+              "tokens": (est.tokens, "tokens")}
+    out = dict(est.terms)
+    for name, value in est.breakdown.items():
+        if name in out or name not in TERM_DOCS:
+            continue
+        per, what, source = TERM_DOCS[name]
+        n, unit = counts.get(per, (0, ""))
+        formula = f"{value / n:,.4g} B x {n:,} {unit}: {what}" if n else what
+        out[name] = {"formula": formula, "source": source}
+    return out
 
 
 def _finish(arch: Arch, wl: Workload, parts: dict[str, float], overhead: dict[str, float], phase: str,
