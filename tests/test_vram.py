@@ -292,3 +292,16 @@ def test_every_single_gpu_term_carries_its_formula_and_source(argv, capsys):
     if "weights" in out["breakdown"]:
         per = out["breakdown"]["weights"] / out["params"]
         assert out["gpu_terms"]["weights"]["formula"].startswith(f"{per:,.4g} B x {out['params']:,} parameters")
+
+
+def test_a_gpu_without_an_nvml_figure_is_labelled_nominal(capsys):
+    """doctor's table gives NVML's total where a real report shows it; otherwise the nominal GB figure is taken as
+    GiB (as GPU memory is sold) and the label says so rather than presenting it as measured."""
+    from doctor import refdata
+
+    rows = [r for r in refdata.load("gpus")["gpus"] if r.get("memory_gb") and not r.get("nvml_total_mib")]
+    assert rows
+    assert main(["estimate", "--model", "opt-125m", "--gpu", rows[0]["name"], "--format", "json"]) in (0, 1)
+    out = json.loads(capsys.readouterr().out)
+    assert out["gpu"]["capacity_bytes"] == rows[0]["memory_gb"] * 2**30
+    assert "nominal" in out["gpu"]["label"]

@@ -222,8 +222,14 @@ def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -
                          "lists, or give --gpu-memory SIZE")
     if not (row.get("nvml_total_mib") or row.get("memory_gb")):
         raise InputError("--gpu", name, f"doctor's table has no memory figure for {row['name']}; give --gpu-memory SIZE")
-    total = (row.get("nvml_total_mib") or row["memory_gb"] * 1024) * 2**20
-    return total, f"{row['name']} ({total / 2**30:.0f} GiB)", float(row["cc"])
+    if row.get("nvml_total_mib"):
+        total = row["nvml_total_mib"] * 2**20
+        return total, f"{row['name']} ({total / 2**30:.1f} GiB, as NVML reports it)", float(row["cc"])
+    # GPU memory is sold in binary units written GB (an "80GB" A100 reports 81920 MiB); NVML's total can be a
+    # little lower than the nominal figure, and the table has no NVML figure for this card: the label says so
+    total = row["memory_gb"] * 2**30
+    return total, f"{row['name']} (nominal {row['memory_gb']:g} GB taken as GiB; NVML's total for it is not in doctor's " \
+                  "table and may be slightly lower)", float(row["cc"])
 
 
 def spec_for(name: str) -> dict[str, Any] | None:
