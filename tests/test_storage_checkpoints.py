@@ -163,3 +163,14 @@ def test_deepspeed_nvme_offload_files_count_on_the_disk_they_share_with_the_chec
     text = "\n".join(r.details)
     assert f"DeepSpeed NVMe offload {nvme / GIB:.1f} GiB per node" in text and "/root/autodl-tmp/ds_nvme" in text
     assert r.status is Status.WARN, (r.summary, text)
+
+
+def test_an_optimizer_doctor_does_not_model_is_never_sized_as_adamw(tmp_path, judge):
+    path = _job(tmp_path, "    ck:\n      path: /root/autodl-tmp/o\n      contents: model+optimizer\n      count: 1\n",
+                "    model: opt-125m\n    method: full\n    dtype: bf16\n    optimizer: sophia\n")
+    r = judge(autodl_box({}, hf_home="/root/autodl-tmp/huggingface"), "disk.space", path)
+    assert r.status is Status.ERROR and "optimizer 'sophia'" in r.summary, r.summary
+    hessian = _job(tmp_path, "    ck:\n      path: /root/autodl-tmp/o\n      contents: model\n      count: 1\n",
+                   "    model: opt-125m\n    method: hessian\n")
+    r = judge(autodl_box({}, hf_home="/root/autodl-tmp/huggingface"), "disk.space", hessian)
+    assert r.status is Status.ERROR and "writes no training checkpoint" in r.summary, r.summary

@@ -61,8 +61,8 @@ def checkpoint_size(arch: Arch | None, wl: Workload, contents: str, params: int 
     for the optimizers STATE_BYTES knows, their state."""
     if contents not in CONTENTS:
         raise Undecided(f"contents {contents!r}; expected one of {', '.join(CONTENTS)}")
-    if wl.method == "inference":
-        raise Undecided("the workload is inference (method: inference): it writes no training checkpoint")
+    if wl.method in ("inference", "hessian"):
+        raise Undecided(f"the workload is {wl.method} (method: {wl.method}): it writes no training checkpoint")
     p = DTYPES[wl.dtype]
     deepspeed = wl.zero is not None
     frozen = wl.method in ("lora", "qlora")
@@ -148,12 +148,15 @@ def from_job(entry: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
              ) -> CheckpointSize:
     """One checkpoint of a storage entry that says `contents`, from the job's workload and attached model config."""
     from ..errors import InputError
-    from .workload import attached_model, workload_from_job
+    from .workload import attached_model, unknown_optimizer, workload_from_job
 
     if not isinstance(workload, dict) or not workload:
         raise Undecided("the profile's job has no workload (job.workload) to size the checkpoint from")
     model, fields = workload_from_job({"workload": workload, "deepspeed": deepspeed if isinstance(deepspeed, dict)
                                        else {}})
+    odd = unknown_optimizer(workload)
+    if odd and entry.get("contents") == "model+optimizer":   # never sized as AdamW's
+        raise Undecided(f"the state of optimizer {odd!r} (job.workload.optimizer) is not one doctor models")
     try:
         wl = Workload(**fields)
     except (TypeError, ValueError) as exc:
