@@ -182,3 +182,18 @@ def test_paged_optimizer_that_fits_on_the_gpu_pages_nothing():
     assert spill == 0
     r, _ = _paged_ram(143771, 24, "paged_adamw_8bit")
     assert r.status is Status.PASS and "0.0 GiB of paged_adamw_8bit state paged out" in r.summary
+
+
+def test_estimate_json_says_when_the_job_fits_only_by_paging(capsys):
+    import json
+
+    from doctor.cli import main
+
+    argv = ["estimate", "--model", "opt-1.3b", "--method", "full", "--seq", "2048", "--optimizer", "paged_adamw",
+            "--format", "json"]
+    assert main(argv + ["--gpu-memory", "12GiB"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "does not fit" and out["fits_by_paging_bytes"] == out["peak_bytes"] - 12 * 2**30
+    assert out["gpu"]["label"].startswith("12.00 GiB")
+    main(argv + ["--gpu-memory", "2GiB"])
+    assert json.loads(capsys.readouterr().out)["fits_by_paging_bytes"] is None   # too small even without the state

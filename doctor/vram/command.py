@@ -200,7 +200,7 @@ def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -
         size = parse_size(args.gpu_memory)
         if size <= 0:
             raise InputError("--gpu-memory", args.gpu_memory, "expected a capacity above zero, e.g. 24GB")
-        return size, args.gpu_memory, None
+        return size, f"{size / 2**30:.2f} GiB (--gpu-memory {args.gpu_memory})", None
     if args.facts:
         from .. import facts as facts_mod
 
@@ -321,6 +321,9 @@ def run(args: argparse.Namespace) -> int:
                "workload": {k: v for k, v in wl.__dict__.items() if k not in ("cuda_context_mib",)},
                **est.to_dict(), "units": "bytes (GiB = 2**30)",
                "gpu": {"label": label, "capacity_bytes": capacity} if capacity else None, "verdict": verdict,
+               # a paged optimizer's state that does not fit the GPU pages out to CPU RAM (slower steps)
+               "fits_by_paging_bytes": est.peak_bytes - capacity if capacity and verdict == "does not fit"
+               and est.paged_bytes and est.peak_bytes - est.paged_bytes <= capacity else None,
                "what_ifs": [{"change": w.change, "flags": w.flag, "cost": w.cost, "peak_bytes": w.estimate.peak_bytes,
                              "fits": capacity is None or w.estimate.peak_bytes <= capacity} for w in options]}
         if sim is not None:
