@@ -650,7 +650,9 @@ def _estimate(arch: Arch, wl: Workload) -> Estimate:
             work = max(work, act.working_set(vctx, arch.vision.block, vision_tokens * wl.batch, vctx.seq))
         logits = wl.batch * arch.head_outputs * (4 + p)                # generate keeps the last position, upcast
         breakdown.update(kv_cache=kv, activations=0, logits=logits, transient=work, gradients=0, optimizer_states=0)
-        phase = "prefill"
+        # the cache at its full context beside the prompt's working set: exact for a static cache, which holds
+        # the whole context from the prefill on; an upper bound for a growing DynamicCache
+        phase = "generation: full-context cache + prefill working set"
         if any(k.ssm for k, _ in arch.kinds):
             state = ssm_state_bytes(arch, wl.batch, p)
             breakdown.update(ssm_state=state)
