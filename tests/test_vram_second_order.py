@@ -200,3 +200,20 @@ def test_cli_bad_second_order_flags_one_line_exit_2(argv, needle, capsys):
     assert main(["estimate", "--model", "opt-125m", *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_gptq_shows_no_hvp_notes_and_no_optimizer(capsys):
+    """GPTQ runs forward passes only: the double-backward notes of an HVP do not apply, and no optimizer steps."""
+    import json as _json
+
+    from doctor.cli import main
+
+    assert main(["estimate", "--model", "opt-1.3b", "--method", "hessian", "--hessian", "gptq", "--format",
+                 "json"]) in (0, 1)
+    out = _json.loads(capsys.readouterr().out)
+    assert not any("double backward" in n or "create_graph" in n for n in out["notes"]), out["notes"]
+    assert set(out["breakdown"]) <= set(out["gpu_terms"])
+    from doctor.vram.estimator import Workload
+    from doctor.vram.workload import describe
+
+    assert "adamw" not in describe(Workload(method="hessian"))

@@ -284,7 +284,7 @@ def _replace(est: Any, parts: dict[str, float], phase: str) -> Any:
 def plan(arch: Arch, wl: Any, hvp_est: Any, kind: str, probes: int, nsamples: int,
          capacity: int | None) -> tuple[Any, Plan]:
     """The estimate of the chosen second-order method (from the HVP estimate `hvp_est`) and the report beside it."""
-    from .estimator import DTYPES
+    from .estimator import DTYPES, _documented
 
     p = DTYPES[wl.dtype]
     n = arch.params
@@ -298,6 +298,8 @@ def plan(arch: Arch, wl: Any, hvp_est: Any, kind: str, probes: int, nsamples: in
     est_f = _replace(hvp_est, {**hv, "hessian_matrix": full}, "full Hessian, column by column (n HVPs)")
     est_h.terms = {**hvp_est.terms, **{k: t.to_dict() for k, t in hutch.items()}}
     est_g.terms = {k: t.to_dict() for k, t in gterms.items()}
+    hvp_only = set(hvp_notes(arch, wl))   # GPTQ runs forward passes only: no double backward to explain
+    est_g.notes = [note for note in est_g.notes if note not in hvp_only]
     est_f.terms = {**hvp_est.terms, "hessian_matrix": {"bytes": full, "formula": f"{n:,}^2 params x "
                                                        f"{HESSIAN_BYTES} B (fp32)", "source": "n x n entries"}}
     gpu = largest_gpu()
@@ -315,4 +317,5 @@ def plan(arch: Arch, wl: Any, hvp_est: Any, kind: str, probes: int, nsamples: in
     if kind == "full":
         report.notes.append(f"full Hessian: {n:,} HVPs, one per column; storing it on disk needs {si(full)} too")
     chosen = {"hvp": hvp_est, "hutchinson": est_h, "gptq": est_g, "full": est_f}[kind]
+    chosen.terms = _documented(chosen, arch, wl)   # the overheads kept from the HVP estimate, with their sources
     return chosen, report

@@ -267,7 +267,7 @@ def describe(wl: Workload) -> str:
         parts.append(f"accum {wl.grad_accum}")
     if wl.checkpointing:
         parts.append("grad checkpointing")
-    if wl.method != "inference":
+    if wl.method not in ("inference", "hessian"):   # a Hessian run steps no optimizer
         parts.append(wl.optimizer)
     if wl.method in ("lora", "qlora"):
         parts.append(f"LoRA r={wl.lora_rank} ({wl.lora_targets})" + (
