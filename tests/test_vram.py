@@ -305,3 +305,10 @@ def test_a_gpu_without_an_nvml_figure_is_labelled_nominal(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["gpu"]["capacity_bytes"] == rows[0]["memory_gb"] * 2**30
     assert "nominal" in out["gpu"]["label"]
+
+
+def test_the_console_bar_names_the_gpu_it_is_judged_against(capsys):
+    for argv in (["--method", "inference"], ["--method", "full"]):
+        assert main(["estimate", "--model", "opt-125m", *argv, "--gpu-memory", "4GiB"]) in (0, 1)
+        bar = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
+        assert bar and " of 4.00 GiB" in bar[0], bar

@@ -65,9 +65,9 @@ def render(model: str, arch: Arch, wl: Workload, est: Estimate, capacity: int | 
     table.add_column("GiB", justify="right")
     table.add_column("share", justify="right")
     for key, value in est.breakdown.items():
-        label = "logits (last position, fp32 upcast)" if key == "logits" and wl.method == "inference" else \
+        name = "logits (last position, fp32 upcast)" if key == "logits" and wl.method == "inference" else \
             LABELS.get(key, key)
-        table.add_row(label, f"{value / 2**30:.2f}", f"{100 * value / est.peak_bytes:.0f}%")
+        table.add_row(name, f"{value / 2**30:.2f}", f"{100 * value / est.peak_bytes:.0f}%")
     table.add_row("[bold]peak[/] (" + est.phase + ")", f"[bold]{est.peak_bytes / 2**30:.2f}[/]", "")
     con.print(table)
     con.print(f"range {gib(est.low_bytes)} .. {gib(est.high_bytes)} (CUDA context and allocator rounding measured "

@@ -109,16 +109,19 @@ def what_ifs(arch: Arch, wl: Workload, capacity: int | None, base: Estimate) -> 
     """Changes that lower the peak. Those that fit `capacity` come first, cheapest change first (the
     candidates are listed from free to costly); the rest follow, smallest resulting peak first."""
     found = []
+    ssm = any(k.ssm for k, _ in arch.kinds)
     for change, flag, cost, new in _candidates(wl, arch.family):
         if contradictions(new):   # the command would refuse the change as printed
             continue
+        if ssm and new.quant in ("awq", "gptq") and new.quant != wl.quant:   # AWQ / GPTQ tools quantize
+            continue   # transformer families' linears; none lists Mamba's selective-scan blocks
         try:
             est = estimate(arch, new)
         except InputError:   # a change this model cannot take as proposed (LoRA's default targets on a Mamba)
             continue
         if lora_matches_nothing(new, est):   # --lora-targets given for full training names no module of this model
             continue
-        if est.peak_bytes < base.peak_bytes:
+        if est.peak_bytes < 0.99 * base.peak_bytes:   # a change worth making: at least 1% off the peak
             if est.cpu and (not base.cpu or est.cpu["per_node_bytes"] != base.cpu["per_node_bytes"]):
                 cost += f" (CPU RAM {est.cpu['per_node_bytes'] / 2**30:.1f} GiB per node)"
             found.append(WhatIf(change, flag, cost, est))
