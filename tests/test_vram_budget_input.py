@@ -76,3 +76,20 @@ def test_a_token_budget_sets_the_gradient_accumulation():
     assert workload_from_job(job)[1]["grad_accum"] == 2
     assert "grad_accum" not in workload_from_job({"workload": {**job["workload"], "total_batch_size": 86017}})[1]
     assert workload_from_job({"workload": {**job["workload"], "grad_accum": 3}})[1]["grad_accum"] == 3
+
+
+def test_errors_name_the_profile_key_or_the_file_not_a_flag_nobody_typed(tmp_path, capsys):
+    from doctor.cli import main
+
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps({"kind": "job", "extends": ["base"], "machine": {"gpu": {"name": "NoSuchGPU 9000"}},
+                               "job": {"workload": {"model": "opt-125m", "method": "full"}}}))
+    assert main(["estimate", "--profile", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert f"{job}: machine.gpu.name: NoSuchGPU 9000" in err and "--gpu" not in err.split("expected")[0], err
+    # a --zero below 3 over a ZeRO-3 file drops the file's offload_param, as DeepSpeed ignores it there
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"},
+                                                    "offload_optimizer": {"device": "cpu"}}}))
+    assert main(["estimate", "--model", "opt-125m", "--deepspeed-config", str(ds), "--zero", "2"]) in (0, 1)
+    assert "ZeRO-2, optimizer offload to cpu" in capsys.readouterr().out.replace("\n", " ")

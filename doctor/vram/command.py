@@ -187,6 +187,9 @@ def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
         value = getattr(args, arg)
         if value is not None:
             fields[field] = ATTN_ALIASES.get(value, value) if arg == "attention" else value
+    if args.deepspeed_config and getattr(args, "offload_params", None) is None and (fields.get("zero") or 0) < 3:
+        fields.pop("offload_params", None)   # a --zero below 3 over the file's ZeRO-3: DeepSpeed reads offload_param
+        # in ZeRO-3 only (config-json.md: "Valid only with stage 3"), as deepspeed_fields drops it for the file's
     fields = with_deepspeed(fields, getattr(args, "deepspeed_version", None))   # ZeRO-1/2 offload staging
     wl = Workload(**resolve(fields))
     for flag, value, problem in contradictions(wl):
@@ -217,11 +220,13 @@ def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -
     if not name:
         return None, "", None
     row = spec_for(name)
+    # the flag, or the profile key the name came from
+    source, key = ("--gpu", name) if args.gpu else (" + ".join(args.profile or []), f"machine.gpu.name: {name}")
     if row is None:
-        raise InputError("--gpu", name, "names no single GPU of doctor's table; expected a name `doctor gpus` "
+        raise InputError(source, key, "names no single GPU of doctor's table; expected a name `doctor gpus` "
                          "lists, or give --gpu-memory SIZE")
     if not (row.get("nvml_total_mib") or row.get("memory_gb")):
-        raise InputError("--gpu", name, f"doctor's table has no memory figure for {row['name']}; give --gpu-memory SIZE")
+        raise InputError(source, key, f"doctor's table has no memory figure for {row['name']}; give --gpu-memory SIZE")
     if row.get("nvml_total_mib"):
         total = row["nvml_total_mib"] * 2**20
         return total, f"{row['name']} ({total / 2**30:.1f} GiB, as NVML reports it)", float(row["cc"])
