@@ -35,3 +35,8 @@ def test_paths_inside_a_profile(bad, key, tmp_path, capsys):
     path.write_text(json.dumps({"kind": "job", "extends": ["base"], "job": job}))   # JSON is YAML
     err = _one_line_exit_2(capsys, ["check", "--profile", str(path), "--offline", "--no-bench"])
     assert f"job.{'workload.model' if key == 'model' else 'deepspeed.config'}" in err, err
+
+
+def test_a_relative_path_that_does_not_exist_is_not_read_as_a_hub_id(capsys):
+    err = _one_line_exit_2(capsys, ["estimate", "--model", "./no-such-dir-zz"])
+    assert "no such file or folder" in err and "HFValidationError" not in err, err

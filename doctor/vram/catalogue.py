@@ -84,6 +84,8 @@ def load_config(model: str, offline: bool = False) -> tuple[dict[str, Any], str]
         if not exists:
             raise InputError(str(path), None, "no such file; expected a Hugging Face config.json")
         return _read(path, str(path)), str(path)
+    if model.startswith(("./", "../", "/", "~")):   # a path, never a Hub id
+        raise InputError(model, None, "no such file or folder; expected a Hugging Face config.json or its folder")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model):
         path = _from_hub_cache(model, offline)
         return _read(path, str(path)), f"{model} (Hugging Face cache: {path})"

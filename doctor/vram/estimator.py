@@ -867,14 +867,14 @@ def _litgpt_layer(arch: Arch, wl: Workload, targets: frozenset[str]) -> Any:
     adapters on q, k, v only; InputError (exit 2) otherwise."""
     where = "--implementation"
     if wl.method not in ("lora", "qlora"):
-        raise InputError(where, "implementation", f"litgpt is modelled for LoRA / QLoRA; expected --method lora or "
+        raise InputError(where, "litgpt", f"is modelled for LoRA / QLoRA; expected --method lora or "
                          f"qlora, not {wl.method}")
     for b, _ in arch.kinds:
         if b.kind != "decoder" or not b.gated or b.kv_heads != b.heads or b.qk_norm:
-            raise InputError(where, "implementation", "litgpt is modelled for Llama blocks with multi-head attention "
+            raise InputError(where, "litgpt", "is modelled for Llama blocks with multi-head attention "
                              "(kv heads = heads); expected such a model")
         if targets - {lin.name for lin in b.linears[:3]}:
-            raise InputError(where, "implementation", "litgpt is modelled with LoRA on the fused qkv only; expected "
+            raise InputError(where, "litgpt", "is modelled with LoRA on the fused qkv only; expected "
                              "--lora-targets among " + ",".join(lin.name for lin in b.linears[:3]))
     return act.litgpt_decoder
 
