@@ -103,6 +103,17 @@ def load_yaml(text: str, source: str) -> Any:
                                                    "document")
             return super().compose_node(parent, index)
 
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:   # a key given twice: YAML keeps the last silently, a typo's result
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise InputError(source, str(key), f"is given twice (lines {seen[key]} and {line}); expected "
+                                                       "each key once")
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
     try:
         data = yaml.load(text, Loader=Loader)
     except yaml.YAMLError as exc:

@@ -181,3 +181,11 @@ def test_a_percentage_parameter_outside_0_to_100_is_bad_input(tmp_path, registry
     with pytest.raises(InputError) as exc:
         load([str(path)], registry)
     assert exc.value.key == "checks[0].params.headroom_pct"
+
+
+def test_a_key_given_twice_in_a_profile_is_bad_input(tmp_path, registry):
+    path = tmp_path / "p.yaml"
+    path.write_text("kind: job\nextends: [base]\njob:\n  workload: {model: opt-125m}\n  workload: {model: opt-1.3b}\n")
+    with pytest.raises(InputError) as exc:
+        load([str(path)], registry)
+    assert exc.value.key == "workload" and "lines 4 and 5" in exc.value.expected
