@@ -84,7 +84,7 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     dev = min(devs, key=lambda d: d["memory"]["total_bytes"] - (d["memory"].get("used_mib") or 0) * 2**20)
     used = (dev["memory"].get("used_mib") or 0) * 2**20
     free = dev["memory"]["total_bytes"] - used
-    where = f"{dev.get('name')} ({gib(dev['memory']['total_bytes'])}, {gib(used)} in use)"
+    where = f"{dev.get('name') or 'an unnamed GPU'} ({gib(dev['memory']['total_bytes'])}, {gib(used)} in use)"
     summary = f"{model}: estimated peak {gib(est.peak_bytes)} ({est.phase}) vs {gib(free)} free on {where}"
     verdict = fits(est, free, headroom_pct)   # the same verdict `doctor estimate` prints
     if verdict == "fits":

@@ -214,7 +214,7 @@ def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -
         dev = devs[0]
         used = (dev["memory"].get("used_mib") or 0) * 2**20
         cc = dev.get("compute_capability")
-        return dev["memory"]["total_bytes"] - used, f"{dev.get('name')} ({args.facts}, {used / 2**30:.2f} GiB in use)", \
+        return dev["memory"]["total_bytes"] - used, f"{dev.get('name') or 'GPU 0 (unnamed)'} ({args.facts}, {used / 2**30:.2f} GiB in use)", \
             float(cc) if cc else None
     name = args.gpu or (profile_gpu or {}).get("name") or (profile_gpu or {}).get("model")
     if not name:
