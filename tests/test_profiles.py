@@ -177,7 +177,8 @@ def test_a_profile_that_runs_no_check_is_refused_not_called_ready(tmp_path, caps
 @pytest.mark.parametrize("value", [-50, 100, 1000])
 def test_a_percentage_parameter_outside_0_to_100_is_bad_input(tmp_path, registry, value):
     path = tmp_path / "p.yaml"
-    path.write_text(f"kind: job\nextends: [base]\nchecks:\n  - id: vram.budget\n    params: {{headroom_pct: {value}}}\n")
+    path.write_text(f"kind: job\nextends: [base]\nchecks:\n  - id: vram.budget\n"
+                    f"    params: {{headroom_pct: {value}}}\n")
     with pytest.raises(InputError) as exc:
         load([str(path)], registry)
     assert exc.value.key == "checks[0].params.headroom_pct"

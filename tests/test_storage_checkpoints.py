@@ -155,9 +155,9 @@ def test_deepspeed_nvme_offload_files_count_on_the_disk_they_share_with_the_chec
     (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 3, "offload_optimizer": {
         "device": "nvme", "nvme_path": "/root/autodl-tmp/ds_nvme"}}}))
     path = tmp_path / "job.yaml"
-    path.write_text("kind: job\nextends: [base]\njob:\n  workload: {method: full, params: 7000000000, optimizer: adamw, "
-                    "world_size: 1}\n  deepspeed: {config: ds.json}\n  storage:\n    ck:\n      path: /root/autodl-tmp/o"
-                    "\n      contents: model+optimizer\n      count: 1\n")
+    path.write_text("kind: job\nextends: [base]\njob:\n  workload: {method: full, params: 7000000000, "
+                    "optimizer: adamw, world_size: 1}\n  deepspeed: {config: ds.json}\n  storage:\n    ck:\n"
+                    "      path: /root/autodl-tmp/o\n      contents: model+optimizer\n      count: 1\n")
     r = judge(autodl_box({}, hf_home="/root/autodl-tmp/huggingface"), "disk.space", str(path))
     nvme = 16 * 7e9   # fp32 master + fp32 gradients + Adam's two states, swapped to nvme_path
     text = "\n".join(r.details)

@@ -214,7 +214,8 @@ def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -
         dev = devs[0]
         used = (dev["memory"].get("used_mib") or 0) * 2**20
         cc = dev.get("compute_capability")
-        return dev["memory"]["total_bytes"] - used, f"{dev.get('name') or 'GPU 0 (unnamed)'} ({args.facts}, {used / 2**30:.2f} GiB in use)", \
+        name = dev.get("name") or "GPU 0 (unnamed)"
+        return dev["memory"]["total_bytes"] - used, f"{name} ({args.facts}, {used / 2**30:.2f} GiB in use)", \
             float(cc) if cc else None
     name = args.gpu or (profile_gpu or {}).get("name") or (profile_gpu or {}).get("model")
     if not name:
@@ -233,8 +234,8 @@ def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -
     # GPU memory is sold in binary units written GB (an "80GB" A100 reports 81920 MiB); NVML's total can be a
     # little lower than the nominal figure, and the table has no NVML figure for this card: the label says so
     total = row["memory_gb"] * 2**30
-    return total, f"{row['name']} (nominal {row['memory_gb']:g} GB taken as GiB; NVML's total for it is not in doctor's " \
-                  "table and may be slightly lower)", float(row["cc"])
+    return total, f"{row['name']} (nominal {row['memory_gb']:g} GB taken as GiB; NVML's total for it is not in " \
+                  "doctor's table and may be slightly lower)", float(row["cc"])
 
 
 def spec_for(name: str) -> dict[str, Any] | None:

@@ -1053,8 +1053,8 @@ def resolve_auto(knobs: dict[str, Any], hidden: int | None, stage: int) -> tuple
     return out, notes
 
 
-BUCKET_KEYS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size", "stage3_max_live_parameters",
-               "stage3_param_persistence_threshold", "sub_group_size")
+BUCKET_KEYS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
+               "stage3_max_live_parameters", "stage3_param_persistence_threshold", "sub_group_size")
 
 
 def _whole(value: Any) -> bool:
