@@ -93,3 +93,14 @@ def test_errors_name_the_profile_key_or_the_file_not_a_flag_nobody_typed(tmp_pat
                                                     "offload_optimizer": {"device": "cpu"}}}))
     assert main(["estimate", "--model", "opt-125m", "--deepspeed-config", str(ds), "--zero", "2"]) in (0, 1)
     assert "ZeRO-2, optimizer offload to cpu" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_an_image_side_the_processor_never_gives_is_refused(capsys):
+    """Qwen's smart_resize makes both sides multiples of patch x merge (32 for Qwen3-VL): a 20 px side is no
+    resized image (it gave '0 tokens each')."""
+    from doctor.cli import main
+
+    argv = ["estimate", "--model", "qwen3-vl-32b-instruct", "--method", "qlora", "--images", "1"]
+    assert main(argv + ["--image-size", "20"]) == 2
+    assert "--image-size: 20:" in capsys.readouterr().err
+    assert main(argv + ["--image-size", "640"]) in (0, 1)

@@ -33,6 +33,7 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
         contradictions,
         describe,
         estimate_command,
+        image_step,
         shown_model,
         unknown_optimizer,
         workload_from_job,
@@ -69,6 +70,10 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     if wl.images and arch.vision is None:
         return errored(f"could not decide: job.workload.images_per_sample: {wl.images}: {model} has no vision tower; "
                        "expected 0 for a text model")
+    step = image_step(arch)
+    if wl.images and step and wl.image_size % step:
+        return errored(f"could not decide: job.workload.image_size: {wl.image_size}: is no side {model}'s processor "
+                       f"gives; expected a multiple of {step} (patch x merge)")
     cc = devs[0].get("compute_capability")
     wl = replace(wl, sm=float(cc) if cc else None)
     est = estimate(arch, wl)

@@ -24,7 +24,7 @@ from .estimator import (
     lora_matches_nothing,
 )
 from .second_order import GPTQ_NSAMPLES, KINDS
-from .workload import ATTN_ALIASES, contradictions, deepspeed_fields, workload_from_job
+from .workload import ATTN_ALIASES, contradictions, deepspeed_fields, image_step, workload_from_job
 
 
 def add_parser(sub: Any) -> None:
@@ -312,6 +312,10 @@ def run(args: argparse.Namespace) -> int:
                          f"names among {', '.join(names)}, or all-linear")
     if wl.images and arch.vision is None:
         raise InputError("--images", str(wl.images), f"{model} has no vision tower; expected 0 for a text model")
+    step = image_step(arch)
+    if wl.images and step and wl.image_size % step:
+        raise InputError("--image-size", str(wl.image_size), f"is no side {model}'s processor gives; expected a "
+                         f"multiple of {step} (patch x merge: smart_resize makes both sides divisible by it)")
     verdict = fits(est, capacity, headroom) if capacity else None
     options = what_ifs(arch, wl, capacity, est) if verdict in ("does not fit", "tight") or capacity is None else []
     if second is not None and second.kind != "hvp":   # the what-ifs re-estimate an HVP

@@ -293,6 +293,14 @@ def describe(wl: Workload) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def image_step(arch: Any) -> int:
+    """The step every resized image side is a multiple of (patch x spatial merge: transformers'
+    Qwen2VLImageProcessor smart_resize, "Both dimensions (height and width) are divisible by 'factor'"); 0 for a
+    model without a vision tower."""
+    vision = getattr(arch, "vision", None)
+    return vision.patch * vision.merge if vision is not None else 0
+
+
 def shown_model(workload: dict[str, Any] | None, model: str) -> str:
     """The model as a printed `doctor estimate --model` names it: a config file beside the profile by its absolute
     path (the command runs from any folder), a built-in name or Hub id as given."""
