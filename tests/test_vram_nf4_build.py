@@ -132,7 +132,8 @@ def test_the_rope_cache_length_is_torchtunes_not_the_configs():
 def test_odd_shapes_and_targets_torchtune_cannot_build_are_exit_2(tmp_path):
     cfg = json.loads((REPO / "doctor" / "data" / "models" / "llama-2-7b.json").read_text())
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({**cfg, "hidden_size": 4000, "intermediate_size": 10000, "num_attention_heads": 40}))
+    path.write_text(json.dumps({**cfg, "hidden_size": 4000, "intermediate_size": 10000, "num_attention_heads": 40,
+                                       "num_key_value_heads": 40}))
     base = [sys.executable, "-m", "doctor", "estimate", "--offline", "--method", "qlora", "--implementation",
             "torchtune", "--torchao-version", "0.1"]
     for argv, flag in (([ "--model", str(path), "--lora-targets", "all-linear"], "--implementation"),

@@ -150,13 +150,18 @@ class Arch:
         return total
 
 
-def _get(cfg: dict[str, Any], source: str, key: str, *alts: str, default: Any = None) -> Any:
+def _get(cfg: dict[str, Any], source: str, key: str, *alts: str, default: Any = None, prefix: str = "") -> Any:
     for k in (key, *alts):
         if k in cfg and cfg[k] is not None:
             return cfg[k]
     if default is not None:
         return default
-    raise InputError(source, key, "missing from the model config; expected an integer")
+    raise InputError(source, prefix + key, "missing from the model config; expected an integer")
+
+
+def _present(cfg: dict[str, Any], key: str, *alts: str) -> str:
+    """The spelling of a key the config holds (the first of key, *alts it sets), else key: what a message names."""
+    return next((k for k in (key, *alts) if cfg.get(k) is not None), key)
 
 
 # Counts a real model config can hold: no layer is 10 million wide, no vocabulary holds 10**12 tokens.
@@ -164,18 +169,48 @@ LIMIT = 10**10
 POSITIVE = {"hidden_size", "intermediate_size", "ffn_dim", "num_attention_heads", "num_key_value_heads",
             "num_hidden_layers", "vocab_size", "head_dim", "n_layer", "n_embd", "n_head", "n_kv_head",
             "patch_size", "spatial_merge_size", "temporal_patch_size", "num_heads", "depth", "out_hidden_size",
-            "word_embed_proj_dim", "max_position_embeddings", "mamba_n_heads"}
+            "word_embed_proj_dim", "max_position_embeddings", "mamba_n_heads",
+            # SSM sizes: a zero expand, state, conv kernel, dt rank, head or group count is no mixer (a conv1d of
+            # kernel 0 fails, dt_proj's init divides by the rank, the B/C groups divide the heads)
+            "expand", "state_size", "conv_kernel", "time_step_rank", "n_groups", "mamba_expand", "mamba_d_state",
+            "mamba_d_conv", "mamba_n_groups", "mamba_d_head", "mamba_num_heads", "mamba_head_dim", "ssm_state_size",
+            # mamba_ssm's MambaConfig and its ssm_cfg
+            "d_model", "pad_vocab_size_multiple", "d_state", "d_conv", "dt_rank", "headdim", "ngroups"}
 
 
-def _int(cfg: dict[str, Any], source: str, key: str, *alts: str, default: int | None = None) -> int:
+def _int(cfg: dict[str, Any], source: str, key: str, *alts: str, default: int | None = None,
+         prefix: str = "") -> int:
     """An integer field of the config: present (or defaulted), a whole number, positive where a zero would
-    divide (heads) or mean no model, and of a size real models have."""
-    value = _get(cfg, source, key, *alts, default=default)
+    divide (heads) or mean no model, and of a size real models have. A bad value is named by the spelling the
+    config uses (an alternative key, a nested mapping's `prefix` such as "ssm_cfg.")."""
+    value = _get(cfg, source, key, *alts, default=default, prefix=prefix)
     low = 1 if key in POSITIVE else 0
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= LIMIT:
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise InputError(source, key, f"is {shown}; expected a whole number from {low} to {LIMIT:.0e}")
+        raise InputError(source, prefix + _present(cfg, key, *alts),
+                         f"is {shown}; expected a whole number from {low} to {LIMIT:.0e}")
     return value
+
+
+def _head_dim(cfg: dict[str, Any], source: str, h: int, a: int, h_key: str = "hidden_size",
+              a_key: str = "num_attention_heads") -> int:
+    """The head width a config leaves implicit, hidden_size // num_attention_heads (LlamaConfig, OPTAttention,
+    BertSelfAttention, nanochat's CausalSelfAttention): more heads than hidden units makes it 0, a model no library
+    builds. Named by the heads key the config holds, not the head_dim it does not."""
+    if a > h:
+        raise InputError(source, _present(cfg, a_key), f"is {a}, more than {h_key} {h}: each head would be "
+                                                       f"{h_key} // {a_key} = 0 wide; expected at most {h} heads")
+    return h // a
+
+
+def _kv_heads(cfg: dict[str, Any], source: str, a: int, g: int, a_key: str = "num_attention_heads",
+              g_key: str = "num_key_value_heads") -> None:
+    """Grouped-query attention: each key/value head serves a // g query heads (transformers' repeat_kv with
+    num_key_value_groups = num_attention_heads // num_key_value_heads; nanochat asserts n_head % n_kv_head == 0).
+    More key/value heads than query heads, or a count that does not divide them, fails in the attention."""
+    if g > a or a % g:
+        raise InputError(source, _present(cfg, g_key), f"is {g} with {a_key} {a}; expected a divisor of {a_key} "
+                                                       f"(each key/value head serves {a_key} / {g_key} query heads)")
 
 
 def _rate(cfg: dict[str, Any], source: str, key: str) -> float:
@@ -188,8 +223,16 @@ def _rate(cfg: dict[str, Any], source: str, key: str) -> float:
 
 def from_config(cfg: dict[str, Any], name: str = "", source: str = "config.json") -> Arch:
     """Build an Arch from a config.json mapping; unknown families are bad input (exit 2)."""
-    if "model_type" not in cfg and isinstance(cfg.get("ssm_cfg"), dict):
-        cfg = _from_mamba_ssm(cfg, source)   # a mamba_ssm MambaLMHeadModel config (state-spaces/mamba-*)
+    if "model_type" not in cfg and cfg.get("ssm_cfg") is not None:
+        # a mamba_ssm MambaLMHeadModel config (state-spaces/mamba-*): MambaConfig.ssm_cfg is a dict of mixer kwargs
+        if not isinstance(cfg["ssm_cfg"], dict):
+            raise InputError(source, "ssm_cfg", f"is {cfg['ssm_cfg']!r}"[:60] + "; expected a mapping of the "
+                                                "Mamba mixer's settings (layer, d_state, d_conv, expand, ...)")
+        try:
+            cfg = _from_mamba_ssm(cfg, source)
+        except (TypeError, AttributeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+            raise InputError(source, None, f"is not a mamba_ssm config doctor can read ({type(exc).__name__}: "
+                                           f"{str(exc)[:120]})") from None
     family = cfg.get("model_type")
     if isinstance(family, str) and family in REFUSED_HYBRIDS:
         raise InputError(source, "model_type", f"is {family!r}: {REFUSED_HYBRIDS[family]} is not modelled yet; "
@@ -212,6 +255,7 @@ def _opt(cfg: dict[str, Any], name: str, source: str) -> Arch:
     h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "ffn_dim")
     a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
     wd = _int(cfg, source, "word_embed_proj_dim", default=h)
+    _head_dim(cfg, source, h, a)
     bias = bool(cfg.get("enable_bias", True))
     lin = tuple(Linear(n, h, h, bias) for n in ("q_proj", "k_proj", "v_proj", "out_proj"))
     lin += (Linear("fc1", h, f, bias), Linear("fc2", f, h, bias))
@@ -228,7 +272,8 @@ def _llama(cfg: dict[str, Any], name: str, source: str, family: str | None = Non
     h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "intermediate_size")
     a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
     g = _int(cfg, source, "num_key_value_heads", default=a)
-    d = _int(cfg, source, "head_dim", default=h // a)
+    _kv_heads(cfg, source, a, g)
+    d = _int(cfg, source, "head_dim") if cfg.get("head_dim") is not None else _head_dim(cfg, source, h, a)
     family = family or cfg["model_type"]
     qkv_bias = bool(cfg.get("attention_bias", family == "qwen2"))
     o_bias = bool(cfg.get("attention_bias", False)) and family != "qwen2"
@@ -249,6 +294,7 @@ def _bert(cfg: dict[str, Any], name: str, source: str) -> Arch:
     a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
     lin = (Linear("query", h, h, True), Linear("key", h, h, True), Linear("value", h, h, True),
            Linear("dense", h, h, True), Linear("intermediate", h, f, True), Linear("output", f, h, True))
+    _head_dim(cfg, source, h, a)
     dropout = _rate(cfg, source, "hidden_dropout_prob") > 0
     block = Block("bert", lin, 4 * h, h, a, a, h // a, f, False, "layer", dropout=dropout)
     embed = (V + _int(cfg, source, "max_position_embeddings") + _int(cfg, source, "type_vocab_size", default=2)) * h + 2 * h
@@ -266,7 +312,13 @@ def _nanochat(cfg: dict[str, Any], name: str, source: str) -> Arch:
     a = _int(cfg, source, "n_head", default=max(1, (n + 127) // 128))
     g = _int(cfg, source, "n_kv_head", default=a)
     V = _int(cfg, source, "vocab_size", default=65536)
-    d = n // a
+    # nanochat/gpt.py CausalSelfAttention: assert n_embd % n_head == 0; assert n_kv_head <= n_head and
+    # n_head % n_kv_head == 0
+    d = _head_dim(cfg, source, n, a, "n_embd", "n_head")
+    if cfg.get("n_head") is not None and n % a:
+        raise InputError(source, "n_head", f"is {a}, which does not divide n_embd {n}; expected a divisor of n_embd "
+                                           "(nanochat's heads split n_embd evenly)")
+    _kv_heads(cfg, source, a, g, "n_head", "n_kv_head")
     lin = (Linear("c_q", n, a * d), Linear("c_k", n, g * d), Linear("c_v", n, g * d), Linear("c_proj", n, n),
            Linear("c_fc", n, 4 * n), Linear("mlp_c_proj", 4 * n, n))
     block = Block("decoder", lin, 0, n, a, g, d, 4 * n, False, "rms_noparam", qk_norm=True)
@@ -283,12 +335,13 @@ def _qwen3_vl(cfg: dict[str, Any], name: str, source: str) -> Arch:
     if not text or not vis:
         raise InputError(source, "text_config" if not text else "vision_config", "missing; expected a mapping")
     text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", False))
-    lm = _llama(text, name, source, family="qwen3_vl")
+    lm = _llama(text, name, f"{source}: text_config", family="qwen3_vl")   # bad keys named inside text_config
     vs = f"{source}: vision_config"
     h, f = _int(vis, vs, "hidden_size"), _int(vis, vs, "intermediate_size")
     heads, depth = _int(vis, vs, "num_heads"), _int(vis, vs, "depth")
     patch, tp, merge = _int(vis, vs, "patch_size"), _int(vis, vs, "temporal_patch_size"), _int(vis, vs, "spatial_merge_size")
     out = _int(vis, vs, "out_hidden_size")
+    _head_dim(vis, vs, h, heads, "hidden_size", "num_heads")
     lin = (Linear("qkv", h, 3 * h, True), Linear("proj", h, h, True),
            Linear("linear_fc1", h, f, True), Linear("linear_fc2", f, h, True))
     block = Block("vit", lin, 4 * h, h, heads, heads, h // heads, f, False, "layer")
@@ -322,25 +375,39 @@ def _from_mamba_ssm(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     layer = ssm.get("layer", "Mamba1")
     if layer not in ("Mamba1", "Mamba2"):
         raise InputError(source, "ssm_cfg.layer", f"is {layer!r}; expected Mamba1 or Mamba2")
+    # every size is checked here, under the name the file uses (ssm_cfg.expand, not the derived intermediate_size)
     d = _int(cfg, source, "d_model")
     vocab = _int(cfg, source, "vocab_size")
     pad = _int(cfg, source, "pad_vocab_size_multiple", default=8)
     vocab += (pad - vocab % pad) % pad     # MambaLMHeadModel pads the vocabulary to the multiple
-    expand = _int(ssm, source, "expand", default=2)
+    s = "ssm_cfg."
+    expand = _int(ssm, source, "expand", default=2, prefix=s)
     out = {"model_type": "mamba" if layer == "Mamba1" else "mamba2", "hidden_size": d,
            "num_hidden_layers": _int(cfg, source, "n_layer"), "vocab_size": vocab,
-           "expand": expand, "conv_kernel": _int(ssm, source, "d_conv", default=4),
-           "state_size": _int(ssm, source, "d_state", default=16 if layer == "Mamba1" else 128),
+           "expand": expand, "conv_kernel": _int(ssm, source, "d_conv", default=4, prefix=s),
+           "state_size": _int(ssm, source, "d_state", default=16 if layer == "Mamba1" else 128, prefix=s),
            "use_bias": bool(ssm.get("bias", False)), "use_conv_bias": bool(ssm.get("conv_bias", True)),
            "tie_word_embeddings": bool(cfg.get("tie_embeddings", True)),
            "layer_norm_bias": not cfg.get("rms_norm", True)}
     if layer == "Mamba1":
+        # mamba_simple.Mamba: dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         rank = ssm.get("dt_rank", "auto")
-        out["time_step_rank"] = -(-d // 16) if rank == "auto" else rank
+        out["time_step_rank"] = -(-d // 16) if rank == "auto" else _int(ssm, source, "dt_rank", prefix=s)
     else:
-        head = _int(ssm, source, "headdim", default=64)
-        out.update(head_dim=head, n_groups=_int(ssm, source, "ngroups", default=1),
-                   num_heads=expand * d // head, mamba2_norm=bool(ssm.get("rmsnorm", True)))
+        # mamba2.Mamba2: d_inner = expand * d_model; assert d_ssm % headdim == 0; nheads = d_ssm // headdim; the SSD
+        # kernels assert nheads % ngroups == 0
+        head = _int(ssm, source, "headdim", default=64, prefix=s)
+        groups = _int(ssm, source, "ngroups", default=1, prefix=s)
+        d_inner = expand * d
+        if d_inner % head:
+            raise InputError(source, "ssm_cfg.headdim", f"is {head}, which does not divide the mixer's width "
+                                                        f"expand x d_model = {d_inner}; expected a divisor of it")
+        if (d_inner // head) % groups:
+            raise InputError(source, "ssm_cfg.ngroups", f"is {groups}, which does not divide the mixer's "
+                                                        f"{d_inner // head} heads (expand x d_model / headdim); "
+                                                        "expected a divisor of the head count")
+        out.update(head_dim=head, n_groups=groups, num_heads=d_inner // head,
+                   mamba2_norm=bool(ssm.get("rmsnorm", True)))
     return out
 
 
@@ -350,8 +417,12 @@ def _mamba(cfg: dict[str, Any], name: str, source: str) -> Arch:
     family = cfg["model_type"]
     h, L, V = _int(cfg, source, "hidden_size", "d_model"), _int(cfg, source, "num_hidden_layers", "n_layer"), \
         _int(cfg, source, "vocab_size")
-    expand = _int(cfg, source, "expand", default=2)
-    d_inner = _int(cfg, source, "intermediate_size", default=expand * h) if family == "mamba" else expand * h
+    # MambaMixer: config.intermediate_size (MambaConfig sets expand x hidden_size unless the file gives it);
+    # Mamba2Mixer: int(config.expand * hidden_size)
+    if family == "mamba" and cfg.get("intermediate_size") is not None:
+        d_inner = _int(cfg, source, "intermediate_size")
+    else:
+        d_inner = _int(cfg, source, "expand", default=2) * h
     d_state = _int(cfg, source, "state_size", "d_state", default=16 if family == "mamba" else 128)
     d_conv = _int(cfg, source, "conv_kernel", "d_conv", default=4)
     bias, conv_bias = bool(cfg.get("use_bias", False)), bool(cfg.get("use_conv_bias", True))
@@ -366,9 +437,11 @@ def _mamba(cfg: dict[str, Any], name: str, source: str) -> Arch:
         other = d_inner * d_conv + (d_inner if conv_bias else 0) + d_inner * d_state + d_inner + norm
         tied = bool(cfg.get("tie_word_embeddings", True))
     else:
-        heads = _int(cfg, source, "num_heads", default=d_inner // _int(cfg, source, "head_dim", default=64))
-        head_dim = _int(cfg, source, "head_dim", default=64)
-        groups = _int(cfg, source, "n_groups", "ngroups", default=1)
+        # Mamba2Config: num_heads 128, head_dim 64, n_groups 8 unless given; validate_architecture: hidden_size x
+        # expand == num_heads x head_dim
+        heads, head_dim = _int(cfg, source, "num_heads", default=128), _int(cfg, source, "head_dim", default=64)
+        groups = _int(cfg, source, "n_groups", "ngroups", default=8)
+        _mamba2_shape(cfg, source, d_inner, heads, head_dim, groups, MAMBA2_KEYS)
         ssm = SSM(2, d_inner, d_state, d_conv, heads=heads, head_dim=head_dim, groups=groups)
         lin = (Linear("in_proj", h, ssm.in_proj_out, bias), Linear("out_proj", d_inner, h, bias))
         gated_norm = d_inner if cfg.get("mamba2_norm", True) else 0
@@ -387,13 +460,37 @@ def _mamba(cfg: dict[str, Any], name: str, source: str) -> Arch:
 # same configs with transformers and compare sum(p.numel()), the cache it fills and what autograd saves.
 
 
-def _mamba2_mixer(source: str, h: int, d_inner: int, heads: int, head_dim: int, groups: int, d_state: int,
-                  d_conv: int, bias: bool, conv_bias: bool) -> tuple[SSM, tuple[Linear, ...], int]:
+# the keys each family spells the Mamba-2 sizes with: heads, head width, expand, the B/C groups (and alternatives)
+BAMBA_KEYS = ("mamba_n_heads", "mamba_d_head", "mamba_expand", ("mamba_n_groups",))
+NEMOTRON_H_KEYS = ("mamba_num_heads", "mamba_head_dim", "expand", ("mamba_n_groups", "n_groups"))
+MAMBA2_KEYS = ("num_heads", "head_dim", "expand", ("n_groups", "ngroups"))
+
+
+def _mamba2_shape(cfg: dict[str, Any], source: str, d_inner: int, heads: int, head_dim: int, groups: int,
+                  keys: tuple[str, str, str, tuple[str, ...]]) -> None:
+    """What every Mamba2Mixer needs (Mamba2Config / BambaConfig / GraniteMoeHybridConfig.validate_architecture:
+    heads x head_dim = expand x hidden_size; the scan's repeat_interleave(num_heads // n_groups) and the gated
+    RMSNorm's group_size = d_inner // n_groups: the groups divide the heads). Named by a key the config sets."""
+    n, dim, expand, group_keys = keys
+    if heads * head_dim != d_inner:
+        # the head width when the file gives one as a number, else the head count (BambaConfig's "auto" head width
+        # is d_inner // mamba_n_heads: wrong only when the heads do not divide), else expand
+        key = dim if isinstance(cfg.get(dim), int) else _present(cfg, n, dim, expand, "hidden_size", "d_model")
+        given = {k: "" if cfg.get(k) is not None else ", not set" for k in (n, dim)}
+        raise InputError(source, key, f"{heads} heads ({n}{given[n]}) x {head_dim} ({dim}{given[dim]}) = "
+                                      f"{heads * head_dim} is not the mixer's width {d_inner}; expected "
+                                      f"{n} x {dim} = {expand} x hidden_size")
+    if heads % groups:
+        raise InputError(source, _present(cfg, *group_keys), f"is {groups}, which does not divide the {heads} heads "
+                                                             f"({n}); expected a divisor of {n}")
+
+
+def _mamba2_mixer(cfg: dict[str, Any], source: str, h: int, d_inner: int, heads: int, head_dim: int, groups: int,
+                  d_state: int, d_conv: int, bias: bool, conv_bias: bool,
+                  keys: tuple[str, str, str, tuple[str, ...]] = BAMBA_KEYS) -> tuple[SSM, tuple[Linear, ...], int]:
     """BambaMixer / NemotronHMamba2Mixer (the Mamba2Mixer modules): in_proj to z, xBC and dt; a depthwise conv1d
     over xBC; dt_bias, A_log and D per head; a gated RMSNorm over d_inner; out_proj. (sizes, linears, other params)"""
-    if heads * head_dim != d_inner:
-        raise InputError(source, "mamba_d_head", f"{head_dim} x {heads} heads is not the mixer's width {d_inner}; "
-                                                 "expected mamba_n_heads x mamba_d_head = mamba_expand x hidden_size")
+    _mamba2_shape(cfg, source, d_inner, heads, head_dim, groups, keys)
     ssm = SSM(2, d_inner, d_state, d_conv, heads=heads, head_dim=head_dim, groups=groups)
     lin = (Linear("in_proj", h, ssm.in_proj_out, bias), Linear("out_proj", d_inner, h, bias))
     other = ssm.conv_dim * d_conv + (ssm.conv_dim if conv_bias else 0) + 3 * heads + d_inner
@@ -424,7 +521,8 @@ def _bamba(cfg: dict[str, Any], name: str, source: str) -> Arch:
     h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "intermediate_size")
     a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
     g = _int(cfg, source, "num_key_value_heads", default=a)
-    d = _int(cfg, source, "head_dim", default=h // a)
+    _kv_heads(cfg, source, a, g)
+    d = _int(cfg, source, "head_dim") if cfg.get("head_dim") is not None else _head_dim(cfg, source, h, a)
     indices = cfg.get("attn_layer_indices") or []
     if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
         raise InputError(source, "attn_layer_indices", f"is {indices!r}"[:60] + "; expected a list of layer numbers")
@@ -439,7 +537,8 @@ def _bamba(cfg: dict[str, Any], name: str, source: str) -> Arch:
     # BambaAttention's partial rotary (partial_rotary_factor 0.5) concatenates q and k: attn_out_copy
     att = Block("attention_mlp", _attention_linears(h, a, g, d, bool(cfg.get("attention_bias", False))) + mlp, 2 * h,
                 h, a, g, d, f, True, "rms", dropout=dropout, attn_out_copy=True)
-    ssm, lin, other = _mamba2_mixer(source, h, expand * h, heads, head_dim, _int(cfg, source, "mamba_n_groups", default=1),
+    ssm, lin, other = _mamba2_mixer(cfg, source, h, expand * h, heads, head_dim,
+                                    _int(cfg, source, "mamba_n_groups", default=1),
                                     _int(cfg, source, "mamba_d_state", default=256),
                                     _int(cfg, source, "mamba_d_conv", default=4),
                                     bool(cfg.get("mamba_proj_bias", False)), bool(cfg.get("mamba_conv_bias", True)))
@@ -468,13 +567,19 @@ def _nemotron_h_layers(cfg: dict[str, Any], source: str) -> list[str]:
             raise InputError(source, "hybrid_override_pattern", f"is {pattern!r}"[:60] + "; expected a string of "
                              "M (Mamba-2), * (attention), - (MLP), E (mixture of experts), one letter per layer")
         out = [NEMOTRON_H_PATTERN[c] for c in pattern]
+    key = ("layers_block_type" if cfg.get("layers_block_type") else "layer_types") if types is not None \
+        else "hybrid_override_pattern"
     if "moe" in out:
-        key = "layers_block_type" if types is not None else "hybrid_override_pattern"
         raise InputError(source, key, "has mixture-of-experts layers (moe / E), which doctor does not model yet; "
                                       "expected Mamba-2 (M), attention (*) and MLP (-) layers only")
     if _int(cfg, source, "num_nextn_predict_layers", default=0):
         raise InputError(source, "num_nextn_predict_layers", "adds multi-token-prediction layers, which doctor does "
                                                              "not model yet; expected 0")
+    if cfg.get("num_hidden_layers") is not None and _int(cfg, source, "num_hidden_layers") != len(out):
+        # NVIDIA's NemotronHConfig (and vLLM's copy): assert len(hybrid_override_pattern) == num_hidden_layers;
+        # transformers 5 warns and builds the list's length. A file that says both cannot say which it means.
+        raise InputError(source, key, f"has {len(out)} layers but num_hidden_layers is {cfg['num_hidden_layers']}; "
+                                      "expected one entry per layer")
     return out
 
 
@@ -485,16 +590,17 @@ def _nemotron_h(cfg: dict[str, Any], name: str, source: str) -> Arch:
     h, V = _int(cfg, source, "hidden_size"), _int(cfg, source, "vocab_size")
     a = _int(cfg, source, "num_attention_heads")
     g = _int(cfg, source, "num_key_value_heads", default=a)
+    _kv_heads(cfg, source, a, g)
     d = _int(cfg, source, "head_dim", default=128)            # NemotronHConfig.head_dim = 128
     f = _int(cfg, source, "intermediate_size", default=21504)
     heads, head_dim = _int(cfg, source, "mamba_num_heads", default=128), _int(cfg, source, "mamba_head_dim", default=64)
     bias = bool(cfg.get("use_bias", False))
     # NemotronHConfig.__post_init__: the mamba_* spellings of older configs win over n_groups, conv_kernel, ...
-    ssm, lin, other = _mamba2_mixer(source, h, heads * head_dim, heads, head_dim,
+    ssm, lin, other = _mamba2_mixer(cfg, source, h, heads * head_dim, heads, head_dim,
                                     _int(cfg, source, "mamba_n_groups", "n_groups", default=8),
                                     _int(cfg, source, "ssm_state_size", default=128),
                                     _int(cfg, source, "mamba_d_conv", "conv_kernel", default=4), bias,
-                                    bool(cfg.get("mamba_conv_bias", cfg.get("use_conv_bias", True))))
+                                    bool(cfg.get("mamba_conv_bias", cfg.get("use_conv_bias", True))), NEMOTRON_H_KEYS)
     # NemotronHRMSNorm returns (weight.to(float32) * normalized).to(input_dtype): it keeps the fp32 normalized input
     mam = Block("mamba", lin, other + h, h, 0, 0, 0, heads * head_dim, False, "rms_fp32", ssm=ssm)
     att = Block("attention", _attention_linears(h, a, g, d, False), h, h, a, g, d, 0, False, "rms_fp32",
@@ -518,7 +624,8 @@ def _granite_hybrid(cfg: dict[str, Any], name: str, source: str) -> Arch:
     h, f = _int(cfg, source, "hidden_size"), _int(cfg, source, "shared_intermediate_size", default=1024)
     a, L, V = _int(cfg, source, "num_attention_heads"), _int(cfg, source, "num_hidden_layers"), _int(cfg, source, "vocab_size")
     g = _int(cfg, source, "num_key_value_heads", default=a)
-    d = _int(cfg, source, "head_dim", default=h // a)
+    _kv_heads(cfg, source, a, g)
+    d = _int(cfg, source, "head_dim") if cfg.get("head_dim") is not None else _head_dim(cfg, source, h, a)
     key = "layer_types" if cfg.get("layer_types") is not None else "layers_block_type"
     types = cfg.get(key)
     if types is None:                              # GraniteMoeHybridConfig: all linear_attention when not given
@@ -536,7 +643,7 @@ def _granite_hybrid(cfg: dict[str, Any], name: str, source: str) -> Arch:
     mlp = (Linear("input_linear", h, 2 * f), Linear("output_linear", f, h))
     att = Block("attention_mlp", _attention_linears(h, a, g, d, bool(cfg.get("attention_bias", False))) + mlp, 2 * h,
                 h, a, g, d, f, True, "rms", dropout=_rate(cfg, source, "attention_dropout") > 0)
-    ssm, lin, other = _mamba2_mixer(source, h, expand * h, heads, head_dim,
+    ssm, lin, other = _mamba2_mixer(cfg, source, h, expand * h, heads, head_dim,
                                     _int(cfg, source, "mamba_n_groups", default=1),
                                     _int(cfg, source, "mamba_d_state", default=256),
                                     _int(cfg, source, "mamba_d_conv", default=4),
