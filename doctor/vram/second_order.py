@@ -253,8 +253,9 @@ def hvp_notes(arch: Arch, wl: Any) -> list[str]:
 
     kinds = getattr(arch, "kinds", None) or [(arch.block, arch.layers)]
     if any(k.ssm is not None for k, _ in kinds):
-        raise InputError("--method", "hessian", f"{arch.family} has selective-scan (Mamba) layers whose fused kernels "
-                         "have no double backward; expected a transformer model for an HVP estimate")
+        raise InputError("--method", "hessian", f"{arch.family} has selective-scan (Mamba) layers, whose fused "
+                         "kernels have no double backward; doctor's second-order figures (--hessian hvp, hutchinson, "
+                         "gptq, full) are modelled for transformer models only; expected one")
     notes = [("Hessian-vector product by double backward (create_graph=True): the forward's saved tensors, the "
              "recorded first backward and the second backward's working set; gradient checkpointing does not "
              "shrink them")]
