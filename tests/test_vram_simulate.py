@@ -1,9 +1,11 @@
 """`doctor estimate --simulate`: the fake-tensor step's peak against a real CPU run of the same tiny model, measured
 independently (the PyTorch profiler's allocator events, not MemTracker); the refusal and timeout paths; bad input.
 
-Subprocesses that import torch: three (training, inference, custom-code refusal); the others run a tiny script."""
+Subprocesses that import torch: four (training, inference, custom-code refusal, a headless config with auto_map);
+the others run a tiny script or build on the meta device in this process."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,6 +16,7 @@ from doctor.cli import main
 from doctor.vram.arch import from_config
 from doctor.vram.estimator import Workload, estimate
 from doctor.vram.simulate import (
+    SCRIPT,
     report_alone,
     request,
     run_child,
@@ -68,6 +71,8 @@ TRAIN = Workload(method="full", dtype="fp32", batch=4, seq=128, optimizer="adamw
 GENERATE = Workload(method="inference", dtype="fp32", batch=2, seq=96, context=100, attention="sdpa")
 CUSTOM = {"model_type": "doctor_custom_lm", "architectures": ["CustomLM"], "hidden_size": 64, "num_hidden_layers": 2,
           "auto_map": {"AutoModelForCausalLM": "modeling_custom.CustomLM"}}
+# a base-model class (no LM head) and custom code for a model type transformers has built in
+HEADLESS = {**LLAMA, "architectures": ["LlamaModel"], "auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}}
 
 
 def _start(config: dict, wl: Workload, pool: ThreadPoolExecutor) -> Future:
@@ -78,15 +83,16 @@ def _start(config: dict, wl: Workload, pool: ThreadPoolExecutor) -> Future:
 
 @pytest.fixture(scope="module")
 def children(tmp_path_factory):
-    """The three torch children, started together: they import torch side by side (and beside this process's
+    """The four torch children, started together: they import torch side by side (and beside this process's
     real runs) instead of one after another. The third is `--simulate` on an architecture doctor has no formula
-    for, whose config names custom code."""
+    for, whose config names custom code; the fourth a Llama config naming its headless base class and custom code."""
     custom = tmp_path_factory.mktemp("custom") / "config.json"
     custom.write_text(json.dumps(CUSTOM), encoding="utf-8")
-    pool = ThreadPoolExecutor(3)
+    pool = ThreadPoolExecutor(4)
     started = {"train": _start(OPT, TRAIN, pool), "generate": _start(LLAMA, GENERATE, pool),
                "custom": pool.submit(simulate_unmodelled, str(custom), True,
-                                     lambda: Workload(method="inference", dtype="fp32", batch=1, seq=8), 120)}
+                                     lambda: Workload(method="inference", dtype="fp32", batch=1, seq=8), 120),
+               "headless": _start(HEADLESS, Workload(method="full", dtype="fp32", batch=1, seq=8), pool)}
     yield started
     pool.shutdown(wait=True)
 
@@ -157,11 +163,56 @@ def test_custom_code_is_refused_in_one_line(children, capsys):
     assert doc["peak_bytes"] is None and doc["analytic_error"] == why and doc["simulation"]["reason"] == sim.reason
 
 
+def test_a_headless_config_with_custom_code_trains_the_causal_lm_and_says_so(children):
+    """architectures naming the base class (no LM head, which the analytic estimate counts) and auto_map for a model
+    type transformers has built in: the training step runs LlamaForCausalLM, and the notes say both."""
+    sim, _ = _done(children["headless"])
+    d = sim.to_dict()
+    assert d["model_class"] == "LlamaForCausalLM" and sim.by_category["grads"] > 0
+    notes = " | ".join(d["notes"])
+    assert "architectures (LlamaModel)" in notes and "auto_map" in notes and "not the remote code" in notes
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("doctor_simulate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("config, notes", [
+    ({k: v for k, v in LLAMA.items() if k != "architectures"}, []),   # Auto classes have no _from_config
+    ({**LLAMA, "architectures": ["LlamaModel"]}, ["architectures (LlamaModel)"]),
+    ({**LLAMA, "auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}}, ["auto_map"]),
+])
+def test_the_model_built_is_the_causal_lm(config, notes):
+    """Built on the meta device in this process, as the child builds it: the model type's causal-LM class whatever
+    architectures names (or without it), with a note where that is not the class the config names."""
+    import torch
+
+    script, said = _script(), []
+    req = request(config, None, Workload(method="full", dtype="fp32", batch=1, seq=8, attention="sdpa"))
+    model, name = script.build_model(req, torch, said)
+    assert name == type(model).__name__ == "LlamaForCausalLM" and model.lm_head.weight.is_meta
+    assert len(said) == len(notes) and all(n in s for n, s in zip(notes, said)), said
+
+
+def test_a_model_type_without_an_lm_head_class_is_refused_naming_architectures():
+    script = _script()
+    config = {"model_type": "distilbert", "architectures": ["DistilBertModel"], "dim": 64, "hidden_dim": 128,
+              "n_layers": 2, "n_heads": 4, "vocab_size": 1000}
+    req = request(config, None, Workload(method="inference", dtype="fp32", batch=1, seq=8))
+    with pytest.raises(script.Refusal) as refused:
+        script.build_model(req, __import__("torch"), [])
+    text = str(refused.value)
+    assert "architectures (DistilBertModel)" in text and "'distilbert'" in text and "\n" not in text
+
+
 def test_unmodelled_architecture_checks_the_workload_before_any_child(tmp_path, capsys):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(CUSTOM), encoding="utf-8")
     assert main(["estimate", "--model", str(path), "--simulate", "--method", "hessian"]) == 2
-    assert "--simulate does not run a double backward" in capsys.readouterr().err
+    assert "not a second-order method" in capsys.readouterr().err
 
 
 def test_a_hung_child_is_killed_and_reported(tmp_path):
@@ -229,6 +280,7 @@ def test_unsupported_names_nothing_for_plain_workloads():
     assert unsupported(Workload()) is None
     assert unsupported(Workload(method="lora", optimizer="adafactor")) is None
     assert unsupported(Workload(method="inference", optimizer="muon")) is None   # no optimizer in inference
+    assert "torch.optim's AdamW and SGD and transformers' Adafactor" in unsupported(Workload(optimizer="lion"))[2]
 
 
 def test_request_round_trips_as_json():

@@ -78,8 +78,10 @@ def unsupported(wl: Workload) -> tuple[str, str, str] | None:
                "(--method full, lora or inference)")
         return ("--quant", wl.quant, why) if wl.quant != "none" else ("--method", wl.method, why)
     if wl.method == "hessian":
-        return ("--method", "hessian", ("--simulate does not run a double backward (the CPU attention kernels "
-                                        "have none); expected full, lora or inference"))
+        return ("--method", "hessian", ("--simulate runs a training step (forward, backward, optimizer) or a "
+                                        "generation, not a second-order method (an HVP's double backward, "
+                                        "Hutchinson's probes, GPTQ's layer Hessians); expected full, lora or "
+                                        "inference"))
     if wl.zero is not None or wl.fsdp is not None or wl.world_size > 1:
         return ("--simulate", "distributed", ("--simulate runs one process; expected no --zero / --fsdp / "
                                               "--world-size above 1"))
@@ -92,7 +94,8 @@ def unsupported(wl: Workload) -> tuple[str, str, str] | None:
         return ("--kv-cache-heads", str(wl.kv_cache_heads), ("--simulate runs the installed transformers' cache, "
                                                              "which keeps the k/v heads; expected kv"))
     if wl.method != "inference" and wl.optimizer not in OPTIMIZERS:
-        return ("--optimizer", wl.optimizer, f"--simulate steps torch.optim only; expected one of {', '.join(OPTIMIZERS)}")
+        return ("--optimizer", wl.optimizer, ("--simulate steps torch.optim's AdamW and SGD and transformers' "
+                                              f"Adafactor only; expected one of {', '.join(OPTIMIZERS)}"))
     return None
 
 

@@ -29,7 +29,7 @@ def first_line(exc):
     return ("{}: {}".format(type(exc).__name__, text[0] if text else "")).strip()[:400]
 
 
-def build_config(req):
+def build_config(req, notes=None):
     import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -40,18 +40,38 @@ def build_config(req):
                       "(trust_remote_code)")
     if kind not in CONFIG_MAPPING_NAMES:
         raise Refusal(f"model_type {kind!r} is not an architecture of transformers {transformers.__version__}")
+    if cfg.get("auto_map") and notes is not None:
+        notes.append(f"the config names custom code (auto_map); --simulate never sets trust_remote_code, so it ran "
+                     f"transformers' built-in class for model_type {kind!r}, as from_pretrained does without "
+                     "trust_remote_code, not the remote code")
     cfg.pop("model_type", None)
     return transformers.AutoConfig.for_model(kind, **cfg)
 
 
-def model_class(config):
-    import transformers
+LM_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")
 
-    for name in config.architectures or ():
+
+def model_class(config):
+    """(the class to build, whether it is an Auto class): the first class the config's architectures names that has
+    an LM head, else the model type's causal-LM class (AutoModelForCausalLM's, or AutoModelForImageTextToText's for
+    a vision-language model): a training or generation step runs through the LM head, as the analytic estimate
+    counts it. A Refusal naming `architectures` when there is none."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    heads = {*modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values(),
+             *modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.values()}
+    named = [n for n in config.architectures or () if isinstance(n, str)]
+    for name in named:
         cls = getattr(transformers, name, None)
-        if cls is not None:
-            return cls
-    return transformers.AutoModelForCausalLM
+        if cls is not None and (name in heads or name.endswith(LM_SUFFIXES)):
+            return cls, False
+    for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForImageTextToText):
+        if type(config) in auto._model_mapping:
+            return auto, True
+    raise Refusal(f"the config's architectures ({', '.join(named) or 'none'}) names no class with an LM head and "
+                  f"model_type {config.model_type!r} has no causal-LM or image-text-to-text class in transformers "
+                  f"{transformers.__version__}: --simulate runs a training or generation step through the LM head")
 
 
 def attention(req, notes):
@@ -66,27 +86,39 @@ def attention(req, notes):
 def build_model(req, torch, notes):
     """The model built on the meta device (LoRA added there), then each parameter and buffer made a fake CPU tensor:
     PEFT's module moves cannot swap fake parameters in place."""
-    config = build_config(req)
+    config = build_config(req, notes)
     dtype = getattr(torch, DTYPES["fp32" if req["amp"] else req["dtype"]])
-    cls = model_class(config)
+    cls, auto = model_class(config)
+
+    def make(config, **kwargs):   # an Auto class through its public from_config, which picks the concrete class
+        return cls.from_config(config, trust_remote_code=False, **kwargs) if auto else cls._from_config(config,
+                                                                                                        **kwargs)
+
     kwargs = {"dtype": dtype, "attn_implementation": attention(req, notes)}
     with torch.device("meta"):
         try:
-            model = cls._from_config(config, **kwargs)
+            model = make(config, **kwargs)
         except (ValueError, ImportError) as exc:   # an attention implementation this class does not offer
             if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
                 raise
             kwargs.pop("attn_implementation")
             config = build_config(req)   # the refused attempt may have set an implementation on the config
-            notes.append(f"{cls.__name__} takes no attn_implementation={req['attention']}: simulated with its default")
-            model = cls._from_config(config, **kwargs)
+            name = cls.__name__ if not auto else f"the {cls.__name__} class of model_type {config.model_type!r}"
+            notes.append(f"{name} takes no attn_implementation={req['attention']}: simulated with its default")
+            model = make(config, **kwargs)
+        built_class = type(model).__name__
+        named = [n for n in config.architectures or () if isinstance(n, str)]
+        if auto and named:
+            notes.append(f"the config's architectures ({', '.join(named)}) names no transformers class with an LM "
+                         f"head: simulated {built_class}, the {cls.__name__} class of model_type "
+                         f"{config.model_type!r} (the analytic estimate counts the head too)")
         if req["method"] == "lora":
             model = add_lora(model, req, torch)
     if any(hasattr(config, k) for k in ("state_size", "ssm_state_size", "mamba_d_state")):
         notes.append("state-space layers run transformers' reference PyTorch scan on the CPU (mamba_ssm and "
                      "causal_conv1d are CUDA kernels), which holds per-token state tensors the fused kernels do not: "
                      "activations are larger here than on a GPU with those kernels")
-    return model, cls.__name__
+    return model, built_class
 
 
 def materialize(model, torch):
