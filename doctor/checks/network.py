@@ -38,7 +38,8 @@ def network_hub(facts: dict[str, Any], *, model: str | None = None) -> Result:
     if not hub.get("outcome") or not hub.get("url"):
         return errored("could not decide: the facts hold no result of the hub probe")
     if hub.get("outcome") == "ok":
-        return passed(f"{hub['url']} answers (HTTP {hub.get('http_status')}, {hub.get('elapsed_s')} s)")
+        took = f", {hub['elapsed_s']} s" if isinstance(hub.get("elapsed_s"), (int, float)) else ""
+        return passed(f"{hub['url']} answers (HTTP {hub.get('http_status')}{took})")
     cached = bool(model and complete_revision(cached_repo(facts, model)))
     if hub["url"].rstrip("/") == DEFAULT_HUB:
         remedy = Remediation("huggingface.co is unreachable from here. Use a mirror, or download elsewhere and "
