@@ -312,3 +312,16 @@ def test_the_console_bar_names_the_gpu_it_is_judged_against(capsys):
         assert main(["estimate", "--model", "opt-125m", *argv, "--gpu-memory", "4GiB"]) in (0, 1)
         bar = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
         assert bar and " of 4.00 GiB" in bar[0], bar
+
+
+def test_a_sequence_past_the_position_table_is_said(capsys):
+    """OPT's learned positions have max_position_embeddings rows (2048): 4096 tokens index past them; a RoPE model
+    runs past its length, untrained there. Either way the estimate says so instead of staying silent."""
+    from doctor.vram.catalogue import resolve
+    from doctor.vram.estimator import Workload, estimate
+
+    opt = estimate(resolve("opt-1.3b"), Workload(seq=4096))
+    assert "forward fails (index error)" in opt.notes[0]
+    llama = estimate(resolve("llama-2-7b"), Workload(seq=8192))
+    assert "not trained at that length" in llama.notes[0]
+    assert not any("max_position_embeddings" in n for n in estimate(resolve("opt-1.3b"), Workload(seq=2048)).notes)

@@ -244,11 +244,16 @@ def from_config(cfg: dict[str, Any], name: str = "", source: str = "config.json"
                "mamba2": _mamba, "bamba": _bamba, "nemotron_h": _nemotron_h,
                "granitemoehybrid": _granite_hybrid}.get(family, _llama)
     try:
-        return builder(cfg, name or str(cfg.get("_name_or_path") or family), source)
+        arch = builder(cfg, name or str(cfg.get("_name_or_path") or family), source)
     except (TypeError, AttributeError, ValueError, ZeroDivisionError, OverflowError) as exc:
         # a field of the wrong shape ("text_config": 1, a list where a number goes): bad input, named
         raise InputError(source, None, f"is not a {family} config doctor can read ({type(exc).__name__}: "
                                        f"{str(exc)[:120]})") from None
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    positions = text.get("max_position_embeddings")
+    if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0:
+        arch.extra["max_positions"] = positions   # the length the model's positions were built for
+    return arch
 
 
 def _opt(cfg: dict[str, Any], name: str, source: str) -> Arch:

@@ -591,10 +591,19 @@ def _frozen_base(arch: Arch, wl: Workload, amp: bool, dequant: float, notes: lis
     return "", dequant
 
 
+LEARNED_POSITIONS = ("opt", "bert")   # an embedding table of max_position_embeddings rows (OPTLearnedPositional-
+# Embedding, BertEmbeddings.position_embeddings): a longer sequence indexes past it
+
+
 def estimate(arch: Arch, wl: Workload) -> Estimate:
     """Peak GPU memory of one step of `wl` on `arch`, each term with its formula and source."""
     est = _estimate(arch, wl)
     est.terms = _documented(est, arch, wl)
+    length, positions = max(wl.seq, wl.context or 0), arch.extra.get("max_positions")
+    if positions and length > positions:
+        est.notes.insert(0, f"{length:,} tokens is past the config's max_position_embeddings {positions:,}: " + (
+            f"{arch.family}'s learned position embeddings have no row for it, so the forward fails (index error)"
+            if arch.family in LEARNED_POSITIONS else "the model runs past it but was not trained at that length"))
     return est
 
 
