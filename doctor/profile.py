@@ -87,7 +87,6 @@ def read(path: Path) -> dict[str, Any]:
         raise InputError(str(path), "(top level)", f"expected a mapping of profile keys, got {type(data).__name__}")
     validate(data, SCHEMA, str(path))
     _check_gpu_models(data, str(path))
-    _check_workload(data, str(path))
     return data
 
 
@@ -304,6 +303,8 @@ def load(refs: list[str], registry: Registry, offline: bool | None = True) -> Pr
         merged = merge(merged, resolved)
         kinds.append(head.get("kind", "machine"))
         descriptions.append(head.get("description", ""))
+    # the merged workload, its DeepSpeed file's settings included: a child's key may complete its parent's
+    _check_workload(merged, " + ".join(refs))
     name = " + ".join(Path(r).stem if r.endswith((".yaml", ".yml")) else r for r in refs)
     kind = "machine" if "machine" in kinds else kinds[0]
     return Profile(name, kind, " / ".join(d for d in descriptions if d), merged, list(refs), sources)

@@ -24,14 +24,22 @@ def _budget(tmp_path, registry, workload: dict, parent: dict | None = None):
     return {r.check_id: r for r in rep.results}["vram.budget"]
 
 
-def test_a_contradiction_across_extends_is_not_judged(tmp_path, registry, monkeypatch):
+def test_a_contradiction_across_extends_is_bad_input_and_a_completed_parent_is_not(tmp_path, registry,
+                                                                                   monkeypatch):
+    """The merged workload is checked (a child's key may complete or contradict its parent's): ZeRO-3 in the parent
+    and FSDP in the child is refused naming the key; gpus_per_node 4 under a parent's world_size 8 is valid."""
+    import pytest
+
+    from doctor.errors import InputError
+
     monkeypatch.chdir(tmp_path)   # ./parent.yaml is not in the working directory
-    r = _budget(tmp_path, registry, {"fsdp": "full"},
-                parent={"model": "opt-1.3b", "method": "full", "zero_stage": 3, "world_size": 8})
-    assert r.status is Status.ERROR and r.summary.startswith("could not decide: job.workload.fsdp: full:"), r.summary
-    r = _budget(tmp_path, registry, {"method": "inference"},
-                parent={"model": "opt-1.3b", "method": "full", "zero_stage": 3, "world_size": 8})
-    assert r.status is Status.ERROR and "job.workload.method: inference" in r.summary, r.summary
+    parent = {"model": "opt-1.3b", "method": "full", "zero_stage": 3, "world_size": 8}
+    for child, key in (({"fsdp": "full"}, "job.workload.fsdp"), ({"method": "inference"}, "job.workload.method")):
+        with pytest.raises(InputError) as exc:
+            _budget(tmp_path, registry, child, parent=parent)
+        assert exc.value.key == key, exc.value
+    r = _budget(tmp_path, registry, {"gpus_per_node": 4}, parent=parent)
+    assert r.status is not Status.ERROR or "gpus_per_node" not in r.summary, r.summary
 
 
 def test_lora_targets_that_match_nothing_fail_and_images_on_a_text_model_are_not_judged(tmp_path, registry):
