@@ -547,3 +547,14 @@ def test_the_deepspeed_configs_precision_is_the_jobs_dtype():
     assert dtype({"bf16": {"enabled": True}, "zero_optimization": {"stage": 2}}) == "bf16"
     assert dtype({"fp16": {"enabled": True}}) == "fp16"
     assert dtype({"bf16": {"enabled": "auto"}}) == "fp32"
+
+
+def test_nvme_offload_on_a_full_disk_points_at_the_one_with_room():
+    from doctor.checks.resources import memory_ram
+
+    facts = fb.autodl_box()   # / has 22 GiB free, /root/autodl-tmp much more
+    config = {"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"}},
+              "bf16": {"enabled": True}}
+    r = memory_ram(facts, workload={"params": 7_000_000_000, "optimizer": "adamw", "dtype": "bf16"},
+                   deepspeed={"loaded": {"path": "ds.json", "text": json.dumps(config)}})
+    assert r.status is Status.FAIL and "point offload_*.nvme_path to /root/autodl-tmp/ds_nvme" in r.summary, r.summary

@@ -304,8 +304,11 @@ def _job_ram(facts: dict[str, Any], workload: dict[str, Any] | None, deepspeed: 
             details.append(f"NVMe offload needs {gib(mem.nvme_bytes)} per node on {path or '(no nvme_path set)'}; "
                            "its free space is not in the facts")
         elif where[1] < mem.nvme_bytes:
+            roomy = _largest_free(facts)
+            move = (f" (point offload_*.nvme_path to {roomy[0].rstrip('/')}/ds_nvme: {roomy[0]} has "
+                    f"{gib(roomy[1])} free)" if roomy and roomy[1] >= mem.nvme_bytes and roomy[0] != where[0] else "")
             problems.append(f"NVMe offload needs {gib(mem.nvme_bytes)} on {path} but {where[0]} has "
-                            f"{gib(where[1])} free")
+                            f"{gib(where[1])} free{move}")
         else:
             details.append(f"NVMe offload: {gib(mem.nvme_bytes)} on {path} ({where[0]}: {gib(where[1])} free)")
     lock_problem = None
