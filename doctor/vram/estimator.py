@@ -598,7 +598,7 @@ LEARNED_POSITIONS = ("opt", "bert")   # an embedding table of max_position_embed
 def estimate(arch: Arch, wl: Workload) -> Estimate:
     """Peak GPU memory of one step of `wl` on `arch`, each term with its formula and source."""
     est = _estimate(arch, wl)
-    est.terms = _documented(est, arch, wl)
+    est.terms = _documented(est, arch)
     length, positions = max(wl.seq, wl.context or 0), arch.extra.get("max_positions")
     if positions and length > positions:
         est.notes.insert(0, f"{length:,} tokens is past the config's max_position_embeddings {positions:,}: " + (
@@ -969,7 +969,7 @@ TERM_DOCS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _documented(est: Estimate, arch: Arch, wl: Workload) -> dict[str, dict[str, Any]]:
+def _documented(est: Estimate, arch: Arch) -> dict[str, dict[str, Any]]:
     """est.terms with a formula and source for every breakdown term that has none (the single-GPU terms)."""
     counts = {"params": (arch.params, "parameters"), "trainable": (est.trainable, "trainable parameters"),
               "tokens": (est.tokens, "tokens")}

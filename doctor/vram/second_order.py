@@ -318,5 +318,5 @@ def plan(arch: Arch, wl: Any, hvp_est: Any, kind: str, probes: int, nsamples: in
     if kind == "full":
         report.notes.append(f"full Hessian: {n:,} HVPs, one per column; storing it on disk needs {si(full)} too")
     chosen = {"hvp": hvp_est, "hutchinson": est_h, "gptq": est_g, "full": est_f}[kind]
-    chosen.terms = _documented(chosen, arch, wl)   # the overheads kept from the HVP estimate, with their sources
+    chosen.terms = _documented(chosen, arch)   # the overheads kept from the HVP estimate, with their sources
     return chosen, report

@@ -103,7 +103,7 @@ def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
 def deepspeed_fields(text: str, path: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Workload fields a DeepSpeed config gives: its ZeRO stage, offload devices and buffer knobs win; its batch,
     gradient accumulation and precision fill only what `fields` leaves unset. A stage below 3 drops offload_param
-    (DeepSpeed reads it in ZeRO-3 only)."""
+    (DeepSpeed reads it in ZeRO-3 only). A value DeepSpeed refuses is an InputError naming the file and key."""
     found, _ = parse_deepspeed_text(text)
     if not found:
         try:
