@@ -539,14 +539,38 @@ def test_the_deepspeed_configs_precision_is_the_jobs_dtype():
     applied to the DeepSpeed file, must change the figure); an "auto" section leaves the workload's dtype."""
     from doctor.vram.workload import workload_from_job
 
-    def dtype(ds: dict[str, Any]) -> str:
-        job = {"workload": {"model": "opt-1.3b", "method": "full", "dtype": "fp32"},
+    def dtype(ds: dict[str, Any], job_dtype: str = "fp32") -> str:
+        job = {"workload": {"model": "opt-1.3b", "method": "full", "dtype": job_dtype},
                "deepspeed": {"loaded": {"path": "ds.json", "text": json.dumps(ds)}}}
         return workload_from_job(job)[1]["dtype"]
 
     assert dtype({"bf16": {"enabled": True}, "zero_optimization": {"stage": 2}}) == "bf16"
     assert dtype({"fp16": {"enabled": True}}) == "fp16"
+    assert dtype({"bfloat16": {"enabled": True}}) == "bf16"   # runtime/config.py: the older name of the section
     assert dtype({"bf16": {"enabled": "auto"}}) == "fp32"
+    # no section: under the HF Trainer accelerate adds one from its mixed precision, so the job's dtype stands
+    assert dtype({"zero_optimization": {"stage": 2}}, "bf16") == "bf16"
+    assert dtype({"bf16": {"enabled": False}}, "bf16") == "fp32"   # turned off in the file: DeepSpeed trains fp32
+
+
+def test_the_deepspeed_config_flag_and_the_profile_give_the_same_precision(tmp_path, capsys):
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"fp16": {"enabled": True}, "zero_optimization": {"stage": 2}}))
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps({"kind": "job", "job": {"workload": {"model": "opt-125m", "method": "full",
+                                                                   "dtype": "bf16"}}}))
+    for argv in (["--profile", str(job), "--deepspeed-config", str(ds)],
+                 ["--model", "opt-125m", "--dtype", "fp16", "--deepspeed-config", str(ds)]):
+        assert main(["estimate", *argv, "--format", "json"]) in (0, 1)
+        assert json.loads(capsys.readouterr().out)["workload"]["dtype"] == "fp16", argv
+    assert main(["estimate", "--profile", str(job), "--deepspeed-config", str(ds), "--dtype", "bf16",
+                 "--format", "json"]) in (0, 1)   # a --dtype flag still wins (what-ifs give one)
+    assert json.loads(capsys.readouterr().out)["workload"]["dtype"] == "bf16"
+    for config, ok in (({"zero_optimization": True}, True), ({"bf16": True}, False)):
+        ds.write_text(json.dumps(config))
+        code = main(["estimate", "--model", "opt-125m", "--deepspeed-config", str(ds)])
+        err = capsys.readouterr().err
+        assert (code in (0, 1)) if ok else (code == 2 and 'expected an object such as {"enabled": true}' in err), err
 
 
 def test_nvme_offload_on_a_full_disk_points_at_the_one_with_room():

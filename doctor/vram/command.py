@@ -24,7 +24,14 @@ from .estimator import (
     lora_matches_nothing,
 )
 from .second_order import GPTQ_NSAMPLES, KINDS
-from .workload import ATTN_ALIASES, contradictions, deepspeed_fields, image_step, workload_from_job
+from .workload import (
+    ATTN_ALIASES,
+    contradictions,
+    deepspeed_fields,
+    image_step,
+    precision_open,
+    workload_from_job,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -170,7 +177,8 @@ def _deepspeed_file(path: str, fields: dict[str, Any], args: argparse.Namespace)
     if not isinstance(load_json(text, str(file)), dict):   # not JSON: bad input, naming the file
         raise InputError(str(file), None, "expected a JSON object (a DeepSpeed config)")
     given = {f for a, f in ARG_FIELDS if getattr(args, a) is not None}
-    return deepspeed_fields(text, path, fields | {f: True for f in given})
+    # the file's own precision section outranks a profile's dtype, not a --dtype flag (what-ifs give one)
+    return deepspeed_fields(text, path, precision_open(text, fields) | {f: True for f in given})
 
 
 def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:

@@ -942,6 +942,8 @@ def from_deepspeed_config(config: Any) -> tuple[dict[str, Any], list[str]]:
     zero = config.get("zero_optimization")
     if zero is None:
         zero = {}
+    if isinstance(zero, bool):   # DeepSpeed's older form (runtime/zero/config.py read_zero_config_deprecated)
+        zero = {"stage": 1 if zero else 0}
     if not isinstance(zero, dict):
         return fields, ["zero_optimization is not an object; stage 0 assumed"]
     stage = zero.get("stage", 0)
@@ -995,7 +997,7 @@ def from_deepspeed_config(config: Any) -> tuple[dict[str, Any], list[str]]:
     if intra:
         knobs["aio_intra_op_parallelism"] = intra   # the NVMe swap buffers' alignment (swap_tensor/utils.py)
     enabled = {k: (v.get("enabled") if isinstance(v, dict) else None) for k in ("bf16", "fp16")
-               for v in [config.get(k)]}
+               for v in [_precision(config, k)]}
     if enabled["bf16"] is True:
         fields["dtype"] = "bf16"
     elif enabled["fp16"] is True:
@@ -1067,6 +1069,21 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 20 else text[:17] + "..."
 
 
+def _precision(config: dict[str, Any], key: str) -> Any:
+    """The bf16 / fp16 section, bf16 under its older name too (runtime/config.py get_bfloat16_config falls back to
+    param_dict["bfloat16"])."""
+    return config.get(key, config.get("bfloat16")) if key == "bf16" else config.get(key)
+
+
+def explicit_precision(config: Any) -> bool:
+    """Whether the config turns bf16 or fp16 on or off itself (true / false, not "auto" or absent): then DeepSpeed
+    trains in that precision whatever the job's own dtype says; absent, the HF Trainer / accelerate adds the section
+    from its mixed precision (DeepSpeedPlugin.set_mixed_precision), so the job's dtype stands."""
+    return isinstance(config, dict) and any(
+        isinstance(sect, dict) and isinstance(sect.get("enabled"), bool)
+        for sect in (_precision(config, "bf16"), config.get("fp16")))
+
+
 def deepspeed_problems(config: Any) -> list[tuple[str, str]]:
     """(key, what is wrong and what DeepSpeed expects) for each value of a DeepSpeed config that DeepSpeed
     refuses (docs/_pages/config-json.md; runtime/config.py asserts, the pydantic zero config's types), so that
@@ -1075,6 +1092,8 @@ def deepspeed_problems(config: Any) -> list[tuple[str, str]]:
         return [("", f"is a {type(config).__name__}; expected a JSON object (a DeepSpeed config)")]
     out: list[tuple[str, str]] = []
     zero = config.get("zero_optimization")
+    if isinstance(zero, bool):   # the older form: true is stage 1
+        zero = {"stage": 1 if zero else 0}
     if zero is not None and not isinstance(zero, dict):
         out.append(("zero_optimization", f"is {_shown(zero)}; expected an object such as {{\"stage\": 2}}"))
         zero = None
@@ -1100,13 +1119,15 @@ def deepspeed_problems(config: Any) -> list[tuple[str, str]]:
                                                     "more"))
     enabled = {}
     for key in ("bf16", "fp16"):
-        sect = config.get(key)
+        sect = _precision(config, key)
         if sect is None:
             continue
-        value = sect.get("enabled", False) if isinstance(sect, dict) else sect
-        if not isinstance(sect, dict) or not (isinstance(value, bool) or value == "auto"):
-            out.append((f"{key}.enabled" if isinstance(sect, dict) else key,
-                        f"is {_shown(value)}; expected true, false or \"auto\""))
+        if not isinstance(sect, dict):
+            out.append((key, f"is {_shown(sect)}; expected an object such as {{\"enabled\": true}}"))
+            continue
+        value = sect.get("enabled", False)
+        if not (isinstance(value, bool) or value == "auto"):
+            out.append((f"{key}.enabled", f"is {_shown(value)}; expected true, false or \"auto\""))
         enabled[key] = value is True
     if enabled.get("bf16") and enabled.get("fp16"):   # runtime/config.py: "bf16 and fp16 modes cannot be
         # simultaneously enabled"

@@ -8,7 +8,7 @@ import shlex
 from typing import Any
 
 from ..errors import InputError
-from .distributed import deepspeed_problems, parse_deepspeed_text
+from .distributed import deepspeed_problems, explicit_precision, parse_deepspeed_text
 from .estimator import OPTIMIZERS, Workload, sharding_of
 
 ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
@@ -93,11 +93,19 @@ def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     ds = job.get("deepspeed")
     loaded = ds.get("loaded") if isinstance(ds, dict) else None
     if isinstance(loaded, dict) and isinstance(loaded.get("text"), str):
-        # the engine trains in the config's precision (bf16 / fp16 enabled, else fp32) whatever job.workload.dtype
-        # says; an "auto" section leaves it to the Trainer's arguments, so the workload's dtype stays
-        ds_fields = {k: v for k, v in fields.items() if k != "dtype"}
-        fields.update(deepspeed_fields(loaded["text"], str(loaded.get("path") or ""), ds_fields))
+        fields.update(deepspeed_fields(loaded["text"], str(loaded.get("path") or ""), precision_open(loaded["text"],
+                                                                                                     fields)))
     return model, fields
+
+
+def precision_open(text: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` without the job's dtype where the DeepSpeed config sets the precision itself (its bf16 / fp16
+    section on or off): DeepSpeed then trains in it whatever the job's dtype says; otherwise `fields`."""
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError):
+        return fields
+    return {k: v for k, v in fields.items() if k != "dtype"} if explicit_precision(config) else fields
 
 
 def deepspeed_fields(text: str, path: str, fields: dict[str, Any]) -> dict[str, Any]:
