@@ -106,8 +106,10 @@ def load_yaml(text: str, source: str) -> Any:
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: dict[Any, Any] = {}
             for key_node, _ in node.value:   # a key given twice: YAML keeps the last silently, a typo's result
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue   # a merge key (<<) is the merge's, an unhashable key SafeLoader refuses itself
                 key = self.construct_object(key_node, deep=True)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
+                if key in seen:
                     line = key_node.start_mark.line + 1
                     raise InputError(source, str(key), f"is given twice (lines {seen[key]} and {line}); expected "
                                                        "each key once")

@@ -190,3 +190,18 @@ def test_a_key_given_twice_in_a_profile_is_bad_input(tmp_path, registry):
     with pytest.raises(InputError) as exc:
         load([str(path)], registry)
     assert exc.value.key == "workload" and "lines 4 and 5" in exc.value.expected
+
+
+def test_yaml_merge_keys_and_unhashable_keys_read_as_before(tmp_path, registry):
+    """The duplicate-key check leaves YAML's merge key (<<) to the merge, and an unhashable key to SafeLoader's own
+    one-line refusal (never an internal error)."""
+    path = tmp_path / "p.yaml"
+    path.write_text("kind: job\nextends: [base]\nx-common: &w {model: opt-125m, method: full}\n"
+                    "job:\n  workload:\n    <<: *w\n    batch: 2\n")
+    with pytest.raises(InputError) as exc:   # x-common is no profile key: the schema names it, after parsing
+        load([str(path)], registry)
+    assert "x-common" in str(exc.value) and "invalid YAML" not in str(exc.value)
+    path.write_text("kind: job\n? [a, b]\n: 1\n")
+    with pytest.raises(InputError) as exc:
+        load([str(path)], registry)
+    assert "unhashable" in str(exc.value)
