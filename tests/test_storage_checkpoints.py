@@ -174,3 +174,15 @@ def test_an_optimizer_doctor_does_not_model_is_never_sized_as_adamw(tmp_path, ju
                    "    model: opt-125m\n    method: hessian\n")
     r = judge(autodl_box({}, hf_home="/root/autodl-tmp/huggingface"), "disk.space", hessian)
     assert r.status is Status.ERROR and "writes no training checkpoint" in r.summary, r.summary
+
+
+def test_two_nvme_paths_are_not_summed_on_one_disk(tmp_path, judge):
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {
+        "stage": 3, "offload_optimizer": {"device": "nvme", "nvme_path": "/root/autodl-tmp/opt"},
+        "offload_param": {"device": "nvme", "nvme_path": "/nvme2"}}}))
+    path = tmp_path / "job.yaml"
+    path.write_text("kind: job\nextends: [base]\njob:\n  workload: {method: full, params: 7000000000, "
+                    "optimizer: adamw, world_size: 1}\n  deepspeed: {config: ds.json}\n  storage:\n    ck:\n"
+                    "      path: /root/autodl-tmp/o\n      contents: model\n      count: 1\n")
+    r = judge(autodl_box({}, hf_home="/root/autodl-tmp/huggingface"), "disk.space", str(path))
+    assert r.status is Status.ERROR and "two nvme_paths" in r.summary, r.summary

@@ -582,3 +582,13 @@ def test_nvme_offload_on_a_full_disk_points_at_the_one_with_room():
     r = memory_ram(facts, workload={"params": 7_000_000_000, "optimizer": "adamw", "dtype": "bf16"},
                    deepspeed={"loaded": {"path": "ds.json", "text": json.dumps(config)}})
     assert r.status is Status.FAIL and "point offload_*.nvme_path to /root/autodl-tmp/ds_nvme" in r.summary, r.summary
+
+
+def test_the_step_moment_holds_no_unit_the_backward_has_resharded():
+    """FSDP reshards every unit by the end of backward: at the optimizer step neither the unsharded parameters nor
+    a unit's unsharded gradient is alive, only the shards, the states and the step's temporaries."""
+    arch = ARCHS["llama-2-7b"]
+    est = estimate(arch, Workload(method="full", fsdp="full", world_size=2, seq=16))
+    assert est.phase == "optimizer step", est.breakdown
+    assert "params_unsharded" not in est.breakdown and "grads_unsharded" not in est.breakdown
+    assert est.breakdown["optimizer_step_temporaries"] == pytest.approx(2 * arch.params / 2, abs=2)

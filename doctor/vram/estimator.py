@@ -888,6 +888,9 @@ def _litgpt_layer(arch: Arch, wl: Workload, targets: frozenset[str]) -> Any:
     return act.litgpt_decoder
 
 
+BACKWARD_ONLY = ("params_unsharded", "grads_unsharded", "largest_layer_gathered", "prefetch_bucket")
+
+
 def _sharded(arch: Arch, wl: Workload, mem: dist.Memory, activ: float, logits: float, work: float,
              step_temp: float, trainable: int, tbytes: int, overhead: dict[str, float], tokens: int,
              notes: list[str], ckpt: bool) -> Estimate:
@@ -915,7 +918,12 @@ def _sharded(arch: Arch, wl: Workload, mem: dist.Memory, activ: float, logits: f
         at_step["optimizer_step_temporaries"] = step_temp
         terms["optimizer_step_temporaries"] = {"formula": f"{step_temp / 2**30:.2f} GiB: {wl.optimizer}'s step "
                                                "temporaries, as on one GPU", "source": "estimator._optimizer"}
-    if sum(at_step.values()) > activ + logits + work:
+    # what the backward holds and frees before the step: FSDP's unsharded units, ZeRO-3's gathered layer and its
+    # prefetch bucket (all resharded / released at the end of backward)
+    gathered = sum(parts.get(k, 0.0) for k in BACKWARD_ONLY)
+    if sum(at_step.values()) > activ + logits + work + gathered:
+        for k in BACKWARD_ONLY:
+            parts.pop(k, None)
         parts.update(at_step)
         phase = "optimizer step"
     else:

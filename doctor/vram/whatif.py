@@ -152,7 +152,7 @@ def _node(arch: Arch | None, wl: Workload, params: int | None, allowance: float)
     if mem is None:
         return math.inf, None, 0.0
     ranks = mem.sharding.per_node
-    gpu: float | None = sum(t.bytes for t in mem.gpu.values())
+    gpu: float | None = sum(t.bytes for t in mem.gpu.values()) + sum(t.bytes for t in mem.step.values())
     if arch is not None:
         gpu = float(estimate(arch, wl).peak_bytes)
     return mem.cpu_bytes + allowance * ranks, gpu, mem.nvme_bytes
