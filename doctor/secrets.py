@@ -26,8 +26,9 @@ SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "HF_AP
 # user-info in a URL: scheme://user[:password]@ — the password part always goes; so does a user name that is a token
 # Every repeat before a literal is bounded ({0,64}): an unbounded one is re-tried from each word boundary of a long
 # run such as "a.a.a...", which made scrubbing a 100k-character string quadratic (seconds).
-# "scheme:/" too: a path normalised by os.path.normpath collapses the URL's "//"
-USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}:/{1,2})(?P<user>[^\s/@:?#]*)"
+# "scheme:/" too: a path normalised by os.path.normpath collapses the URL's "//"; a scheme has two letters or more
+# (a drive letter, D:/data:v2@rev, is not one)
+USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{1,31}:/{1,2})(?P<user>[^\s/@:?#]*)"
                       r"(?::(?P<pw>[^\s/@?#]*))?@")
 QUERY = re.compile(r"(?P<key>[?&;](?:[\w.-]{0,64}(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|auth|sig|"
                    r"signature|credential|session)[\w.-]{0,64}|key|code))=(?P<value>[^&#\s\"']+)", re.I)

@@ -31,6 +31,7 @@ PASSWORD = "s3cr3t-Pa55word"
     ("no secret here: https://huggingface.co/Qwen/Qwen3-VL-32B-Instruct", "no secret here: https://huggingface.co/Qwen/Qwen3-VL-32B-Instruct"),
     ("/tmp/https:/alice:s3cret@h/x", "/tmp/https:/alice:***@h/x"),   # os.path.normpath collapsed the URL's //
     ("C:/data/file@v2", "C:/data/file@v2"),
+    ("D:/data:v2@rev", "D:/data:v2@rev"),                             # a drive letter is no URL scheme
 ])
 def test_scrub(text, clean):
     assert scrub(text, secrets=[]) == clean
