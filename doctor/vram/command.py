@@ -197,7 +197,7 @@ def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
             fields[field] = ATTN_ALIASES.get(value, value) if arg == "attention" else value
     if args.deepspeed_config and getattr(args, "offload_params", None) is None and (fields.get("zero") or 0) < 3:
         fields.pop("offload_params", None)   # a --zero below 3 over the file's ZeRO-3: DeepSpeed reads offload_param
-        # in ZeRO-3 only (config-json.md: "Valid only with stage 3"), as deepspeed_fields drops it for the file's
+        # in ZeRO-3 only (config-json.md: "Valid only with stage 3"); deepspeed_fields does so for a file's stage
     fields = with_deepspeed(fields, getattr(args, "deepspeed_version", None))   # ZeRO-1/2 offload staging
     wl = Workload(**resolve(fields))
     for flag, value, problem in contradictions(wl):
