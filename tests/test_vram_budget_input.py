@@ -112,3 +112,16 @@ def test_an_image_side_the_processor_never_gives_is_refused(capsys):
     assert main(argv + ["--image-size", "20"]) == 2
     assert "--image-size: 20:" in capsys.readouterr().err
     assert main(argv + ["--image-size", "640"]) in (0, 1)
+
+
+def test_a_flag_that_changes_nothing_is_said(capsys):
+    from doctor.cli import main
+
+    assert main(["estimate", "--model", "opt-125m", "--method", "full", "--lora-rank", "8", "--no-zero-init",
+                 "--gpu", "A100 80GB", "--gpu-memory", "8GiB", "--format", "json"]) in (0, 1)
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    for flag in ("--lora-rank", "--no-zero-init", "--gpu"):
+        assert any(n.startswith(f"{flag} changes nothing here") for n in notes), (flag, notes)
+    assert main(["estimate", "--model", "opt-125m", "--method", "lora", "--lora-rank", "8", "--format",
+                 "json"]) in (0, 1)
+    assert not any("changes nothing" in n for n in json.loads(capsys.readouterr().out)["notes"])

@@ -205,6 +205,22 @@ def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
     return wl
 
 
+def unused_flags(args: argparse.Namespace, wl: Workload) -> list[str]:
+    """A note for each flag given that changes nothing in this workload (said, so a mistyped set-up is seen)."""
+    unused: list[tuple[str, str]] = []
+    if wl.method not in ("lora", "qlora"):
+        unused += [(flag, f"the method is {wl.method}, not LoRA") for flag, value in (
+            ("--lora-rank", args.lora_rank), ("--lora-targets", args.lora_targets),
+            ("--adapter-dtype", args.adapter_dtype), ("--lora-dropout", args.lora_dropout)) if value is not None]
+    if getattr(args, "zero_init", None) is False and wl.zero != 3:
+        unused.append(("--no-zero-init", "zero.Init builds the model partitioned under ZeRO-3 only"))
+    if getattr(args, "load_dtype", None) and wl.zero is None and wl.fsdp is None:
+        unused.append(("--load-dtype", "the CPU model load is counted for DeepSpeed / FSDP jobs only"))
+    if args.gpu and (args.gpu_memory or args.facts):
+        unused.append(("--gpu", "--gpu-memory, else --facts, sets the GPU"))
+    return [f"{flag} changes nothing here: {why}" for flag, why in unused]
+
+
 def gpu_capacity(args: argparse.Namespace, profile_gpu: dict[str, Any] | None) -> tuple[int | None, str, float | None]:
     """(usable bytes, label, compute capability) from --gpu-memory, --facts, --gpu or the profile's machine."""
     if args.gpu_memory:
@@ -304,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
     capacity, label, cc = gpu_capacity(args, profile_gpu)
     wl = replace(wl, sm=cc)
     est = estimate(arch, wl)
+    est.notes[:0] = unused_flags(args, wl)
     second = None
     if wl.method == "hessian":
         from .second_order import plan as second_order_plan
