@@ -174,21 +174,6 @@ def plan(storage: dict[str, Any], facts: dict[str, Any], workload: dict[str, Any
     return groups, unplaced, unsized
 
 
-def _nvme_paths(deepspeed: dict[str, Any] | None) -> set[str]:
-    """The nvme_path of each offload section of the job's DeepSpeed file that offloads to NVMe."""
-    import json
-
-    loaded = (deepspeed or {}).get("loaded") if isinstance(deepspeed, dict) else None
-    try:
-        config = json.loads(loaded["text"]) if isinstance(loaded, dict) else {}
-    except (ValueError, RecursionError, TypeError):
-        return set()
-    zero = config.get("zero_optimization") if isinstance(config, dict) else None
-    sections = [zero.get(k) for k in ("offload_optimizer", "offload_param")] if isinstance(zero, dict) else []
-    return {s["nvme_path"] for s in sections if isinstance(s, dict) and s.get("device") == "nvme"
-            and isinstance(s.get("nvme_path"), str)}
-
-
 def _nvme_offload(workload: dict[str, Any] | None, deepspeed: dict[str, Any] | None
                   ) -> tuple[float | None, str] | None:
     """(bytes per node, nvme_path) DeepSpeed swaps to NVMe for the job, (None, why) where it offloads there but
@@ -204,10 +189,10 @@ def _nvme_offload(workload: dict[str, Any] | None, deepspeed: dict[str, Any] | N
                                        else {}})
     if "nvme" not in (fields.get("offload_optimizer"), fields.get("offload_params")):
         return None
-    path = (fields.get("ds_knobs") or {}).get("nvme_path")
+    knobs = fields.get("ds_knobs") or {}
+    path, paths = knobs.get("nvme_path"), knobs.get("nvme_paths") or []
     if not isinstance(path, str):
         return None
-    paths = _nvme_paths(deepspeed)
     if len(paths) > 1:   # doctor's NVMe figure is one total: it cannot split it between two filesystems
         return None, (f"the optimizer and parameter offloads name two nvme_paths ({', '.join(sorted(paths))}); "
                       "doctor sizes their swap files as one total")

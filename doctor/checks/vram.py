@@ -24,16 +24,15 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     Fix: apply one of the what-ifs listed (each is re-estimated by the model), or run on a larger GPU.
     """
     from doctor.vram.arch import from_config
-    from doctor.vram.estimator import OPTIMIZERS, Workload, estimate, fits, gib, lora_matches_nothing
+    from doctor.vram.estimator import OPTIMIZERS, Workload, estimate, fits, gib
     from doctor.vram.versions import resolve, with_facts
     from doctor.vram.whatif import what_ifs
     from doctor.vram.workload import (
         OPTIMIZER_NAMES,
         PROFILE_KEYS,
-        contradictions,
         describe,
         estimate_command,
-        image_step,
+        model_problems,
         shown_model,
         unknown_optimizer,
         workload_from_job,
@@ -62,26 +61,14 @@ def vram_budget(facts: dict[str, Any], *, workload: dict[str, Any], headroom_pct
     if not devs:
         return errored(f"could not decide: NVML reported no memory size for the GPUs, so {model}'s peak cannot be "
                        "compared")
-    problems = contradictions(wl)   # as `doctor estimate` refuses them, named by the profile's keys
-    if problems:
-        flag, value, problem = problems[0]
-        key = PROFILE_KEYS.get(flag, flag.lstrip("-").replace("-", "_"))
-        return errored(f"could not decide: job.workload.{key}: {value}: {problem}")
-    if wl.images and arch.vision is None:
-        return errored(f"could not decide: job.workload.images_per_sample: {wl.images}: {model} has no vision tower; "
-                       "expected 0 for a text model")
-    step = image_step(arch)
-    if wl.images and step and wl.image_size % step:
-        return errored(f"could not decide: job.workload.image_size: {wl.image_size}: is no side {model}'s processor "
-                       f"gives; expected a multiple of {step} (patch x merge)")
     cc = devs[0].get("compute_capability")
     wl = replace(wl, sm=float(cc) if cc else None)
     est = estimate(arch, wl)
-    if lora_matches_nothing(wl, est):
-        names = sorted({lin.name for block, _ in arch.kinds for lin in block.linears})
-        return failed(f"job.workload.lora_targets {wl.lora_targets!r} matches no linear module of {model}: peft's "
-                      "get_peft_model raises (target modules not found) before training starts",
-                      Remediation(f"Name modules among {', '.join(names)}, or all-linear."))
+    for flag, value, problem in model_problems(arch, wl, est, model):   # what `doctor estimate` refuses
+        where = f"job.workload.{PROFILE_KEYS.get(flag, flag)}: {value}: {problem}"
+        if flag == "--lora-targets":   # the job itself stops there
+            return failed(f"{where}; peft's get_peft_model raises (target modules not found) before training starts")
+        return errored(f"could not decide: {where}")
     details = [f"workload: {describe(wl)}"] + [f"{k}: {gib(v)}" for k, v in est.breakdown.items()] + [
         f"range {gib(est.low_bytes)} .. {gib(est.high_bytes)}"] + est.notes + (
         [f"CPU RAM per node: {gib(est.cpu['per_node_bytes'])} at the {est.cpu['peak_moment']} (judged by memory.ram)"]

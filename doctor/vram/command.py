@@ -21,15 +21,13 @@ from .estimator import (
     Workload,
     estimate,
     fits,
-    lora_matches_nothing,
 )
 from .second_order import GPTQ_NSAMPLES, KINDS
 from .workload import (
     ATTN_ALIASES,
     contradictions,
     deepspeed_fields,
-    image_step,
-    precision_open,
+    model_problems,
     workload_from_job,
 )
 
@@ -177,8 +175,8 @@ def _deepspeed_file(path: str, fields: dict[str, Any], args: argparse.Namespace)
     if not isinstance(load_json(text, str(file)), dict):   # not JSON: bad input, naming the file
         raise InputError(str(file), None, "expected a JSON object (a DeepSpeed config)")
     given = {f for a, f in ARG_FIELDS if getattr(args, a) is not None}
-    # the file's own precision section outranks a profile's dtype, not a --dtype flag (what-ifs give one)
-    return deepspeed_fields(text, path, precision_open(text, fields) | {f: True for f in given})
+    # a --dtype flag outranks even the file's own precision section (_workload applies the flags after this)
+    return deepspeed_fields(text, path, fields | {f: True for f in given})
 
 
 def _workload(args: argparse.Namespace, base: dict[str, Any]) -> Workload:
@@ -331,16 +329,8 @@ def run(args: argparse.Namespace) -> int:
         flag = "--hessian" if args.hessian else "--probes" if args.probes else "--calibration-samples"
         raise InputError(flag, str(args.hessian or args.probes or args.calibration_samples),
                          f"applies to --method hessian only; the method is {wl.method}")
-    if lora_matches_nothing(wl, est):
-        names = sorted({lin.name for block, _ in arch.kinds for lin in block.linears})   # every layer kind
-        raise InputError("--lora-targets", str(wl.lora_targets), f"matches no linear module of {model}; expected "
-                         f"names among {', '.join(names)}, or all-linear")
-    if wl.images and arch.vision is None:
-        raise InputError("--images", str(wl.images), f"{model} has no vision tower; expected 0 for a text model")
-    step = image_step(arch)
-    if wl.images and step and wl.image_size % step:
-        raise InputError("--image-size", str(wl.image_size), f"is no side {model}'s processor gives; expected a "
-                         f"multiple of {step} (patch x merge: smart_resize makes both sides divisible by it)")
+    for flag, value, problem in model_problems(arch, wl, est, model):
+        raise InputError(flag, value, problem)
     verdict = fits(est, capacity, headroom) if capacity else None
     options = what_ifs(arch, wl, capacity, est) if verdict in ("does not fit", "tight") or capacity is None else []
     if second is not None and second.kind != "hvp":   # the what-ifs re-estimate an HVP

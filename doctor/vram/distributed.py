@@ -966,6 +966,8 @@ def from_deepspeed_config(config: Any) -> tuple[dict[str, Any], list[str]]:
                 else knobs["pin_memory"] and sect["pin_memory"]
         if isinstance(sect.get("nvme_path"), str) and device == "nvme":
             knobs["nvme_path"] = sect["nvme_path"]
+            # each section's own path: the NVMe figure is one total, which two filesystems would split
+            knobs["nvme_paths"] = sorted({*knobs.get("nvme_paths", []), sect["nvme_path"]})
         prefix = "param" if key == "offload_param" else "optimizer"
         for name in ("buffer_count", "buffer_size", "max_in_cpu"):
             value = _int_like(sect.get(name))

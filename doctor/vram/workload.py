@@ -8,7 +8,7 @@ import shlex
 from typing import Any
 
 from ..errors import InputError
-from .distributed import deepspeed_problems, explicit_precision, parse_deepspeed_text
+from .distributed import deepspeed_problems, explicit_precision, from_deepspeed_config
 from .estimator import OPTIMIZERS, Workload, sharding_of
 
 ATTN_ALIASES = {"flash_attention_2": "flash", "flash_attention_3": "flash"}
@@ -27,7 +27,8 @@ PROFILE_KEYS = {"--quant": "quantization", "--double-quant": "double_quant", "--
                 "--context": "context", "--method": "method", "--zero": "zero_stage", "--fsdp": "fsdp",
                 "--world-size": "world_size", "--gpus-per-node": "gpus_per_node",
                 "--offload-optimizer": "offload_optimizer", "--offload-params": "offload_params",
-                "--ram-efficient-loading": "ram_efficient_loading", "--load-dtype": "load_dtype"}
+                "--ram-efficient-loading": "ram_efficient_loading", "--load-dtype": "load_dtype",
+                "--images": "images_per_sample", "--image-size": "image_size", "--lora-targets": "lora_targets"}
 SWITCHES = {"checkpointing": ("--grad-checkpointing", None), "double_quant": ("--double-quant", None),
             "amp": ("--amp", "--no-amp"), "zero_init": (None, "--no-zero-init"), "chunked_ce": ("--chunked-ce", None),
             "fsdp_no_sync": ("--fsdp-no-sync", None), "fsdp_frozen_grads": ("--fsdp-frozen-grads", None),
@@ -93,37 +94,25 @@ def workload_from_job(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     ds = job.get("deepspeed")
     loaded = ds.get("loaded") if isinstance(ds, dict) else None
     if isinstance(loaded, dict) and isinstance(loaded.get("text"), str):
-        fields.update(deepspeed_fields(loaded["text"], str(loaded.get("path") or ""), precision_open(loaded["text"],
-                                                                                                     fields)))
+        fields.update(deepspeed_fields(loaded["text"], str(loaded.get("path") or ""), fields))
     return model, fields
 
 
-def precision_open(text: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """`fields` without the job's dtype where the DeepSpeed config sets the precision itself (its bf16 / fp16
-    section on or off): DeepSpeed then trains in it whatever the job's dtype says; otherwise `fields`."""
+def deepspeed_fields(text: str, path: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Workload fields a DeepSpeed config gives: its ZeRO stage, offload devices and buffer knobs win, and so does
+    a bf16 / fp16 section it turns on or off itself (DeepSpeed trains in it; without one the HF Trainer's
+    accelerate adds it from the job's mixed precision); its batch, gradient accumulation and otherwise its
+    precision fill only what `fields` leaves unset. A stage below 3 drops offload_param (DeepSpeed reads it in
+    ZeRO-3 only). A value DeepSpeed refuses is an InputError naming the file and key."""
     try:
         config = json.loads(text)
     except (ValueError, RecursionError):
-        return fields
-    return {k: v for k, v in fields.items() if k != "dtype"} if explicit_precision(config) else fields
-
-
-def deepspeed_fields(text: str, path: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Workload fields a DeepSpeed config gives: its ZeRO stage, offload devices and buffer knobs win; its batch,
-    gradient accumulation and precision fill only what `fields` leaves unset. A stage below 3 drops offload_param
-    (DeepSpeed reads it in ZeRO-3 only). A value DeepSpeed refuses is an InputError naming the file and key."""
-    found, _ = parse_deepspeed_text(text)
-    if not found:
-        try:
-            config = json.loads(text)
-        except (ValueError, RecursionError):
-            return {}   # not JSON: the deepspeed.config check's finding (the flag's reader refuses it first)
-    else:
-        config = json.loads(text)
+        return {}   # not JSON: the deepspeed.config check's finding (the flag's reader refuses it first)
     problems = deepspeed_problems(config)
     if problems:   # a value DeepSpeed refuses: never modelled as a default in its place
         key, problem = problems[0]
         raise InputError(path or "the DeepSpeed config", key or None, problem)
+    found, _ = from_deepspeed_config(config)
     if not found:
         return {}
     out: dict[str, Any] = {"deepspeed_config": path} if path else {}
@@ -133,7 +122,7 @@ def deepspeed_fields(text: str, path: str, fields: dict[str, Any]) -> dict[str, 
     if out.get("zero", 0) < 3:
         out.pop("offload_params", None)
     for key in ("batch", "grad_accum", "dtype"):
-        if key in found and key not in fields:
+        if key in found and (key not in fields or key == "dtype" and explicit_precision(config)):
             out[key] = found[key]
     return out
 
@@ -301,12 +290,25 @@ def describe(wl: Workload) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def image_step(arch: Any) -> int:
-    """The step every resized image side is a multiple of (patch x spatial merge: transformers'
-    Qwen2VLImageProcessor smart_resize, "Both dimensions (height and width) are divisible by 'factor'"); 0 for a
-    model without a vision tower."""
-    vision = getattr(arch, "vision", None)
-    return vision.patch * vision.merge if vision is not None else 0
+def model_problems(arch: Any, wl: Workload, est: Any, model: str) -> list[tuple[str, str, str]]:
+    """(flag, value, what is expected) for what this model cannot run as set up: LoRA targets that match no
+    linear module (peft's get_peft_model raises), images for a text model, an image side the vision processor
+    never gives (transformers' Qwen2VLImageProcessor smart_resize: "Both dimensions (height and width) are
+    divisible by 'factor'", patch x spatial merge). `doctor estimate` refuses them, vram.budget judges them."""
+    from .estimator import lora_matches_nothing
+
+    out = []
+    if lora_matches_nothing(wl, est):
+        names = sorted({lin.name for block, _ in arch.kinds for lin in block.linears})   # every layer kind
+        out.append(("--lora-targets", str(wl.lora_targets), f"matches no linear module of {model}; expected names "
+                    f"among {', '.join(names)}, or all-linear"))
+    if wl.images and arch.vision is None:
+        out.append(("--images", str(wl.images), f"{model} has no vision tower; expected 0 for a text model"))
+    step = arch.vision.patch * arch.vision.merge if arch.vision is not None else 0
+    if wl.images and step and wl.image_size % step:
+        out.append(("--image-size", str(wl.image_size), f"is no side {model}'s processor gives; expected a "
+                    f"multiple of {step} (patch x merge: smart_resize makes both sides divisible by it)"))
+    return out
 
 
 def shown_model(workload: dict[str, Any] | None, model: str) -> str:
